@@ -1,0 +1,195 @@
+//! The ESP side of referral-bridge, free of any web framework or database: each ESP adapter
+//! verifies and parses the ESP's inbound webhooks into normalised [`EspEvent`]s.
+//!
+//! The service owns transport and storage; an adapter only sees raw bytes and headers, so it can
+//! be tested with the vendors' own payloads and nothing else.
+
+pub mod custom;
+mod email;
+mod secret;
+
+pub use email::{Email, InvalidEmail};
+pub use secret::secrets_match;
+
+use serde_json::Value;
+
+/// The raw parts of an inbound HTTP request that an adapter needs to verify and parse it.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundRequest<'a> {
+    /// The query string, without the leading `?` (empty when there is none).
+    pub query: &'a str,
+    /// The request headers, names in any case.
+    pub headers: &'a [(&'a str, &'a [u8])],
+    /// The raw body, exactly as received.
+    pub body: &'a [u8],
+}
+
+impl<'a> InboundRequest<'a> {
+    /// The value of the first header called `name` (compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+
+    /// The first value of query parameter `name`, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key) == name).then(|| percent_decode(value))
+        })
+    }
+}
+
+/// Decodes `application/x-www-form-urlencoded` text (`+` is a space); invalid escapes are kept
+/// as they are.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Why an inbound request was refused before its body was looked at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The bridge has no secret configured for this endpoint, so nothing can be accepted.
+    #[error("this endpoint is disabled until its secret is configured")]
+    NotConfigured,
+    /// The request carries no credentials at all.
+    #[error("missing credentials")]
+    Missing,
+    /// The request carries credentials that do not match.
+    #[error("wrong credentials")]
+    Wrong,
+}
+
+/// Why an authenticated body could not be understood; the message is meant for the sender.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+/// A person as an ESP describes them in a webhook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Person {
+    /// The subscriber's address, trimmed and lower-cased.
+    pub email: Email,
+    /// The ESP's own id, kept in the JSON type the ESP sent (number or string).
+    pub esp_id: Option<Value>,
+    /// First name, when the ESP sent one.
+    pub first_name: Option<String>,
+    /// Full name, when the ESP sent one.
+    pub name: Option<String>,
+}
+
+/// What an ESP webhook means for the bridge, whatever the ESP's own format.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EspEvent {
+    /// A person joined the list (after confirmation, for double opt-in lists).
+    Subscribed {
+        /// Who subscribed.
+        person: Person,
+        /// When they signed up, unix seconds, when the ESP said.
+        created_at: Option<i64>,
+    },
+    /// A person's profile changed: a new address when `previous_email` is set, else names.
+    Updated {
+        /// The person as they are now.
+        person: Person,
+        /// The address they had before, for an email change.
+        previous_email: Option<Email>,
+        /// When the change happened, unix seconds, when the ESP said.
+        updated_at: Option<i64>,
+    },
+    /// A person left the list.
+    Unsubscribed {
+        /// Who left.
+        email: Email,
+    },
+    /// An event the bridge does not act on; stored and answered 200 all the same.
+    Ignored {
+        /// The event type as the ESP named it.
+        event_type: String,
+    },
+}
+
+impl EspEvent {
+    /// The address duplicates are looked up under: the event's email, the new one for an email
+    /// change; none for ignored events.
+    pub fn subject(&self) -> Option<&Email> {
+        match self {
+            EspEvent::Subscribed { person, .. } | EspEvent::Updated { person, .. } => {
+                Some(&person.email)
+            }
+            EspEvent::Unsubscribed { email } => Some(email),
+            EspEvent::Ignored { .. } => None,
+        }
+    }
+}
+
+/// An ESP integration's inbound half: checks that a webhook comes from the ESP, then reads it.
+pub trait InboundEsp: Send + Sync {
+    /// The adapter's name, as written in `ESP_ADAPTER`.
+    fn name(&self) -> &'static str;
+
+    /// Checks the request's credentials against `secret` (`None` when none is configured).
+    fn verify(&self, request: &InboundRequest<'_>, secret: Option<&str>) -> Result<(), VerifyError>;
+
+    /// Reads a verified request's body into the events it carries.
+    fn parse(&self, request: &InboundRequest<'_>) -> Result<Vec<EspEvent>, ParseError>;
+}
+
+/// The names `ESP_ADAPTER` accepts.
+pub const KNOWN_ESP_ADAPTERS: &[&str] = &["custom"];
+
+/// The adapter called `name`, or `None` when there is no such adapter.
+pub fn esp_adapter(name: &str) -> Option<Box<dyn InboundEsp>> {
+    match name {
+        "custom" => Some(Box::new(custom::CustomEsp)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_decoded() {
+        let request = InboundRequest {
+            query: "a=1&token=s%2Bx+y%zz&token=second",
+            headers: &[],
+            body: b"",
+        };
+        assert_eq!(request.query_param("token").as_deref(), Some("s+x y%zz"));
+        assert_eq!(request.query_param("a").as_deref(), Some("1"));
+        assert_eq!(request.query_param("b"), None);
+    }
+
+    #[test]
+    fn trailing_percent_is_kept() {
+        assert_eq!(percent_decode("abc%"), "abc%");
+        assert_eq!(percent_decode("abc%4"), "abc%4");
+        assert_eq!(percent_decode("%41"), "A");
+    }
+}

@@ -1,0 +1,4 @@
+DROP TABLE attempts;
+DROP TABLE jobs;
+DROP TABLE inbound_events;
+DROP TABLE subscribers;

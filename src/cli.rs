@@ -1,0 +1,238 @@
+//! The command line: `serve` (the default), `migrate`, `deliveries`, `check`.
+
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Settings, Upstream};
+use crate::db::jobs::{self, ListFilter, RetryResult};
+use crate::db::{now_ms, Db};
+use crate::startup::{open_database, Application};
+
+/// Integration middleware between an email service provider (ESP) and a referral platform.
+///
+/// Receives the ESP's signup, email-change and unsubscribe webhooks on POST /webhooks/esp,
+/// stores each one durably, and forwards it to SparkLoop, retrying for up to a month.
+/// Configuration comes from environment variables, a .env file and an optional TOML file named
+/// by BRIDGE_CONFIG (see README.md and .env.example).
+#[derive(Debug, Parser)]
+#[command(name = "referral-bridge", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply pending migrations, serve HTTP and run the delivery workers (the default);
+    /// stops gracefully on SIGINT or SIGTERM.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Inspect and replay outgoing jobs.
+    Deliveries {
+        #[command(subcommand)]
+        action: Deliveries,
+    },
+    /// Validate the configuration and reach the database and SparkLoop; exits non-zero with
+    /// the problems found.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum Deliveries {
+    /// List outgoing jobs, newest first.
+    List {
+        /// Only jobs in this state (pending includes jobs being sent).
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// How many jobs to show at most.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Queue a dead (or done) job again, due now with a fresh retry horizon.
+    Retry(RetryArgs),
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct RetryArgs {
+    /// The job's id, as `deliveries list` shows it.
+    id: Option<i64>,
+    /// Queue every dead job again.
+    #[arg(long)]
+    dead: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StatusArg {
+    Pending,
+    Dead,
+    Done,
+}
+
+/// Runs the command line's command.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until_stopped().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let db = open_database(&settings).await?;
+            println!("migrations applied; the database ({}) is up to date", db.describe());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deliveries { action } => {
+            let db = open_database(&settings).await?;
+            tokio::task::spawn_blocking(move || deliveries(&db, action))
+                .await
+                .context("the database task panicked")?
+        }
+        Command::Check => check(&settings).await,
+    }
+}
+
+fn deliveries(db: &Db, action: Deliveries) -> anyhow::Result<ExitCode> {
+    match action {
+        Deliveries::List { status, limit } => {
+            let filter = match status {
+                None => ListFilter::All,
+                Some(StatusArg::Pending) => ListFilter::Open,
+                Some(StatusArg::Dead) => ListFilter::Dead,
+                Some(StatusArg::Done) => ListFilter::Done,
+            };
+            let rows = db.read(|conn| jobs::list(conn, filter, limit.max(1)))?;
+            if rows.is_empty() {
+                println!("no jobs");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:>8}  {:<8}  {:<10}  {:<12}  {:>8}  {:<20}  {:<20}  {:<30}  LAST ERROR",
+                "ID", "STATUS", "TO", "KIND", "ATTEMPTS", "CREATED", "NEXT/FINISHED", "SUBSCRIBER"
+            );
+            for job in rows {
+                let when = job.finished_at.unwrap_or(job.run_at);
+                println!(
+                    "{:>8}  {:<8}  {:<10}  {:<12}  {:>8}  {:<20}  {:<20}  {:<30}  {}",
+                    job.id,
+                    job.status,
+                    job.destination,
+                    job.kind,
+                    job.attempts,
+                    time(job.created_at),
+                    time(when),
+                    job.email,
+                    job.last_error.unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Deliveries::Retry(RetryArgs { dead: true, .. }) => {
+            let count = db.write(|conn| jobs::retry_dead(conn, now_ms()))?;
+            println!("{count} dead jobs queued again; a running `referral-bridge serve` sends them now");
+            Ok(ExitCode::SUCCESS)
+        }
+        Deliveries::Retry(RetryArgs { id: Some(id), .. }) => {
+            match db.write(|conn| jobs::retry(conn, id, now_ms()))? {
+                RetryResult::Queued => {
+                    println!("job {id} queued again; a running `referral-bridge serve` sends it now");
+                    Ok(ExitCode::SUCCESS)
+                }
+                RetryResult::NotFound => anyhow::bail!("there is no job {id}"),
+                RetryResult::AlreadyOpen(status) => {
+                    anyhow::bail!("job {id} is {status} already: it will be sent without a retry")
+                }
+            }
+        }
+        Deliveries::Retry(RetryArgs { id: None, dead: false }) => {
+            unreachable!("clap requires an id or --dead")
+        }
+    }
+}
+
+fn time(ms: i64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
+}
+
+/// Checks everything that can be checked without sending an event; prints one line per check.
+async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let mut problems = 0;
+    let mut report = |ok: bool, line: String| {
+        println!("{} {line}", if ok { "ok     " } else { "PROBLEM" });
+        if !ok {
+            problems += 1;
+        }
+    };
+    report(true, "configuration is valid".into());
+
+    let url = settings.database_url.clone();
+    let db = tokio::task::spawn_blocking(move || crate::db::establish(&url).map(|_| ()))
+        .await
+        .context("the database task panicked")?;
+    match db {
+        Ok(()) => report(
+            true,
+            format!(
+                "database answers: {} {}",
+                settings.database_url.backend(),
+                settings.database_url.redacted()
+            ),
+        ),
+        Err(e) => report(false, format!("DATABASE_URL: {e}")),
+    }
+
+    report(
+        settings.esp.webhook_secret.is_some(),
+        if settings.esp.webhook_secret.is_some() {
+            format!("ESP webhooks ({}) accepted with ESP_WEBHOOK_SECRET", settings.esp.adapter)
+        } else {
+            "ESP_WEBHOOK_SECRET is not set: ESP webhooks are refused with 401".into()
+        },
+    );
+
+    match &settings.sparkloop.upstream {
+        Upstream::Webhook { url } => {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?;
+            // The incoming webhook takes POSTs only; any HTTP answer proves it can be reached,
+            // and nothing is posted that SparkLoop would count as an event.
+            match client.get(url).send().await {
+                Ok(response) => report(
+                    true,
+                    format!(
+                        "SparkLoop incoming webhook reachable (answered HTTP {} to a GET)",
+                        response.status().as_u16()
+                    ),
+                ),
+                Err(e) => report(
+                    false,
+                    format!(
+                        "SPARKLOOP_INCOMING_WEBHOOK_URL cannot be reached: {}",
+                        e.without_url()
+                    ),
+                ),
+            }
+        }
+        Upstream::Api => report(
+            false,
+            "SPARKLOOP_INCOMING_WEBHOOK_URL is not set: this version forwards ESP events in \
+             webhook mode only, so they wait in the queue"
+                .into(),
+        ),
+    }
+
+    if problems == 0 {
+        println!("all checks passed");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{problems} problem(s) found");
+        Ok(ExitCode::FAILURE)
+    }
+}

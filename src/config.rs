@@ -1,0 +1,534 @@
+//! One `Settings` tree, read from defaults, an optional TOML file named by `BRIDGE_CONFIG`, a
+//! `.env` file and the environment (the environment wins), and checked before anything starts.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration value that is missing or cannot be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable holds a value that cannot be used.
+    #[error("{variable}: {reason}")]
+    Invalid {
+        /// The variable's name, as in the environment.
+        variable: &'static str,
+        /// What is wrong and what is expected; never the value of a secret.
+        reason: String,
+    },
+    /// The TOML file or the sources as a whole could not be read.
+    #[error("{0}")]
+    Source(String),
+}
+
+fn invalid(variable: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        variable,
+        reason: reason.into(),
+    }
+}
+
+/// A credential: usable by the code that needs it, printed as `[redacted]` everywhere else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for comparing or sending; never for logging.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where the bridge keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A SQLite file, created on first use.
+    Sqlite(PathBuf),
+    /// A Postgres connection URL.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Reads `DATABASE_URL`: `postgres://` / `postgresql://` URLs, else a SQLite path with an
+    /// optional `sqlite://` or `sqlite:` prefix.
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        let raw = raw.trim();
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(raw.to_string()));
+        }
+        let path = raw
+            .strip_prefix("sqlite://")
+            .or_else(|| raw.strip_prefix("sqlite:"))
+            .unwrap_or(raw);
+        if path.is_empty() || path == ":memory:" || path.contains("mode=memory") {
+            return Err(invalid(
+                "DATABASE_URL",
+                "expected a SQLite file path (in-memory databases lose acknowledged events) or a postgres:// URL",
+            ));
+        }
+        if let Some((scheme, _)) = path.split_once("://") {
+            return Err(invalid(
+                "DATABASE_URL",
+                format!("unsupported scheme `{scheme}://`: use a SQLite file path or a postgres:// URL"),
+            ));
+        }
+        Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
+    }
+
+    /// The backend's name, for logs and messages.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            DatabaseUrl::Sqlite(_) => "sqlite",
+            DatabaseUrl::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The URL with any password masked, for logs and messages.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => path.display().to_string(),
+            DatabaseUrl::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(scheme_end), Some(at)) if at > scheme_end => {
+                    let userinfo = &url[scheme_end + 3..at];
+                    match userinfo.split_once(':') {
+                        Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                        None => url.clone(),
+                    }
+                }
+                _ => url.clone(),
+            },
+        }
+    }
+}
+
+/// How ESP events reach SparkLoop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// `subscribe` / `update` / `unsubscribe` POSTed to the incoming webhook URL.
+    Webhook {
+        /// `SPARKLOOP_INCOMING_WEBHOOK_URL`.
+        url: String,
+    },
+    /// SparkLoop API v2 calls (not delivered by this version; jobs wait in the queue).
+    Api,
+}
+
+/// The SparkLoop side of the configuration.
+#[derive(Debug, Clone)]
+pub struct SparkLoopSettings {
+    /// How ESP events are delivered.
+    pub upstream: Upstream,
+    /// `SPARKLOOP_API_URL`.
+    pub api_url: String,
+    /// `SPARKLOOP_API_KEY`.
+    pub api_key: Option<Secret>,
+}
+
+/// The ESP side of the configuration.
+#[derive(Debug, Clone)]
+pub struct EspSettings {
+    /// `ESP_ADAPTER`, one of the known adapter names.
+    pub adapter: String,
+    /// `ESP_WEBHOOK_SECRET`: ESP webhooks are refused while unset.
+    pub webhook_secret: Option<Secret>,
+    /// `ESP_API_URL`.
+    pub api_url: Option<String>,
+    /// `ESP_API_KEY`.
+    pub api_key: Option<Secret>,
+}
+
+/// When and how long failed deliveries are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// `RETRY_BASE_DELAY`: the first retry's delay, doubled for each further attempt.
+    pub base_delay: Duration,
+    /// `RETRY_MAX_DELAY`: no single delay is longer.
+    pub max_delay: Duration,
+    /// `RETRY_MAX_AGE`: a job still failing this long after its creation is dead.
+    pub max_age: Duration,
+}
+
+/// The job workers' knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSettings {
+    /// `BRIDGE_WORKERS`: how many deliveries may be in flight at once in this process.
+    pub concurrency: usize,
+    /// `BRIDGE_POLL_INTERVAL`: how often the queue is looked at when nothing wakes the workers.
+    pub poll_interval: Duration,
+    /// `BRIDGE_LEASE`: how long a claimed job stays claimed without an outcome.
+    pub lease: Duration,
+    /// `BRIDGE_REQUEST_TIMEOUT`: the longest one outgoing HTTP call may take.
+    pub request_timeout: Duration,
+}
+
+/// The whole configuration of one bridge process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `DATABASE_URL`.
+    pub database_url: DatabaseUrl,
+    /// `BRIDGE_DB_POOL_SIZE`: connections in the pool.
+    pub db_pool_size: u32,
+    /// `BRIDGE_DB_TIMEOUT`: how long a request waits for a connection before a 503.
+    pub db_timeout: Duration,
+    /// `BRIDGE_LISTEN`.
+    pub listen: String,
+    /// `BRIDGE_ADMIN_TOKEN`.
+    pub admin_token: Option<Secret>,
+    /// `BRIDGE_MAX_BODY`, in bytes.
+    pub max_body: usize,
+    /// `SPARKLOOP_*`.
+    pub sparkloop: SparkLoopSettings,
+    /// `ESP_*`.
+    pub esp: EspSettings,
+    /// `RETRY_*`.
+    pub retry: RetryPolicy,
+    /// `DEDUPE_WINDOW`.
+    pub dedupe_window: Duration,
+    /// Job workers.
+    pub worker: WorkerSettings,
+}
+
+/// Every variable as text, before checking; keys are the variables' names in lower case, which
+/// is also how they are written in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+struct Raw {
+    database_url: Option<String>,
+    bridge_db_pool_size: Option<String>,
+    bridge_db_timeout: Option<String>,
+    bridge_listen: Option<String>,
+    bridge_admin_token: Option<String>,
+    bridge_max_body: Option<String>,
+    bridge_platform: Option<String>,
+    sparkloop_upstream: Option<String>,
+    sparkloop_incoming_webhook_url: Option<String>,
+    sparkloop_api_url: Option<String>,
+    sparkloop_api_key: Option<String>,
+    esp_adapter: Option<String>,
+    esp_webhook_secret: Option<String>,
+    esp_api_url: Option<String>,
+    esp_api_key: Option<String>,
+    retry_base_delay: Option<String>,
+    retry_max_delay: Option<String>,
+    retry_max_age: Option<String>,
+    dedupe_window: Option<String>,
+    bridge_workers: Option<String>,
+    bridge_poll_interval: Option<String>,
+    bridge_lease: Option<String>,
+    bridge_request_timeout: Option<String>,
+}
+
+impl Settings {
+    /// Reads the process environment, after loading `.env` from the working directory (values
+    /// already in the environment are kept).
+    pub fn load() -> Result<Self, ConfigError> {
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(ConfigError::Source(format!(".env: {e}"))),
+        }
+        Self::from_vars(std::env::vars().collect())
+    }
+
+    /// Reads the given variables as if they were the whole environment (and the TOML file that
+    /// `BRIDGE_CONFIG` in them names).
+    pub fn from_vars(vars: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = vars.get("BRIDGE_CONFIG").filter(|p| !p.trim().is_empty()) {
+            if !std::path::Path::new(path).is_file() {
+                return Err(invalid(
+                    "BRIDGE_CONFIG",
+                    format!("the configuration file `{path}` does not exist"),
+                ));
+            }
+            builder = builder.add_source(
+                config::File::new(path, config::FileFormat::Toml).required(true),
+            );
+        }
+        let raw: Raw = builder
+            .add_source(config::Environment::default().source(Some(vars)))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Source(format!("configuration: {e}")))?;
+        Self::check(raw)
+    }
+
+    fn check(raw: Raw) -> Result<Self, ConfigError> {
+        let database_url =
+            DatabaseUrl::parse(non_empty(raw.database_url).as_deref().unwrap_or("referral-bridge.db"))?;
+
+        let platform = non_empty(raw.bridge_platform).unwrap_or_else(|| "sparkloop".into());
+        match platform.as_str() {
+            "sparkloop" => {}
+            "loyaltysurf" | "referralloop" => {
+                return Err(invalid(
+                    "BRIDGE_PLATFORM",
+                    format!("`{platform}` is not supported by this version yet; use `sparkloop`"),
+                ))
+            }
+            other => {
+                return Err(invalid(
+                    "BRIDGE_PLATFORM",
+                    format!("unknown platform `{other}`; expected sparkloop, loyaltysurf or referralloop"),
+                ))
+            }
+        }
+
+        let webhook_url = non_empty(raw.sparkloop_incoming_webhook_url)
+            .map(|url| http_url("SPARKLOOP_INCOMING_WEBHOOK_URL", url))
+            .transpose()?;
+        let upstream = match (non_empty(raw.sparkloop_upstream).as_deref(), webhook_url) {
+            (None | Some("webhook"), Some(url)) => Upstream::Webhook { url },
+            (Some("webhook"), None) => {
+                return Err(invalid(
+                    "SPARKLOOP_INCOMING_WEBHOOK_URL",
+                    "must be set when SPARKLOOP_UPSTREAM=webhook (find it on SparkLoop's Integrations page)",
+                ))
+            }
+            (None | Some("api"), _) => Upstream::Api,
+            (Some(other), _) => {
+                return Err(invalid(
+                    "SPARKLOOP_UPSTREAM",
+                    format!("unknown mode `{other}`; expected `webhook` or `api`"),
+                ))
+            }
+        };
+        let sparkloop = SparkLoopSettings {
+            upstream,
+            api_url: http_url(
+                "SPARKLOOP_API_URL",
+                non_empty(raw.sparkloop_api_url).unwrap_or_else(|| "https://api.sparkloop.app".into()),
+            )?,
+            api_key: secret(raw.sparkloop_api_key),
+        };
+
+        let adapter = non_empty(raw.esp_adapter).unwrap_or_else(|| "custom".into());
+        if referral_bridge_adapters::esp_adapter(&adapter).is_none() {
+            return Err(invalid(
+                "ESP_ADAPTER",
+                format!(
+                    "unknown adapter `{adapter}`; known adapters: {}",
+                    referral_bridge_adapters::KNOWN_ESP_ADAPTERS.join(", ")
+                ),
+            ));
+        }
+        let esp = EspSettings {
+            adapter,
+            webhook_secret: secret(raw.esp_webhook_secret),
+            api_url: non_empty(raw.esp_api_url)
+                .map(|url| http_url("ESP_API_URL", url))
+                .transpose()?,
+            api_key: secret(raw.esp_api_key),
+        };
+
+        let retry = RetryPolicy {
+            base_delay: duration("RETRY_BASE_DELAY", raw.retry_base_delay, "10s")?,
+            max_delay: duration("RETRY_MAX_DELAY", raw.retry_max_delay, "6h")?,
+            max_age: duration("RETRY_MAX_AGE", raw.retry_max_age, "30d")?,
+        };
+        if retry.base_delay.is_zero() {
+            return Err(invalid("RETRY_BASE_DELAY", "must be longer than 0"));
+        }
+        if retry.max_delay < retry.base_delay {
+            return Err(invalid(
+                "RETRY_MAX_DELAY",
+                "must not be shorter than RETRY_BASE_DELAY",
+            ));
+        }
+
+        let worker = WorkerSettings {
+            concurrency: number("BRIDGE_WORKERS", raw.bridge_workers, 16, 1..=1024)? as usize,
+            poll_interval: duration("BRIDGE_POLL_INTERVAL", raw.bridge_poll_interval, "1s")?,
+            lease: duration("BRIDGE_LEASE", raw.bridge_lease, "30s")?,
+            request_timeout: duration("BRIDGE_REQUEST_TIMEOUT", raw.bridge_request_timeout, "10s")?,
+        };
+        if worker.poll_interval.is_zero() {
+            return Err(invalid("BRIDGE_POLL_INTERVAL", "must be longer than 0"));
+        }
+        if worker.lease <= worker.request_timeout + Duration::from_secs(1) {
+            return Err(invalid(
+                "BRIDGE_LEASE",
+                "must be longer than BRIDGE_REQUEST_TIMEOUT plus one second, or a slow call would lose its claim",
+            ));
+        }
+
+        let max_body = non_empty(raw.bridge_max_body).unwrap_or_else(|| "2MiB".into());
+        let max_body = max_body
+            .parse::<bytesize::ByteSize>()
+            .ok()
+            .filter(|size| size.as_u64() > 0 && size.as_u64() <= 1 << 30)
+            .ok_or_else(|| {
+                invalid(
+                    "BRIDGE_MAX_BODY",
+                    format!("`{max_body}` is not a size between 1 byte and 1GiB, like 512KiB or 2MiB"),
+                )
+            })?
+            .as_u64() as usize;
+
+        let listen = non_empty(raw.bridge_listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+        if listen.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+            return Err(invalid(
+                "BRIDGE_LISTEN",
+                format!("`{listen}` is not an address with a port, like 127.0.0.1:8080"),
+            ));
+        }
+
+        Ok(Settings {
+            database_url,
+            db_pool_size: number("BRIDGE_DB_POOL_SIZE", raw.bridge_db_pool_size, 10, 1..=500)? as u32,
+            db_timeout: duration("BRIDGE_DB_TIMEOUT", raw.bridge_db_timeout, "2s")?,
+            listen,
+            admin_token: secret(raw.bridge_admin_token),
+            max_body,
+            sparkloop,
+            esp,
+            retry,
+            dedupe_window: duration("DEDUPE_WINDOW", raw.dedupe_window, "1h")?,
+            worker,
+        })
+    }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+fn secret(value: Option<String>) -> Option<Secret> {
+    non_empty(value).map(Secret)
+}
+
+fn http_url(variable: &'static str, url: String) -> Result<String, ConfigError> {
+    match reqwest::Url::parse(&url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(url),
+        _ => Err(invalid(variable, format!("`{url}` is not an http:// or https:// URL"))),
+    }
+}
+
+/// Reads a duration written like `500ms`, `30s`, `6h` or `30d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration like 500ms, 30s, 6h or 30d ({e})"))
+}
+
+fn duration(variable: &'static str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    let text = non_empty(value).unwrap_or_else(|| default.into());
+    parse_duration(&text).map_err(|reason| invalid(variable, reason))
+}
+
+fn number(
+    variable: &'static str,
+    value: Option<String>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let Some(text) = non_empty(value) else {
+        return Ok(default);
+    };
+    text.parse::<u64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            invalid(
+                variable,
+                format!("`{text}` is not a whole number from {} to {}", range.start(), range.end()),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.database_url, DatabaseUrl::Sqlite("referral-bridge.db".into()));
+        assert_eq!(s.listen, "127.0.0.1:8080");
+        assert_eq!(s.max_body, 2 * 1024 * 1024);
+        assert_eq!(s.retry.base_delay, Duration::from_secs(10));
+        assert_eq!(s.retry.max_delay, Duration::from_secs(6 * 3600));
+        assert_eq!(s.retry.max_age, Duration::from_secs(30 * 86400));
+        assert_eq!(s.dedupe_window, Duration::from_secs(3600));
+        assert_eq!(s.sparkloop.upstream, Upstream::Api);
+    }
+
+    #[test]
+    fn webhook_url_selects_webhook_mode() {
+        let s = settings(&[("SPARKLOOP_INCOMING_WEBHOOK_URL", "http://127.0.0.1:9/hook")]).unwrap();
+        assert_eq!(
+            s.sparkloop.upstream,
+            Upstream::Webhook { url: "http://127.0.0.1:9/hook".into() }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        for (pairs, variable) in [
+            (vec![("RETRY_BASE_DELAY", "soon")], "RETRY_BASE_DELAY"),
+            (vec![("BRIDGE_MAX_BODY", "lots")], "BRIDGE_MAX_BODY"),
+            (vec![("ESP_ADAPTER", "nope")], "ESP_ADAPTER"),
+            (vec![("SPARKLOOP_UPSTREAM", "webhook")], "SPARKLOOP_INCOMING_WEBHOOK_URL"),
+            (vec![("SPARKLOOP_INCOMING_WEBHOOK_URL", "ftp://x")], "SPARKLOOP_INCOMING_WEBHOOK_URL"),
+            (vec![("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
+            (vec![("BRIDGE_LISTEN", "localhost")], "BRIDGE_LISTEN"),
+            (vec![("BRIDGE_WORKERS", "0")], "BRIDGE_WORKERS"),
+            (vec![("BRIDGE_CONFIG", "/nonexistent/bridge.toml")], "BRIDGE_CONFIG"),
+        ] {
+            let message = settings(&pairs).unwrap_err().to_string();
+            assert!(message.starts_with(variable), "{pairs:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn esp_adapter_error_lists_known_adapters() {
+        let message = settings(&[("ESP_ADAPTER", "nope")]).unwrap_err().to_string();
+        assert!(message.contains("custom"), "{message}");
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bridge.toml");
+        std::fs::write(&file, "retry_base_delay = \"1m\"\nbridge_workers = 3\ndedupe_window = \"5m\"\n").unwrap();
+        let s = settings(&[
+            ("BRIDGE_CONFIG", file.to_str().unwrap()),
+            ("DEDUPE_WINDOW", "2h"),
+        ])
+        .unwrap();
+        assert_eq!(s.retry.base_delay, Duration::from_secs(60));
+        assert_eq!(s.worker.concurrency, 3);
+        assert_eq!(s.dedupe_window, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn durations_and_urls() {
+        assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
+        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://data/x.db").unwrap(),
+            DatabaseUrl::Sqlite("data/x.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("postgres://u:pw@h/db").unwrap().redacted(),
+            "postgres://u:***@h/db"
+        );
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let s = settings(&[("ESP_WEBHOOK_SECRET", "hunter2")]).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

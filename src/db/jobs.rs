@@ -1,0 +1,428 @@
+//! The job queue: outgoing calls, claimed with a lease, retried with back-off, kept when dead.
+//!
+//! A job is `pending` until a worker claims it (`running`, with a lease token and expiry), then
+//! `done`, `pending` again with a later `run_at`, or `dead`. A running job whose lease ran out
+//! is due again. A subscriber's jobs to one destination run one at a time, in id order.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, Text};
+
+use super::schema::{attempts, jobs, subscribers};
+use super::{DbConnection, StoreError};
+
+/// The state of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    /// Waiting for `run_at`.
+    Pending,
+    /// Claimed by a worker.
+    Running,
+    /// Delivered.
+    Done,
+    /// Given up on; kept for the operator and replayable.
+    Dead,
+}
+
+impl JobStatus {
+    /// The text stored in `jobs.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Running => "running",
+            JobStatus::Done => "done",
+            JobStatus::Dead => "dead",
+        }
+    }
+}
+
+/// A job to insert.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = jobs)]
+pub struct NewJob<'a> {
+    /// Whom it is about.
+    pub subscriber_id: i64,
+    /// Where it goes (`sparkloop`, ...).
+    pub destination: &'a str,
+    /// What it does (`subscribe`, `update`, `unsubscribe`, ...).
+    pub kind: &'a str,
+    /// The request body to send.
+    pub payload: &'a str,
+    /// Always `pending` for a new job.
+    pub status: &'a str,
+    /// Creation time (unix ms).
+    pub created_at: i64,
+    /// Start of the retry horizon: the creation time.
+    pub retry_from: i64,
+    /// When it is first due: the creation time.
+    pub run_at: i64,
+    /// The inbound event it came from.
+    pub inbound_event_id: Option<i64>,
+}
+
+/// Inserts a job and returns its id.
+pub fn insert(conn: &mut DbConnection, job: &NewJob<'_>) -> Result<i64, StoreError> {
+    Ok(diesel::insert_into(jobs::table)
+        .values(job)
+        .returning(jobs::id)
+        .get_result(conn)?)
+}
+
+/// A job a worker has claimed.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct ClaimedJob {
+    /// The job's id.
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    /// Whom it is about.
+    #[diesel(sql_type = BigInt)]
+    pub subscriber_id: i64,
+    /// Where it goes.
+    #[diesel(sql_type = Text)]
+    pub destination: String,
+    /// What it does.
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    /// The request body.
+    #[diesel(sql_type = Text)]
+    pub payload: String,
+    /// Attempts made before this one.
+    #[diesel(sql_type = Integer)]
+    pub attempts: i32,
+    /// Start of the retry horizon (unix ms).
+    #[diesel(sql_type = BigInt)]
+    pub retry_from: i64,
+}
+
+/// Due jobs: pending and past `run_at`, or running with an expired lease; and only the oldest
+/// open job of each subscriber and destination, so that a later job waits for an earlier one.
+const DUE: &str = "((j.status = 'pending' AND j.run_at <= {now}) \
+     OR (j.status = 'running' AND j.lease_expires_at <= {now})) \
+     AND j.destination IN ({destinations}) \
+     AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.subscriber_id = j.subscriber_id \
+         AND e.destination = j.destination AND e.id < j.id \
+         AND e.status IN ('pending', 'running'))";
+
+fn in_list(destinations: &[&'static str]) -> String {
+    // Destination names are the bridge's own constants, never input, so inlining them is safe.
+    destinations
+        .iter()
+        .map(|d| format!("'{d}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Claims up to `limit` due jobs for `destinations`, marking them running under `lease_token`
+/// until `lease_until`. Run inside [`super::Db::write`]: on Postgres `FOR UPDATE SKIP LOCKED`
+/// lets several processes claim at once without ever taking the same job; on SQLite the
+/// immediate transaction makes the claim exclusive.
+pub fn claim(
+    conn: &mut DbConnection,
+    destinations: &[&'static str],
+    limit: i64,
+    lease_token: &str,
+    now: i64,
+    lease_until: i64,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    if destinations.is_empty() || limit <= 0 {
+        return Ok(Vec::new());
+    }
+    let returning = "RETURNING id, subscriber_id, destination, kind, payload, attempts, retry_from";
+    let jobs = match conn {
+        DbConnection::Postgres(c) => {
+            let due = DUE.replace("{now}", "$1").replace("{destinations}", &in_list(destinations));
+            let sql = format!(
+                "UPDATE jobs SET status = 'running', lease_token = $2, lease_expires_at = $3 \
+                 WHERE id IN (SELECT j.id FROM jobs j WHERE {due} \
+                     ORDER BY j.run_at, j.id LIMIT $4 FOR UPDATE SKIP LOCKED) {returning}"
+            );
+            diesel::sql_query(sql)
+                .bind::<BigInt, _>(now)
+                .bind::<Text, _>(lease_token)
+                .bind::<BigInt, _>(lease_until)
+                .bind::<BigInt, _>(limit)
+                .load::<ClaimedJob>(c)?
+        }
+        DbConnection::Sqlite(c) => {
+            let due = DUE.replace("{now}", "?1").replace("{destinations}", &in_list(destinations));
+            let sql = format!(
+                "UPDATE jobs SET status = 'running', lease_token = ?2, lease_expires_at = ?3 \
+                 WHERE id IN (SELECT j.id FROM jobs j WHERE {due} \
+                     ORDER BY j.run_at, j.id LIMIT ?4) {returning}"
+            );
+            diesel::sql_query(sql)
+                .bind::<BigInt, _>(now)
+                .bind::<Text, _>(lease_token)
+                .bind::<BigInt, _>(lease_until)
+                .bind::<BigInt, _>(limit)
+                .load::<ClaimedJob>(c)?
+        }
+    };
+    Ok(jobs)
+}
+
+/// One HTTP call made for a job.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = attempts)]
+pub struct NewAttempt {
+    /// The job.
+    pub job_id: i64,
+    /// When the call started (unix ms).
+    pub started_at: i64,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// The answer's status, when there was an answer.
+    pub status_code: Option<i32>,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+    /// The start of the answer's body.
+    pub response_body: Option<String>,
+}
+
+/// What becomes of a job after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered.
+    Done,
+    /// Try again at `run_at` (unix ms).
+    Retry {
+        /// When.
+        run_at: i64,
+        /// Why the attempt failed.
+        error: String,
+    },
+    /// Give up; the job is kept for the operator.
+    Dead {
+        /// Why.
+        error: String,
+    },
+}
+
+/// Records an attempt and the job's new state. The state changes only while `lease_token`
+/// still holds the job (a worker that outlived its lease must not overwrite the new owner's
+/// result); the attempt is recorded either way. Returns whether the state changed.
+pub fn record_attempt(
+    conn: &mut DbConnection,
+    attempt: &NewAttempt,
+    lease_token: &str,
+    outcome: &Outcome,
+    now: i64,
+) -> Result<bool, StoreError> {
+    diesel::insert_into(attempts::table)
+        .values(attempt)
+        .execute(conn)?;
+    let owned = jobs::table
+        .filter(jobs::id.eq(attempt.job_id))
+        .filter(jobs::status.eq(JobStatus::Running.as_str()))
+        .filter(jobs::lease_token.eq(lease_token));
+    let (status, run_at, error, finished_at) = match outcome {
+        Outcome::Done => (JobStatus::Done, None, None, Some(now)),
+        Outcome::Retry { run_at, error } => (JobStatus::Pending, Some(*run_at), Some(error), None),
+        Outcome::Dead { error } => (JobStatus::Dead, None, Some(error), Some(now)),
+    };
+    let changed = diesel::update(owned)
+        .set((
+            jobs::status.eq(status.as_str()),
+            jobs::attempts.eq(jobs::attempts + 1),
+            jobs::lease_token.eq(None::<String>),
+            jobs::lease_expires_at.eq(None::<i64>),
+            jobs::last_error.eq(error),
+            jobs::finished_at.eq(finished_at),
+        ))
+        .execute(conn)?;
+    if let (Some(run_at), 1) = (run_at, changed) {
+        diesel::update(jobs::table.find(attempt.job_id))
+            .set(jobs::run_at.eq(run_at))
+            .execute(conn)?;
+    }
+    Ok(changed == 1)
+}
+
+/// Makes running jobs pending again: those of `lease_token`, or all of them when `None` (a
+/// SQLite file is served by one process, so at start-up no other process can hold a lease).
+pub fn release_leases(conn: &mut DbConnection, lease_token: Option<&str>) -> Result<usize, StoreError> {
+    let running = jobs::table.filter(jobs::status.eq(JobStatus::Running.as_str()));
+    let reset = (
+        jobs::status.eq(JobStatus::Pending.as_str()),
+        jobs::lease_token.eq(None::<String>),
+        jobs::lease_expires_at.eq(None::<i64>),
+    );
+    Ok(match lease_token {
+        Some(token) => diesel::update(running.filter(jobs::lease_token.eq(token)))
+            .set(reset)
+            .execute(conn)?,
+        None => diesel::update(running).set(reset).execute(conn)?,
+    })
+}
+
+/// A job as the operator sees it.
+#[derive(Debug, Clone, Queryable)]
+pub struct JobSummary {
+    /// Id.
+    pub id: i64,
+    /// Destination.
+    pub destination: String,
+    /// Kind.
+    pub kind: String,
+    /// Status.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i32,
+    /// Created (unix ms).
+    pub created_at: i64,
+    /// Next due (unix ms).
+    pub run_at: i64,
+    /// Finished (unix ms).
+    pub finished_at: Option<i64>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// The subscriber's current email.
+    pub email: String,
+}
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFilter {
+    /// Pending or running.
+    Open,
+    /// Dead.
+    Dead,
+    /// Done.
+    Done,
+    /// All.
+    All,
+}
+
+/// The `limit` most recent jobs matching `filter`, newest first.
+pub fn list(conn: &mut DbConnection, filter: ListFilter, limit: i64) -> Result<Vec<JobSummary>, StoreError> {
+    let mut query = jobs::table
+        .inner_join(subscribers::table)
+        .select((
+            jobs::id,
+            jobs::destination,
+            jobs::kind,
+            jobs::status,
+            jobs::attempts,
+            jobs::created_at,
+            jobs::run_at,
+            jobs::finished_at,
+            jobs::last_error,
+            subscribers::email,
+        ))
+        .order(jobs::id.desc())
+        .limit(limit)
+        .into_boxed();
+    query = match filter {
+        ListFilter::Open => query.filter(jobs::status.eq_any(["pending", "running"])),
+        ListFilter::Dead => query.filter(jobs::status.eq("dead")),
+        ListFilter::Done => query.filter(jobs::status.eq("done")),
+        ListFilter::All => query,
+    };
+    Ok(query.load(conn)?)
+}
+
+/// The result of asking to retry one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryResult {
+    /// The job is pending again and due now.
+    Queued,
+    /// No job has that id.
+    NotFound,
+    /// The job is still pending or running: it will be sent anyway.
+    AlreadyOpen(String),
+}
+
+/// The columns that make a finished job pending and due at `$now` with a fresh retry horizon.
+macro_rules! requeue {
+    ($now:expr) => {
+        (
+            jobs::status.eq(JobStatus::Pending.as_str()),
+            jobs::run_at.eq($now),
+            jobs::retry_from.eq($now),
+            jobs::finished_at.eq(None::<i64>),
+        )
+    };
+}
+
+/// Makes a finished (dead or done) job pending and due now, with a fresh retry horizon.
+pub fn retry(conn: &mut DbConnection, id: i64, now: i64) -> Result<RetryResult, StoreError> {
+    let status: Option<String> = jobs::table
+        .find(id)
+        .select(jobs::status)
+        .first(conn)
+        .optional()?;
+    Ok(match status.as_deref() {
+        None => RetryResult::NotFound,
+        Some("pending" | "running") => RetryResult::AlreadyOpen(status.unwrap_or_default()),
+        Some(_) => {
+            diesel::update(jobs::table.find(id)).set(requeue!(now)).execute(conn)?;
+            RetryResult::Queued
+        }
+    })
+}
+
+/// Makes every dead job pending and due now; returns how many.
+pub fn retry_dead(conn: &mut DbConnection, now: i64) -> Result<usize, StoreError> {
+    Ok(diesel::update(jobs::table.filter(jobs::status.eq(JobStatus::Dead.as_str())))
+        .set(requeue!(now))
+        .execute(conn)?)
+}
+
+/// Open (pending or running) jobs per destination.
+pub fn depth_by_destination(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(jobs::table
+        .filter(jobs::status.eq_any(["pending", "running"]))
+        .group_by(jobs::destination)
+        .select((jobs::destination, diesel::dsl::count_star()))
+        .load(conn)?)
+}
+
+/// The earliest `run_at` among pending jobs already due at `now`.
+pub fn oldest_due(conn: &mut DbConnection, now: i64) -> Result<Option<i64>, StoreError> {
+    Ok(jobs::table
+        .filter(jobs::status.eq(JobStatus::Pending.as_str()))
+        .filter(jobs::run_at.le(now))
+        .select(diesel::dsl::min(jobs::run_at))
+        .first::<Option<i64>>(conn)?)
+}
+
+/// The attempts made for a job, oldest first.
+pub fn attempts_of(conn: &mut DbConnection, job_id: i64) -> Result<Vec<(i64, i64, Option<i32>, Option<String>, Option<String>)>, StoreError> {
+    Ok(attempts::table
+        .filter(attempts::job_id.eq(job_id))
+        .order(attempts::id.asc())
+        .select((
+            attempts::started_at,
+            attempts::duration_ms,
+            attempts::status_code,
+            attempts::error,
+            attempts::response_body,
+        ))
+        .load(conn)?)
+}
+
+#[derive(QueryableByName)]
+struct NextRun {
+    #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+    next: Option<i64>,
+}
+
+/// When the next pending job that heads its subscriber's queue is due (unix ms): jobs waiting
+/// behind an earlier one are not due before it, whatever their `run_at`.
+pub fn next_head_run_at(conn: &mut DbConnection, destinations: &[&'static str]) -> Result<Option<i64>, StoreError> {
+    if destinations.is_empty() {
+        return Ok(None);
+    }
+    let sql = format!(
+        "SELECT MIN(j.run_at) AS next FROM jobs j WHERE j.status = 'pending' \
+         AND j.destination IN ({}) \
+         AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.subscriber_id = j.subscriber_id \
+             AND e.destination = j.destination AND e.id < j.id \
+             AND e.status IN ('pending', 'running'))",
+        in_list(destinations)
+    );
+    let row = match conn {
+        DbConnection::Postgres(c) => diesel::sql_query(sql).get_result::<NextRun>(c)?,
+        DbConnection::Sqlite(c) => diesel::sql_query(sql).get_result::<NextRun>(c)?,
+    };
+    Ok(row.next)
+}

@@ -1,0 +1,240 @@
+//! Storage: one binary on SQLite or Postgres through diesel, a pool that picks the backend by
+//! URL, embedded migrations, and the rule that every write is one short transaction.
+
+pub mod inbox;
+pub mod jobs;
+pub mod schema;
+pub mod subscribers;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::prelude::*;
+use diesel::r2d2::{self, ManageConnection, PooledConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::config::DatabaseUrl;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// A connection to either backend; most queries are written once against this type.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    /// A Postgres connection.
+    Postgres(diesel::PgConnection),
+    /// A SQLite connection, set up by [`open_sqlite`].
+    Sqlite(diesel::SqliteConnection),
+}
+
+/// A storage failure, as the callers need to tell them apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No connection became free within the pool's timeout: the caller should answer 503.
+    #[error("the database is busy: no connection became free in time")]
+    Busy,
+    /// A query failed.
+    #[error("database error: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// A connection could not be opened.
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+}
+
+/// Opens one connection by URL, with the real error on failure (diesel's derived `establish`
+/// would report only the last backend it tried).
+pub fn establish(url: &DatabaseUrl) -> Result<DbConnection, StoreError> {
+    match url {
+        DatabaseUrl::Postgres(url) => diesel::PgConnection::establish(url)
+            .map(DbConnection::Postgres)
+            .map_err(|e| StoreError::Connect(e.to_string().trim().to_string())),
+        DatabaseUrl::Sqlite(path) => open_sqlite(path).map(DbConnection::Sqlite),
+    }
+}
+
+/// Opens a SQLite file (creating it) with the settings every connection needs: WAL so readers
+/// never block the writer, `synchronous=NORMAL` (durable across process crashes, a committed
+/// transaction survives a kill), a busy timeout for other processes, and foreign keys.
+fn open_sqlite(path: &std::path::Path) -> Result<diesel::SqliteConnection, StoreError> {
+    let path_text = path.to_str().ok_or_else(|| {
+        StoreError::Connect(format!("the SQLite path {} is not valid UTF-8", path.display()))
+    })?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(StoreError::Connect(format!(
+                "the folder {} of the SQLite file does not exist",
+                parent.display()
+            )));
+        }
+    }
+    let mut conn = diesel::SqliteConnection::establish(path_text)
+        .map_err(|e| StoreError::Connect(format!("{}: {e}", path.display())))?;
+    conn.batch_execute(
+        "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(|e| StoreError::Connect(format!("{}: {e}", path.display())))?;
+    Ok(conn)
+}
+
+/// The r2d2 manager: opens connections with [`establish`].
+#[derive(Debug)]
+pub struct Manager {
+    url: DatabaseUrl,
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConnection;
+    type Error = StoreError;
+
+    fn connect(&self) -> Result<DbConnection, StoreError> {
+        establish(&self.url)
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), StoreError> {
+        conn.batch_execute("SELECT 1").map_err(StoreError::from)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
+        false
+    }
+}
+
+/// A pooled connection.
+pub type PooledConn = PooledConnection<Manager>;
+
+/// The database handle shared by the HTTP handlers, the workers and the commands.
+#[derive(Clone)]
+pub struct Db {
+    pool: r2d2::Pool<Manager>,
+    url: DatabaseUrl,
+    /// SQLite allows one writer; taking turns here, rather than in SQLite's busy handler
+    /// (which sleeps in steps of milliseconds), keeps write latency flat under load.
+    sqlite_writer: Option<Arc<Mutex<()>>>,
+}
+
+impl Db {
+    /// Connects (showing the real error when the database cannot be reached) and builds the pool.
+    pub fn connect(url: &DatabaseUrl, pool_size: u32, timeout: Duration) -> anyhow::Result<Db> {
+        // One direct connection first: r2d2 would turn any failure into a bare timeout.
+        establish(url).with_context(|| format!("cannot open the {} database", url.backend()))?;
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(timeout)
+            .build(Manager { url: url.clone() })
+            .with_context(|| format!("cannot open the {} database", url.backend()))?;
+        Ok(Db {
+            pool,
+            url: url.clone(),
+            sqlite_writer: matches!(url, DatabaseUrl::Sqlite(_)).then(|| Arc::new(Mutex::new(()))),
+        })
+    }
+
+    /// The database's location, password masked.
+    pub fn describe(&self) -> String {
+        format!("{} ({})", self.url.backend(), self.url.redacted())
+    }
+
+    /// Whether this is a SQLite database (owned by one process).
+    pub fn is_sqlite(&self) -> bool {
+        self.sqlite_writer.is_some()
+    }
+
+    /// A connection from the pool, or [`StoreError::Busy`] after the pool's timeout.
+    pub fn conn(&self) -> Result<PooledConn, StoreError> {
+        self.pool.get().map_err(|_| StoreError::Busy)
+    }
+
+    /// Applies pending migrations; returns the names of those applied. Instances that start
+    /// together on one Postgres take turns through an advisory lock.
+    pub fn migrate(&self) -> anyhow::Result<Vec<String>> {
+        let mut conn = self.conn()?;
+        let applied = match &mut *conn {
+            DbConnection::Sqlite(c) => c
+                .run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|v| v.iter().map(|m| m.to_string()).collect()),
+            DbConnection::Postgres(c) => {
+                c.batch_execute("SELECT pg_advisory_lock(7245190317)")?;
+                let result = c
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.iter().map(|m| m.to_string()).collect());
+                c.batch_execute("SELECT pg_advisory_unlock(7245190317)")?;
+                result
+            }
+        };
+        applied.map_err(|e| anyhow::anyhow!("cannot apply the migrations: {e}"))
+    }
+
+    /// Runs `f` on a pooled connection, outside of any transaction (for reads).
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&mut DbConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        f(&mut *self.conn()?)
+    }
+
+    /// Runs `f` in one writing transaction: `BEGIN IMMEDIATE` on SQLite (so the write lock is
+    /// taken up front, never upgraded mid-way), an ordinary transaction on Postgres.
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&mut DbConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn()?;
+        let conn = &mut *conn;
+        let _turn = self
+            .sqlite_writer
+            .as_ref()
+            .map(|lock| lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        match conn {
+            DbConnection::Postgres(_) => conn.transaction(f),
+            DbConnection::Sqlite(c) => {
+                AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?;
+                match f(conn) {
+                    Ok(value) => {
+                        <DbConnection as Connection>::TransactionManager::commit_transaction(conn)?;
+                        Ok(value)
+                    }
+                    Err(e) => {
+                        <DbConnection as Connection>::TransactionManager::rollback_transaction(
+                            conn,
+                        )?;
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Db::read`] on a blocking thread, so the async runtime never waits on the database.
+    pub async fn read_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.read(f))
+            .await
+            .expect("a database task panicked")
+    }
+
+    /// [`Db::write`] on a blocking thread, so the async runtime never waits on the database.
+    pub async fn write_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.write(f))
+            .await
+            .expect("a database task panicked")
+    }
+}
+
+/// The current time as unix milliseconds, the unit of every time column.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,68 @@
+//! The tables, written by hand in types both backends share (see `diesel.toml`).
+
+diesel::table! {
+    /// People the bridge has heard of, keyed by normalised email.
+    subscribers (id) {
+        id -> BigInt,
+        email -> Text,
+        esp_id -> Nullable<Text>,
+        first_name -> Nullable<Text>,
+        name -> Nullable<Text>,
+        status -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Every accepted webhook, as received.
+    inbound_events (id) {
+        id -> BigInt,
+        source -> Text,
+        event_type -> Text,
+        subject -> Nullable<Text>,
+        body_sha256 -> Text,
+        body -> Text,
+        outcome -> Text,
+        subscriber_id -> Nullable<BigInt>,
+        received_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Outgoing calls and their state.
+    jobs (id) {
+        id -> BigInt,
+        subscriber_id -> BigInt,
+        destination -> Text,
+        kind -> Text,
+        payload -> Text,
+        status -> Text,
+        attempts -> Integer,
+        created_at -> BigInt,
+        retry_from -> BigInt,
+        run_at -> BigInt,
+        lease_token -> Nullable<Text>,
+        lease_expires_at -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+        finished_at -> Nullable<BigInt>,
+        inbound_event_id -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// One row per HTTP call made for a job.
+    attempts (id) {
+        id -> BigInt,
+        job_id -> BigInt,
+        started_at -> BigInt,
+        duration_ms -> BigInt,
+        status_code -> Nullable<Integer>,
+        error -> Nullable<Text>,
+        response_body -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(jobs -> subscribers (subscriber_id));
+diesel::joinable!(attempts -> jobs (job_id));
+diesel::allow_tables_to_appear_in_same_query!(subscribers, inbound_events, jobs, attempts);

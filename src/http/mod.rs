@@ -1,0 +1,14 @@
+//! Thin HTTP handlers: read the request, call the domain, map the result.
+
+pub mod ops;
+pub mod webhooks;
+
+use actix_web::web;
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/webhooks/esp", web::post().to(webhooks::esp))
+        .route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics));
+}

@@ -1,0 +1,46 @@
+//! Liveness, readiness and metrics.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::db::{jobs, now_ms};
+use crate::startup::AppState;
+
+/// `GET /healthz`: 200 while the process runs.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: 200 when the database answers, else 503.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    use diesel::connection::SimpleConnection;
+    match state.db.read_async(|conn| Ok(conn.batch_execute("SELECT 1")?)).await {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Err(e) => {
+            log::warn!("not ready: {e}");
+            HttpResponse::ServiceUnavailable()
+                .insert_header(("Retry-After", "5"))
+                .json(json!({"error": "the database does not answer"}))
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let now = now_ms();
+    let queue = state
+        .db
+        .read_async(move |conn| Ok((jobs::depth_by_destination(conn)?, jobs::oldest_due(conn, now)?)))
+        .await;
+    let (depths, oldest) = match queue {
+        Ok(found) => found,
+        Err(e) => {
+            log::warn!("metrics: cannot read the queue: {e}");
+            (Vec::new(), None)
+        }
+    };
+    let oldest_due_seconds = oldest.map_or(0.0, |run_at| (now - run_at).max(0) as f64 / 1000.0);
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.render(&depths, oldest_due_seconds))
+}

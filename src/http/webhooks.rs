@@ -1,0 +1,119 @@
+//! Inbound webhooks: size limit, then credentials on the raw request, then parsing, then a
+//! durable write; answered 200 only once the write has committed.
+
+use std::time::Instant;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use referral_bridge_adapters::{InboundRequest, VerifyError};
+use serde_json::json;
+
+use crate::db::now_ms;
+use crate::error::WebhookError;
+use crate::ingest;
+use crate::startup::AppState;
+
+/// Reads the body, refusing it with 413 once it passes `limit`. A declared length over the
+/// limit is refused before reading; the rest of an oversize body is still read (and dropped),
+/// up to a bound, so that the client is listening when the 413 arrives.
+async fn read_body(request: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, WebhookError> {
+    let declared = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let drain_bound = limit.saturating_mul(4).max(8 << 20);
+    if declared.is_some_and(|len| len > limit as u64) {
+        drain(&mut payload, drain_bound).await;
+        return Err(WebhookError::TooLarge { limit });
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| WebhookError::BadRequest(format!("cannot read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            drain(&mut payload, drain_bound).await;
+            return Err(WebhookError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+async fn drain(payload: &mut web::Payload, bound: usize) {
+    let mut seen = 0usize;
+    while let Some(Ok(chunk)) = payload.next().await {
+        seen += chunk.len();
+        if seen > bound {
+            break;
+        }
+    }
+}
+
+/// `POST /webhooks/esp`: an ESP event, through the configured adapter.
+pub async fn esp(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, WebhookError> {
+    let started = Instant::now();
+    let result = accept_esp(&request, payload, &state).await;
+    let outcome = match &result {
+        Ok(accepted) => accepted.as_str(),
+        Err(e) => e.outcome(),
+    };
+    state.metrics.inbound("esp", outcome);
+    log::info!(
+        "POST /webhooks/esp {outcome} in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    if let Err(WebhookError::Unavailable(e)) = &result {
+        log::error!("an ESP webhook could not be stored: {e}");
+    }
+    let accepted = result?;
+    Ok(HttpResponse::Ok().json(json!({"status": accepted.as_str()})))
+}
+
+async fn accept_esp(request: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<ingest::Accepted, WebhookError> {
+    let body = read_body(request, payload, state.settings.max_body).await?;
+    let headers: Vec<(&str, &[u8])> = request
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect();
+    let inbound = InboundRequest {
+        query: request.query_string(),
+        headers: &headers,
+        body: &body,
+    };
+    let secret = state.settings.esp.webhook_secret.as_ref().map(|s| s.expose());
+    state.esp.verify(&inbound, secret).map_err(|e| {
+        WebhookError::Unauthorized(match e {
+            VerifyError::NotConfigured => "ESP webhooks are refused until ESP_WEBHOOK_SECRET is set".into(),
+            VerifyError::Missing => "missing credentials: send the ESP webhook secret as `Authorization: Bearer <secret>` or `?token=<secret>`".into(),
+            VerifyError::Wrong => "wrong credentials".into(),
+        })
+    })?;
+    let events = state
+        .esp
+        .parse(&inbound)
+        .map_err(|e| WebhookError::BadRequest(e.0))?;
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| WebhookError::BadRequest("the body is not UTF-8".into()))?;
+    let hash = ingest::body_hash(&body);
+    let window = state.settings.dedupe_window;
+    let now = now_ms();
+    let accepted = state
+        .db
+        .write_async(move |conn| {
+            let mut overall = ingest::Accepted::Ignored;
+            for event in &events {
+                let accepted = ingest::record_esp_event(conn, event, &text, &hash, now, window)?;
+                if log::log_enabled!(log::Level::Debug) {
+                    log::debug!("ESP event {event:?}: {}", accepted.as_str());
+                }
+                overall = overall.max(accepted);
+            }
+            Ok(overall)
+        })
+        .await?;
+    if accepted == ingest::Accepted::Stored {
+        state.wake_workers.notify_one();
+    }
+    Ok(accepted)
+}

@@ -1,0 +1,13 @@
+//! referral-bridge: integration middleware between email service providers and newsletter
+//! referral platforms. See `README.md` for what it does and how to run it.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod sparkloop;
+pub mod startup;
+pub mod worker;

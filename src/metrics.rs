@@ -1,0 +1,119 @@
+//! Prometheus metrics: counters kept in memory by this process, and queue gauges read from the
+//! database when scraped (so that every instance reports the shared queue).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Labels of inbound requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InboundLabels {
+    /// `esp`, `sparkloop`, ...
+    pub endpoint: &'static str,
+    /// `stored`, `duplicate`, `ignored`, `unauthorized`, `bad_request`, `too_large`, `unavailable`.
+    pub outcome: &'static str,
+}
+
+/// Labels of finished attempts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    /// The job's kind (`subscribe`, ...).
+    pub kind: String,
+    /// `done`, `retry` or `dead`.
+    pub outcome: &'static str,
+}
+
+/// Labels naming a destination.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabels {
+    /// `sparkloop`, ...
+    pub destination: String,
+}
+
+/// The buckets of the attempt latency histogram.
+#[derive(Clone)]
+pub struct LatencyBuckets;
+
+impl MetricConstructor<Histogram> for LatencyBuckets {
+    fn new_metric(&self) -> Histogram {
+        // 5 ms to about 20 s.
+        Histogram::new(exponential_buckets(0.005, 2.0, 13))
+    }
+}
+
+/// The process's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Inbound webhook requests by endpoint and outcome.
+    pub inbound: Family<InboundLabels, Counter>,
+    /// Delivery attempts by job kind and outcome.
+    pub jobs: Family<JobLabels, Counter>,
+    /// Attempt latency by destination.
+    pub attempt_seconds: Family<DestinationLabels, Histogram, LatencyBuckets>,
+    queue_depth: Family<DestinationLabels, Gauge>,
+    oldest_due_seconds: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("bridge");
+        let inbound = Family::<InboundLabels, Counter>::default();
+        registry.register("inbound_requests", "Inbound webhook requests", inbound.clone());
+        let jobs = Family::<JobLabels, Counter>::default();
+        registry.register("job_attempts", "Delivery attempts by job kind and outcome", jobs.clone());
+        let attempt_seconds = Family::new_with_constructor(LatencyBuckets);
+        registry.register(
+            "attempt_duration_seconds",
+            "Duration of outgoing delivery calls",
+            attempt_seconds.clone(),
+        );
+        let queue_depth = Family::<DestinationLabels, Gauge>::default();
+        registry.register("queue_depth", "Pending and running jobs per destination", queue_depth.clone());
+        let oldest_due_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "oldest_due_job_age_seconds",
+            "How long the oldest due job has been waiting (0 when none is due)",
+            oldest_due_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            inbound,
+            jobs,
+            attempt_seconds,
+            queue_depth,
+            oldest_due_seconds,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one inbound request.
+    pub fn inbound(&self, endpoint: &'static str, outcome: &'static str) {
+        self.inbound.get_or_create(&InboundLabels { endpoint, outcome }).inc();
+    }
+
+    /// Renders the text exposition, after setting the queue gauges to `depths` (destination,
+    /// open jobs) and `oldest_due_seconds`.
+    pub fn render(&self, depths: &[(String, i64)], oldest_due_seconds: f64) -> String {
+        self.queue_depth.clear();
+        for destination in [crate::sparkloop::DESTINATION] {
+            self.queue_depth
+                .get_or_create(&DestinationLabels { destination: destination.into() })
+                .set(0);
+        }
+        for (destination, depth) in depths {
+            self.queue_depth
+                .get_or_create(&DestinationLabels { destination: destination.clone() })
+                .set(*depth);
+        }
+        self.oldest_due_seconds.set(oldest_due_seconds);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}

@@ -1,0 +1,165 @@
+//! Building and running the application: the database, the HTTP server and the workers.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{dev::Server, web, App, HttpServer};
+use anyhow::Context;
+use referral_bridge_adapters::InboundEsp;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::db::{jobs, Db};
+use crate::metrics::Metrics;
+use crate::worker::Worker;
+
+/// What the HTTP handlers share.
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// The configuration.
+    pub settings: Settings,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// The configured ESP adapter.
+    pub esp: Box<dyn InboundEsp>,
+    /// Wakes the workers when a job is queued.
+    pub wake_workers: Arc<Notify>,
+}
+
+/// Connects to the database and applies pending migrations (on a blocking thread).
+pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || {
+        let db = Db::connect(&settings.database_url, settings.db_pool_size, settings.db_timeout)?;
+        for name in db.migrate()? {
+            log::info!("applied migration {name}");
+        }
+        Ok(db)
+    })
+    .await
+    .context("the database task panicked")?
+}
+
+/// A bound, ready-to-run bridge: HTTP server and workers.
+pub struct Application {
+    port: u16,
+    server: Server,
+    worker: Worker,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Opens the database (applying migrations), binds the listener and prepares the workers.
+    /// `BRIDGE_LISTEN` may use port 0; [`Application::port`] tells the port chosen.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = open_database(&settings).await?;
+        if db.is_sqlite() {
+            // One process serves a SQLite file, so leases left by a crashed run are stale.
+            let released = db
+                .write_async(|conn| jobs::release_leases(conn, None))
+                .await
+                .context("cannot release the leases of a previous run")?;
+            if released > 0 {
+                log::info!("{released} jobs claimed by a previous run are due again");
+            }
+        }
+        let listener = TcpListener::bind(&settings.listen)
+            .with_context(|| format!("cannot listen on {} (BRIDGE_LISTEN)", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let metrics = Arc::new(Metrics::default());
+        let wake = Arc::new(Notify::new());
+        let esp = referral_bridge_adapters::esp_adapter(&settings.esp.adapter)
+            .context("ESP_ADAPTER names no known adapter")?;
+        let worker = Worker::new(db.clone(), settings.clone(), metrics.clone(), wake.clone())?;
+        log::info!(
+            "referral-bridge listening on {}, database {}",
+            listener.local_addr()?,
+            db.describe()
+        );
+        let state = web::Data::new(AppState {
+            db,
+            settings,
+            metrics,
+            esp,
+            wake_workers: wake,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(crate::http::routes)
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(10)
+        .run();
+        Ok(Application {
+            port,
+            server,
+            worker,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle that stops the application as SIGTERM would.
+    pub fn shutdown_handle(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves and works until SIGINT, SIGTERM or the shutdown handle; then stops accepting,
+    /// lets requests and deliveries in flight finish (or releases them) and returns.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application {
+            server,
+            worker,
+            shutdown,
+            ..
+        } = self;
+        let handle = server.handle();
+        let mut server = tokio::spawn(server);
+        let worker = tokio::spawn(worker.run(shutdown.clone()));
+        let served = tokio::select! {
+            _ = termination() => {
+                log::info!("shutting down: no new requests; finishing deliveries in flight");
+                None
+            }
+            _ = shutdown.cancelled() => None,
+            result = &mut server => Some(result),
+        };
+        shutdown.cancel();
+        handle.stop(true).await;
+        let served = match served {
+            Some(result) => result,
+            None => server.await,
+        };
+        worker.await.context("the worker panicked")?;
+        served
+            .context("the HTTP server panicked")?
+            .context("the HTTP server failed")?;
+        log::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("cannot listen for SIGTERM");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,341 @@
+//! The job workers: claim due jobs with a lease, send each with no transaction or connection
+//! held, then record the attempt and the job's new state.
+
+pub mod retry;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Settings, Upstream};
+use crate::db::jobs::{self, ClaimedJob, NewAttempt, Outcome};
+use crate::db::{now_ms, Db};
+use crate::metrics::{DestinationLabels, JobLabels, Metrics};
+use crate::sparkloop;
+use retry::Verdict;
+
+/// How much of an answer's body is kept with an attempt.
+const KEPT_BODY_BYTES: usize = 2048;
+
+/// Runs delivery jobs until shut down.
+pub struct Worker {
+    db: Db,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+    client: reqwest::Client,
+    /// Identifies this process's claims; a job recorded under another token was lost to a
+    /// lease expiry and is left to its new owner.
+    lease_token: String,
+}
+
+impl Worker {
+    /// A worker for the destinations `settings` make deliverable.
+    pub fn new(db: Db, settings: Settings, metrics: Arc<Metrics>, wake: Arc<Notify>) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.worker.request_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("referral-bridge/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let lease_token = format!("{:032x}", rand::random::<u128>());
+        Ok(Worker {
+            db,
+            settings,
+            metrics,
+            wake,
+            client,
+            lease_token,
+        })
+    }
+
+    /// The destinations this configuration can deliver to; jobs for others wait in the queue.
+    pub fn destinations(settings: &Settings) -> Vec<&'static str> {
+        match settings.sparkloop.upstream {
+            Upstream::Webhook { .. } => vec![sparkloop::DESTINATION],
+            Upstream::Api => Vec::new(),
+        }
+    }
+
+    /// Claims and sends jobs until `shutdown` is cancelled, then lets the calls in flight finish
+    /// (each is bounded by the request timeout) and releases anything still claimed.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let destinations = Self::destinations(&self.settings);
+        if destinations.is_empty() {
+            log::warn!(
+                "SparkLoop API mode is not delivered by this version: ESP events are stored and \
+                 queued, and are sent once SPARKLOOP_INCOMING_WEBHOOK_URL is set"
+            );
+            shutdown.cancelled().await;
+            return;
+        }
+        let concurrency = self.settings.worker.concurrency;
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let this = Arc::new(self);
+        loop {
+            let first = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                _ = shutdown.cancelled() => break,
+            };
+            let free = 1 + slots.available_permits();
+            let claimed = this.claim(&destinations, free).await;
+            let jobs = match claimed {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    log::error!("cannot claim jobs: {e}");
+                    drop(first);
+                    this.idle(&shutdown, this.settings.worker.poll_interval).await;
+                    continue;
+                }
+            };
+            if jobs.is_empty() {
+                drop(first);
+                let wait = this.until_next_due(&destinations).await;
+                this.idle(&shutdown, wait).await;
+                continue;
+            }
+            let mut first = Some(first);
+            for job in jobs {
+                let permit = match first.take() {
+                    Some(permit) => permit,
+                    None => slots
+                        .clone()
+                        .try_acquire_owned()
+                        .expect("a slot was counted free before claiming"),
+                };
+                let this = this.clone();
+                tokio::spawn(async move {
+                    this.deliver(job).await;
+                    drop(permit);
+                });
+            }
+        }
+        let grace = this.settings.worker.request_timeout + Duration::from_secs(5);
+        if tokio::time::timeout(grace, slots.acquire_many(concurrency as u32))
+            .await
+            .is_err()
+        {
+            log::warn!("some deliveries did not finish within {grace:?}; releasing them");
+        }
+        let token = this.lease_token.clone();
+        match this
+            .db
+            .write_async(move |conn| jobs::release_leases(conn, Some(&token)))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => log::info!("released {n} claimed jobs"),
+            Err(e) => log::error!("cannot release claimed jobs (they are due again when their lease ends): {e}"),
+        }
+    }
+
+    async fn claim(&self, destinations: &[&'static str], limit: usize) -> Result<Vec<ClaimedJob>, crate::db::StoreError> {
+        let destinations = destinations.to_vec();
+        let token = self.lease_token.clone();
+        let lease = self.settings.worker.lease.as_millis() as i64;
+        self.db
+            .write_async(move |conn| {
+                let now = now_ms();
+                jobs::claim(conn, &destinations, limit as i64, &token, now, now + lease)
+            })
+            .await
+    }
+
+    /// How long to wait before looking at the queue again: until the next job is due, at most
+    /// the poll interval (which also picks up jobs that other instances queued).
+    async fn until_next_due(&self, destinations: &[&'static str]) -> Duration {
+        let poll = self.settings.worker.poll_interval;
+        let destinations = destinations.to_vec();
+        match self
+            .db
+            .read_async(move |conn| jobs::next_head_run_at(conn, &destinations))
+            .await
+        {
+            Ok(Some(run_at)) => {
+                Duration::from_millis((run_at - now_ms()).clamp(1, poll.as_millis() as i64) as u64)
+            }
+            Ok(None) => poll,
+            Err(e) => {
+                log::error!("cannot read the queue: {e}");
+                poll
+            }
+        }
+    }
+
+    async fn idle(&self, shutdown: &CancellationToken, wait: Duration) {
+        tokio::select! {
+            _ = self.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+
+    /// Sends one job and records the outcome.
+    async fn deliver(&self, job: ClaimedJob) {
+        let started_at = now_ms();
+        let clock = Instant::now();
+        let sent = self.send(&job).await;
+        let elapsed = clock.elapsed();
+        self.metrics
+            .attempt_seconds
+            .get_or_create(&DestinationLabels {
+                destination: job.destination.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        let now = now_ms();
+        let failures = job.attempts as u32 + 1;
+        let policy = self.settings.retry;
+        let (status_code, error, response_body, outcome) = match sent {
+            Ok(answer) => {
+                let error = format!("HTTP {}", answer.status);
+                let outcome = match retry::verdict(answer.status) {
+                    Verdict::Delivered => Outcome::Done,
+                    Verdict::Retryable => retry::after_failure(
+                        &policy,
+                        job.retry_from,
+                        failures,
+                        answer.retry_after,
+                        now,
+                        error.clone(),
+                    ),
+                    Verdict::Refused => Outcome::Dead {
+                        error: format!("{error}: refused, not retried"),
+                    },
+                };
+                let error = (outcome != Outcome::Done).then_some(error);
+                (Some(answer.status as i32), error, Some(answer.body), outcome)
+            }
+            Err(e) => {
+                let error = describe_send_error(&e);
+                let outcome = retry::after_failure(&policy, job.retry_from, failures, None, now, error.clone());
+                (None, Some(error), None, outcome)
+            }
+        };
+        let label = match &outcome {
+            Outcome::Done => "done",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Dead { .. } => "dead",
+        };
+        self.metrics
+            .jobs
+            .get_or_create(&JobLabels {
+                kind: job.kind.clone(),
+                outcome: label,
+            })
+            .inc();
+        match &outcome {
+            Outcome::Done => log::info!("job {} ({} to {}) delivered", job.id, job.kind, job.destination),
+            Outcome::Retry { run_at, error } => log::warn!(
+                "job {} ({} to {}) failed ({error}); retrying in {:.1}s",
+                job.id,
+                job.kind,
+                job.destination,
+                (run_at - now) as f64 / 1000.0
+            ),
+            Outcome::Dead { error } => log::error!(
+                "job {} ({} to {}) is dead: {error}",
+                job.id,
+                job.kind,
+                job.destination
+            ),
+        }
+        let attempt = NewAttempt {
+            job_id: job.id,
+            started_at,
+            duration_ms: elapsed.as_millis() as i64,
+            status_code,
+            error,
+            response_body,
+        };
+        let token = self.lease_token.clone();
+        let recorded = self
+            .db
+            .write_async(move |conn| jobs::record_attempt(conn, &attempt, &token, &outcome, now))
+            .await;
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => log::warn!(
+                "job {} was claimed by another worker after its lease ran out; its state is theirs",
+                job.id
+            ),
+            // The lease runs out and the job is sent again: at-least-once, never lost.
+            Err(e) => log::error!("cannot record the attempt of job {}: {e}", job.id),
+        }
+        if label == "done" {
+            // The subscriber's next job may be waiting for this one.
+            self.wake.notify_one();
+        }
+    }
+
+    async fn send(&self, job: &ClaimedJob) -> Result<Answer, reqwest::Error> {
+        let url = match (&self.settings.sparkloop.upstream, job.destination.as_str()) {
+            (Upstream::Webhook { url }, sparkloop::DESTINATION) => url,
+            _ => unreachable!("only deliverable destinations are claimed"),
+        };
+        let response = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(job.payload.clone())
+            .send()
+            .await?;
+        Answer::read(response).await
+    }
+}
+
+/// What came back from a call.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: String,
+}
+
+impl Answer {
+    /// Reads the status, `Retry-After` and the start of the body.
+    async fn read(mut response: reqwest::Response) -> Result<Answer, reqwest::Error> {
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+        let mut body = Vec::new();
+        while body.len() < KEPT_BODY_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                // The status is what matters; a body cut short is kept as far as it came.
+                Err(_) => break,
+            }
+        }
+        body.truncate(KEPT_BODY_BYTES);
+        Ok(Answer {
+            status,
+            retry_after,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+/// A network error in words an operator can act on, without the URL (which may hold a token).
+fn describe_send_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
