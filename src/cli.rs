@@ -52,6 +52,11 @@ enum Deliveries {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Show one job: its request body and every attempt with the start of each answer.
+    Show {
+        /// The job's id, as `deliveries list` shows it.
+        id: i64,
+    },
     /// Queue a dead (or done) job again, due now with a fresh retry horizon.
     Retry(RetryArgs),
 }
@@ -129,6 +134,46 @@ fn deliveries(db: &Db, action: Deliveries) -> anyhow::Result<ExitCode> {
                     job.email,
                     job.last_error.unwrap_or_default()
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Deliveries::Show { id } => {
+            let found = db.read(|conn| {
+                Ok(match jobs::get(conn, id)? {
+                    Some(job) => Some((job, jobs::attempts_of(conn, id)?)),
+                    None => None,
+                })
+            })?;
+            let Some((job, attempts)) = found else {
+                anyhow::bail!("there is no job {id}");
+            };
+            println!("job {}: {} to {}, {}", job.id, job.kind, job.destination, job.status);
+            println!("subscriber: {}", job.email);
+            println!("created:    {}", time(job.created_at));
+            match job.finished_at {
+                Some(at) => println!("finished:   {}", time(at)),
+                None => println!("next run:   {}", time(job.run_at)),
+            }
+            if let Some(error) = &job.last_error {
+                println!("last error: {error}");
+            }
+            println!("body:       {}", job.payload);
+            println!("attempts:   {}", attempts.len());
+            for (n, attempt) in attempts.iter().enumerate() {
+                let status = attempt
+                    .status_code
+                    .map_or_else(|| "no answer".to_string(), |s| format!("HTTP {s}"));
+                println!(
+                    "  #{} {} {} in {} ms{}",
+                    n + 1,
+                    time(attempt.started_at),
+                    status,
+                    attempt.duration_ms,
+                    attempt.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                );
+                if let Some(body) = attempt.response_body.as_deref().filter(|b| !b.is_empty()) {
+                    println!("     answer: {body}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

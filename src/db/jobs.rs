@@ -385,8 +385,23 @@ pub fn oldest_due(conn: &mut DbConnection, now: i64) -> Result<Option<i64>, Stor
         .first::<Option<i64>>(conn)?)
 }
 
+/// An attempt as the operator sees it.
+#[derive(Debug, Clone, Queryable)]
+pub struct AttemptSummary {
+    /// When it started (unix ms).
+    pub started_at: i64,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// The answer's status.
+    pub status_code: Option<i32>,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// The start of the answer's body.
+    pub response_body: Option<String>,
+}
+
 /// The attempts made for a job, oldest first.
-pub fn attempts_of(conn: &mut DbConnection, job_id: i64) -> Result<Vec<(i64, i64, Option<i32>, Option<String>, Option<String>)>, StoreError> {
+pub fn attempts_of(conn: &mut DbConnection, job_id: i64) -> Result<Vec<AttemptSummary>, StoreError> {
     Ok(attempts::table
         .filter(attempts::job_id.eq(job_id))
         .order(attempts::id.asc())
@@ -398,6 +413,52 @@ pub fn attempts_of(conn: &mut DbConnection, job_id: i64) -> Result<Vec<(i64, i64
             attempts::response_body,
         ))
         .load(conn)?)
+}
+
+/// A job with everything the operator may want to see.
+#[derive(Debug, Clone, Queryable)]
+pub struct JobDetail {
+    /// Id.
+    pub id: i64,
+    /// Destination.
+    pub destination: String,
+    /// Kind.
+    pub kind: String,
+    /// Status.
+    pub status: String,
+    /// The request body.
+    pub payload: String,
+    /// Created (unix ms).
+    pub created_at: i64,
+    /// Next due (unix ms).
+    pub run_at: i64,
+    /// Finished (unix ms).
+    pub finished_at: Option<i64>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// The subscriber's current email.
+    pub email: String,
+}
+
+/// One job by id.
+pub fn get(conn: &mut DbConnection, id: i64) -> Result<Option<JobDetail>, StoreError> {
+    Ok(jobs::table
+        .inner_join(subscribers::table)
+        .filter(jobs::id.eq(id))
+        .select((
+            jobs::id,
+            jobs::destination,
+            jobs::kind,
+            jobs::status,
+            jobs::payload,
+            jobs::created_at,
+            jobs::run_at,
+            jobs::finished_at,
+            jobs::last_error,
+            subscribers::email,
+        ))
+        .first(conn)
+        .optional()?)
 }
 
 #[derive(QueryableByName)]

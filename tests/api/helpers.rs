@@ -1,0 +1,305 @@
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::Connection;
+use referral_bridge::config::Settings;
+use referral_bridge::startup::Application;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+/// The secret the test ESP signs its webhooks with.
+pub const ESP_SECRET: &str = "esp-test-secret";
+
+/// A real database for one test: a SQLite file in a temporary folder, or a fresh Postgres
+/// database (dropped afterwards) when TEST_DATABASE_URL is set.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        match std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+            Some(admin_url) => {
+                let name = format!("rb_test_{:016x}", rand::random::<u64>());
+                let mut admin = diesel::PgConnection::establish(&admin_url).unwrap_or_else(|e| {
+                    panic!("TEST_DATABASE_URL is set but Postgres cannot be reached: {e}")
+                });
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .expect("cannot create a test database");
+                let base = admin_url.split('?').next().unwrap();
+                let base = &base[..base.rfind('/').unwrap()];
+                TestDb {
+                    url: format!("{base}/{name}"),
+                    _dir: None,
+                    postgres: Some((admin_url.clone(), name)),
+                }
+            }
+            None => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = dir.path().join("bridge.db").to_str().unwrap().to_string();
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                    postgres: None,
+                }
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    /// Runs one query returning a single integer, straight on the database.
+    pub fn count(&self, sql: &str) -> i64 {
+        use diesel::sql_types::BigInt;
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let query = diesel::sql_query(sql);
+        if self.is_postgres() {
+            let mut c = diesel::PgConnection::establish(&self.url).unwrap();
+            query.get_result::<Count>(&mut c).unwrap().n
+        } else {
+            let mut c = diesel::SqliteConnection::establish(&self.url).unwrap();
+            query.get_result::<Count>(&mut c).unwrap().n
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = &self.postgres {
+            if let Ok(mut admin) = diesel::PgConnection::establish(admin_url) {
+                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
+    }
+}
+
+/// The variables every test bridge runs with: fast retries and polling, a stand-in SparkLoop.
+pub fn base_vars(db: &TestDb, sparkloop: &MockServer) -> HashMap<String, String> {
+    [
+        ("DATABASE_URL", db.url.clone()),
+        ("BRIDGE_LISTEN", "127.0.0.1:0".into()),
+        ("ESP_WEBHOOK_SECRET", ESP_SECRET.into()),
+        ("SPARKLOOP_INCOMING_WEBHOOK_URL", format!("{}/incoming", sparkloop.uri())),
+        ("RETRY_BASE_DELAY", "100ms".into()),
+        ("RETRY_MAX_DELAY", "400ms".into()),
+        ("BRIDGE_POLL_INTERVAL", "100ms".into()),
+        ("BRIDGE_DB_POOL_SIZE", "4".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// A bridge running in this process.
+pub struct TestApp {
+    pub address: String,
+    pub db: TestDb,
+    pub sparkloop: MockServer,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// A bridge whose SparkLoop answers 200 to everything.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(&[], None).await
+    }
+
+    /// A bridge with extra variables, and SparkLoop answering as `mock` says (200 when `None`).
+    pub async fn spawn_with(vars: &[(&str, &str)], mock: Option<Mock>) -> TestApp {
+        let sparkloop = MockServer::start().await;
+        sparkloop
+            .register(mock.unwrap_or_else(|| {
+                Mock::given(method("POST"))
+                    .and(path("/incoming"))
+                    .respond_with(ResponseTemplate::new(200))
+            }))
+            .await;
+        let db = TestDb::new();
+        let mut all = base_vars(&db, &sparkloop);
+        for (k, v) in vars {
+            all.insert(k.to_string(), v.to_string());
+        }
+        let settings = Settings::from_vars(all).expect("test settings are valid");
+        let app = Application::build(settings).await.expect("the app builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = app.shutdown_handle();
+        let task = tokio::spawn(app.run_until_stopped());
+        TestApp {
+            address,
+            db,
+            sparkloop,
+            client: reqwest::Client::new(),
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Posts a body to `/webhooks/esp` with the right bearer token.
+    pub async fn post_esp(&self, body: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/webhooks/esp", self.address))
+            .bearer_auth(ESP_SECRET)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("the bridge answers")
+    }
+
+    /// The bodies SparkLoop has received so far, in order.
+    pub async fn received(&self) -> Vec<Value> {
+        received_bodies(&self.sparkloop).await
+    }
+
+    /// Waits until SparkLoop has received `n` requests (panics after 15 s).
+    pub async fn wait_for_requests(&self, n: usize) -> Vec<Value> {
+        wait_for(&self.sparkloop, n, Duration::from_secs(15)).await
+    }
+
+    /// Stops the bridge as SIGTERM would and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+pub async fn received_bodies(server: &MockServer) -> Vec<Value> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r: &Request| serde_json::from_slice(&r.body).expect("the bridge sends JSON"))
+        .collect()
+}
+
+/// Waits until `server` has received at least `n` requests.
+pub async fn wait_for(server: &MockServer, n: usize, limit: Duration) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let bodies = received_bodies(server).await;
+        if bodies.len() >= n {
+            return bodies;
+        }
+        if start.elapsed() > limit {
+            panic!("SparkLoop received {} requests, expected {n}: {bodies:?}", bodies.len());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for a condition on the database.
+pub async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        if start.elapsed() > limit {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `subscribe` body as in the seed.
+pub fn subscribe(email: &str) -> String {
+    serde_json::json!({"type": "subscribe", "subscriber": {"email": email}}).to_string()
+}
+
+/// The bridge binary run as its own process, for the tests a process must take part in.
+pub struct BridgeProcess {
+    pub child: Child,
+    pub address: String,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl BridgeProcess {
+    /// Starts `referral-bridge serve` with `vars` and waits until it listens.
+    pub fn start(vars: &HashMap<String, String>) -> BridgeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_referral-bridge"))
+            .arg("serve")
+            .current_dir(std::env::temp_dir())
+            .env_clear()
+            .envs(vars)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(address) = line.split("listening on ").nth(1) {
+                    if let Some(tx) = tx.take() {
+                        let address = address.split(',').next().unwrap().to_string();
+                        let _ = tx.send(address);
+                    }
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("the bridge did not start: {}", log.lock().unwrap()));
+        BridgeProcess {
+            child,
+            address: format!("http://{address}"),
+            log,
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited successfully.
+    pub fn terminate(mut self) -> bool {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap().success()
+    }
+}
+
+/// Runs the binary with `args` and `vars`; returns (success, stdout, stderr).
+pub fn run_command(args: &[&str], vars: &HashMap<String, String>) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_referral-bridge"))
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .env_clear()
+        .envs(vars)
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

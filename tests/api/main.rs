@@ -1,0 +1,10 @@
+//! Black-box tests: the bridge runs on port 0 with a real database (a SQLite file per test, or a
+//! fresh Postgres database per test when TEST_DATABASE_URL is set), SparkLoop is a wiremock
+//! server, and the ESP's requests carry the seed's payloads.
+
+mod configuration;
+mod delivery;
+mod esp_webhooks;
+mod helpers;
+mod operations;
+mod processes;

@@ -1,0 +1,127 @@
+//! Health, readiness, metrics and graceful shutdown.
+
+use std::time::Duration;
+
+use wiremock::matchers::method;
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{base_vars, eventually, subscribe, BridgeProcess, TestApp, TestDb};
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = TestApp::spawn().await;
+    let health = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    app.post_esp(&subscribe("m@b.co")).await;
+    app.post_esp("{bad").await;
+    app.wait_for_requests(1).await;
+    let db = &app.db;
+    eventually("the job to be done", Duration::from_secs(5), || {
+        db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'done'") == 1
+    })
+    .await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"bridge_inbound_requests_total{endpoint="esp",outcome="stored"} 1"#,
+        r#"bridge_inbound_requests_total{endpoint="esp",outcome="bad_request"} 1"#,
+        r#"bridge_job_attempts_total{kind="subscribe",outcome="done"} 1"#,
+        r#"bridge_queue_depth{destination="sparkloop"} 0"#,
+        "bridge_oldest_due_job_age_seconds 0",
+        r#"bridge_attempt_duration_seconds_count{destination="sparkloop"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_is_503_when_the_database_does_not_answer() {
+    if std::env::var("TEST_DATABASE_URL").is_err() {
+        // A SQLite file cannot be taken away from a running process; the Postgres run covers it.
+        eprintln!("SKIPPED readyz_is_503_when_the_database_does_not_answer: needs Postgres (set TEST_DATABASE_URL)");
+        return;
+    }
+    let app = TestApp::spawn_with(&[("BRIDGE_DB_TIMEOUT", "300ms")], None).await;
+    let name = app.db.url.rsplit('/').next().unwrap().to_string();
+    // Cut the bridge's connections and keep new ones out.
+    let admin_url = std::env::var("TEST_DATABASE_URL").unwrap();
+    {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let mut admin = diesel::PgConnection::establish(&admin_url).unwrap();
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+            ))
+            .unwrap();
+    }
+    let ready = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let stored = app.post_esp(&subscribe("x@b.co")).await;
+    assert_eq!(stored.status(), 503, "an event that cannot be stored is refused");
+    assert!(stored.headers().contains_key("retry-after"));
+    {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let mut admin = diesel::PgConnection::establish(&admin_url).unwrap();
+        admin
+            .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+            .unwrap();
+    }
+    let mut ready = 0;
+    for _ in 0..50 {
+        ready = app
+            .client
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 200, "ready again once the database is back");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_delivery_in_flight_finish() {
+    let sparkloop = wiremock::MockServer::start().await;
+    sparkloop
+        .register(
+            Mock::given(method("POST"))
+                .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(1500))),
+        )
+        .await;
+    let db = TestDb::new();
+    let bridge = BridgeProcess::start(&base_vars(&db, &sparkloop));
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/webhooks/esp", bridge.address))
+        .bearer_auth(crate::helpers::ESP_SECRET)
+        .body(subscribe("inflight@b.co"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    crate::helpers::wait_for(&sparkloop, 1, Duration::from_secs(5)).await;
+    let log = bridge.log.clone();
+    assert!(bridge.terminate(), "exits successfully: {}", log.lock().unwrap());
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'done'"), 1);
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'running'"), 0);
+}
