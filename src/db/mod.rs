@@ -122,7 +122,9 @@ impl Db {
         establish(url).with_context(|| format!("cannot open the {} database", url.backend()))?;
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
-            .min_idle(Some(1))
+            // No idle minimum: r2d2 would open replacements on its own threads, and a libpq
+            // connection being opened while the process exits can crash it.
+            .min_idle(Some(0))
             .connection_timeout(timeout)
             .build(Manager { url: url.clone() })
             .with_context(|| format!("cannot open the {} database", url.backend()))?;

@@ -149,12 +149,12 @@ async fn a_400_is_dead_at_once_with_the_answer_kept_and_deliveries_retry_sends_i
     assert_eq!(app.received().await.len(), 1);
 
     let vars = [("DATABASE_URL".to_string(), app.db.url.clone())].into_iter().collect();
-    let (ok, listed, _) = run_command(&["deliveries", "list", "--status", "dead"], &vars);
-    assert!(ok);
+    let (ok, listed, err) = run_command(&["deliveries", "list", "--status", "dead"], &vars);
+    assert!(ok, "{err}");
     assert!(listed.contains("refused@b.co") && listed.contains("HTTP 400"), "{listed}");
     let id = db.count("SELECT id AS n FROM jobs");
-    let (ok, shown, _) = run_command(&["deliveries", "show", &id.to_string()], &vars);
-    assert!(ok);
+    let (ok, shown, err) = run_command(&["deliveries", "show", &id.to_string()], &vars);
+    assert!(ok, "{err}");
     assert!(shown.contains(refusal), "the answer is kept: {shown}");
 
     let (ok, out, err) = run_command(&["deliveries", "retry", &id.to_string()], &vars);

@@ -303,3 +303,10 @@ pub fn run_command(args: &[&str], vars: &HashMap<String, String>) -> (bool, Stri
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Says that a test was skipped, on the real stderr (libtest would swallow `eprintln!` of a
+/// passing test), so that a run without Postgres shows what it did not cover.
+pub fn skipped(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}

@@ -49,7 +49,10 @@ async fn health_readiness_and_metrics() {
 async fn readyz_is_503_when_the_database_does_not_answer() {
     if std::env::var("TEST_DATABASE_URL").is_err() {
         // A SQLite file cannot be taken away from a running process; the Postgres run covers it.
-        eprintln!("SKIPPED readyz_is_503_when_the_database_does_not_answer: needs Postgres (set TEST_DATABASE_URL)");
+        crate::helpers::skipped(
+            "readyz_is_503_when_the_database_does_not_answer",
+            "needs Postgres (set TEST_DATABASE_URL)",
+        );
         return;
     }
     let app = TestApp::spawn_with(&[("BRIDGE_DB_TIMEOUT", "300ms")], None).await;

@@ -87,8 +87,9 @@ async fn a_killed_process_loses_nothing_it_acknowledged() {
 async fn two_processes_on_one_postgres_never_send_a_job_twice() {
     let db = TestDb::new();
     if !db.is_postgres() {
-        eprintln!(
-            "SKIPPED two_processes_on_one_postgres_never_send_a_job_twice: needs Postgres (set TEST_DATABASE_URL)"
+        crate::helpers::skipped(
+            "two_processes_on_one_postgres_never_send_a_job_twice",
+            "needs Postgres (set TEST_DATABASE_URL)",
         );
         return;
     }
