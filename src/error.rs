@@ -3,8 +3,6 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::db::StoreError;
-
 /// Why a webhook request was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -20,9 +18,10 @@ pub enum WebhookError {
         /// The limit in bytes.
         limit: usize,
     },
-    /// The request could not be stored: 503, the sender retries and nothing is lost.
+    /// The request could not be stored: 503, the sender retries and nothing is lost. The text
+    /// says why, for the log; the sender is told only to retry.
     #[error("the event could not be stored; retry later")]
-    Unavailable(#[source] StoreError),
+    Unavailable(String),
 }
 
 impl WebhookError {
@@ -34,12 +33,6 @@ impl WebhookError {
             WebhookError::TooLarge { .. } => "too_large",
             WebhookError::Unavailable(_) => "unavailable",
         }
-    }
-}
-
-impl From<StoreError> for WebhookError {
-    fn from(e: StoreError) -> Self {
-        WebhookError::Unavailable(e)
     }
 }
 

@@ -24,6 +24,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The configured ESP adapter.
     pub esp: Box<dyn InboundEsp>,
+    /// Writes inbound deliveries in batched transactions.
+    pub ingest: crate::ingest::IngestQueue,
     /// Wakes the workers when a job is queued.
     pub wake_workers: Arc<Notify>,
 }
@@ -78,8 +80,12 @@ impl Application {
             listener.local_addr()?,
             db.describe()
         );
+        // SQLite takes one writer at a time; Postgres commits several batches at once.
+        let writers = if db.is_sqlite() { 1 } else { 4 };
+        let ingest = crate::ingest::IngestQueue::start(db.clone(), settings.dedupe_window, writers, 4096);
         let state = web::Data::new(AppState {
             db,
+            ingest,
             settings,
             metrics,
             esp,

@@ -126,6 +126,9 @@ impl Db {
             // connection being opened while the process exits can crash it.
             .min_idle(Some(0))
             .connection_timeout(timeout)
+            // A SQLite connection is a file handle that cannot drop; a Postgres one can, and
+            // is checked before use so that a restarted server costs one 503, not many.
+            .test_on_check_out(matches!(url, DatabaseUrl::Postgres(_)))
             .build(Manager { url: url.clone() })
             .with_context(|| format!("cannot open the {} database", url.backend()))?;
         Ok(Db {

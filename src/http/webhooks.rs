@@ -96,22 +96,14 @@ async fn accept_esp(request: &HttpRequest, payload: web::Payload, state: &AppSta
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| WebhookError::BadRequest("the body is not UTF-8".into()))?;
     let hash = ingest::body_hash(&body);
-    let window = state.settings.dedupe_window;
-    let now = now_ms();
+    if log::log_enabled!(log::Level::Debug) {
+        log::debug!("ESP events: {events:?}");
+    }
     let accepted = state
-        .db
-        .write_async(move |conn| {
-            let mut overall = ingest::Accepted::Ignored;
-            for event in &events {
-                let accepted = ingest::record_esp_event(conn, event, &text, &hash, now, window)?;
-                if log::log_enabled!(log::Level::Debug) {
-                    log::debug!("ESP event {event:?}: {}", accepted.as_str());
-                }
-                overall = overall.max(accepted);
-            }
-            Ok(overall)
-        })
-        .await?;
+        .ingest
+        .record(events, text, hash, now_ms())
+        .await
+        .map_err(|e| WebhookError::Unavailable(e.to_string()))?;
     if accepted == ingest::Accepted::Stored {
         state.wake_workers.notify_one();
     }
