@@ -38,8 +38,11 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
+    // BENCH_BACKENDS=sqlite or =postgres runs one of them.
+    let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
     let dir = tempfile::tempdir().unwrap();
     let mut files = 0;
+    if backends.contains("sqlite") {
     run_backend(
         "sqlite",
         &mut || {
@@ -50,7 +53,10 @@ fn main() {
         seconds,
         connections,
     );
-
+    }
+    if !backends.contains("postgres") {
+        return;
+    }
     let admin = std::env::var("BENCH_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     match diesel::PgConnection::establish(&admin) {
@@ -98,7 +104,7 @@ impl StandIn {
                         async { HttpResponse::Ok().finish() }
                     }))
                 })
-                .workers(1)
+                .workers(2)
                 .bind("127.0.0.1:0")
                 .unwrap();
                 tx.send(server.addrs()[0]).unwrap();

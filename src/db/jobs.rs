@@ -1,8 +1,10 @@
 //! The job queue: outgoing calls, claimed with a lease, retried with back-off, kept when dead.
 //!
-//! A job is `pending` until a worker claims it (`running`, with a lease token and expiry), then
-//! `done`, `pending` again with a later `run_at`, or `dead`. A running job whose lease ran out
-//! is due again. A subscriber's jobs to one destination run one at a time, in id order.
+//! A subscriber's jobs to one destination form a line, served one at a time in id order: the
+//! head of the line is `pending` (or `running` while a worker holds its lease), the jobs behind
+//! it are `waiting`. When the head is done or dead, the next one is promoted to `pending`. So a
+//! claim only ever looks at `pending` jobs in `run_at` order, an index range that it reads from
+//! the front and stops, whatever the backlog. A running job whose lease ran out is pending again.
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Text};
@@ -13,7 +15,9 @@ use super::{DbConnection, StoreError};
 /// The state of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobStatus {
-    /// Waiting for `run_at`.
+    /// Behind an earlier open job of the same subscriber and destination.
+    Waiting,
+    /// At the head of its line, due at `run_at`.
     Pending,
     /// Claimed by a worker.
     Running,
@@ -27,6 +31,7 @@ impl JobStatus {
     /// The text stored in `jobs.status`.
     pub fn as_str(self) -> &'static str {
         match self {
+            JobStatus::Waiting => "waiting",
             JobStatus::Pending => "pending",
             JobStatus::Running => "running",
             JobStatus::Done => "done",
@@ -35,7 +40,10 @@ impl JobStatus {
     }
 }
 
-/// A job to insert.
+/// The statuses of a job that is not finished.
+const OPEN: [&str; 3] = ["waiting", "pending", "running"];
+
+/// A job to insert; [`insert`] decides whether it heads its line.
 #[derive(Debug, Insertable)]
 #[diesel(table_name = jobs)]
 pub struct NewJob<'a> {
@@ -47,7 +55,7 @@ pub struct NewJob<'a> {
     pub kind: &'a str,
     /// The request body to send.
     pub payload: &'a str,
-    /// Always `pending` for a new job.
+    /// Set by [`insert`].
     pub status: &'a str,
     /// Creation time (unix ms).
     pub created_at: i64,
@@ -59,12 +67,68 @@ pub struct NewJob<'a> {
     pub inbound_event_id: Option<i64>,
 }
 
-/// Inserts a job and returns its id.
+/// Whether the subscriber has an unfinished job for `destination`.
+fn has_open_job(conn: &mut DbConnection, subscriber_id: i64, destination: &str) -> Result<bool, StoreError> {
+    Ok(diesel::select(diesel::dsl::exists(
+        jobs::table
+            .filter(jobs::subscriber_id.eq(subscriber_id))
+            .filter(jobs::destination.eq(destination))
+            .filter(jobs::status.eq_any(OPEN)),
+    ))
+    .get_result(conn)?)
+}
+
+/// Inserts a job at the end of its subscriber's line (pending when the line is empty, else
+/// waiting) and returns its id. On Postgres the caller must hold the subscriber's row lock (any
+/// update of the row takes it), so that a line's head finishing at the same moment sees it.
 pub fn insert(conn: &mut DbConnection, job: &NewJob<'_>) -> Result<i64, StoreError> {
+    let status = if has_open_job(conn, job.subscriber_id, job.destination)? {
+        JobStatus::Waiting
+    } else {
+        JobStatus::Pending
+    };
     Ok(diesel::insert_into(jobs::table)
-        .values(job)
+        .values(&NewJob {
+            status: status.as_str(),
+            ..*job
+        })
         .returning(jobs::id)
         .get_result(conn)?)
+}
+
+/// Takes the subscriber's row lock on Postgres, so that promoting the next job of a line and
+/// appending a job to it never miss each other; SQLite's single writer already ensures it.
+fn lock_line(conn: &mut DbConnection, subscriber_id: i64) -> Result<(), StoreError> {
+    if let DbConnection::Postgres(c) = conn {
+        diesel::sql_query("SELECT id FROM subscribers WHERE id = $1 FOR UPDATE")
+            .bind::<BigInt, _>(subscriber_id)
+            .execute(c)?;
+    }
+    Ok(())
+}
+
+/// Makes the oldest waiting job of the line pending, due now, if the line has no head.
+fn promote_next(conn: &mut DbConnection, subscriber_id: i64, destination: &str, now: i64) -> Result<(), StoreError> {
+    let line = jobs::table
+        .filter(jobs::subscriber_id.eq(subscriber_id))
+        .filter(jobs::destination.eq(destination));
+    let has_head: bool = diesel::select(diesel::dsl::exists(
+        line.filter(jobs::status.eq_any(["pending", "running"])),
+    ))
+    .get_result(conn)?;
+    if has_head {
+        return Ok(());
+    }
+    let next: Option<i64> = line
+        .filter(jobs::status.eq(JobStatus::Waiting.as_str()))
+        .select(diesel::dsl::min(jobs::id))
+        .first(conn)?;
+    if let Some(next) = next {
+        diesel::update(jobs::table.find(next))
+            .set((jobs::status.eq(JobStatus::Pending.as_str()), jobs::run_at.eq(now)))
+            .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// A job a worker has claimed.
@@ -93,14 +157,8 @@ pub struct ClaimedJob {
     pub retry_from: i64,
 }
 
-/// Due jobs: pending and past `run_at`, or running with an expired lease; and only the oldest
-/// open job of each subscriber and destination, so that a later job waits for an earlier one.
-const DUE: &str = "((j.status = 'pending' AND j.run_at <= {now}) \
-     OR (j.status = 'running' AND j.lease_expires_at <= {now})) \
-     AND j.destination IN ({destinations}) \
-     AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.subscriber_id = j.subscriber_id \
-         AND e.destination = j.destination AND e.id < j.id \
-         AND e.status IN ('pending', 'running'))";
+/// Due jobs, in claiming order: heads of their lines, pending and past `run_at`.
+const DUE: &str = "j.status = 'pending' AND j.run_at <= {now} AND j.destination IN ({destinations})";
 
 fn in_list(destinations: &[&'static str]) -> String {
     // Destination names are the bridge's own constants, never input, so inlining them is safe.
@@ -111,10 +169,26 @@ fn in_list(destinations: &[&'static str]) -> String {
         .join(", ")
 }
 
+/// Makes running jobs whose lease ended before `now` pending again (their worker died or
+/// stalled); they keep their place in line.
+pub fn reclaim_expired(conn: &mut DbConnection, now: i64) -> Result<usize, StoreError> {
+    Ok(diesel::update(
+        jobs::table
+            .filter(jobs::status.eq(JobStatus::Running.as_str()))
+            .filter(jobs::lease_expires_at.le(now)),
+    )
+    .set((
+        jobs::status.eq(JobStatus::Pending.as_str()),
+        jobs::lease_token.eq(None::<String>),
+        jobs::lease_expires_at.eq(None::<i64>),
+    ))
+    .execute(conn)?)
+}
+
 /// Claims up to `limit` due jobs for `destinations`, marking them running under `lease_token`
-/// until `lease_until`. Run inside [`super::Db::write`]: on Postgres `FOR UPDATE SKIP LOCKED`
-/// lets several processes claim at once without ever taking the same job; on SQLite the
-/// immediate transaction makes the claim exclusive.
+/// until `lease_until`, after reclaiming expired leases. Run inside [`super::Db::write`]: on
+/// Postgres `FOR UPDATE SKIP LOCKED` lets several processes claim at once without ever taking
+/// the same job; on SQLite the immediate transaction makes the claim exclusive.
 pub fn claim(
     conn: &mut DbConnection,
     destinations: &[&'static str],
@@ -126,6 +200,7 @@ pub fn claim(
     if destinations.is_empty() || limit <= 0 {
         return Ok(Vec::new());
     }
+    reclaim_expired(conn, now)?;
     let returning = "RETURNING id, subscriber_id, destination, kind, payload, attempts, retry_from";
     let jobs = match conn {
         DbConnection::Postgres(c) => {
@@ -197,16 +272,21 @@ pub enum Outcome {
     },
 }
 
-/// Records an attempt and the job's new state. The state changes only while `lease_token`
-/// still holds the job (a worker that outlived its lease must not overwrite the new owner's
-/// result); the attempt is recorded either way. Returns whether the state changed.
+/// Records an attempt of the claimed job `line` and the job's new state; a job that is done or
+/// dead hands its line to the next job. The state changes only while `lease_token` still holds
+/// the job (a worker that outlived its lease must not overwrite the new owner's result); the
+/// attempt is recorded either way. Returns whether the state changed.
 pub fn record_attempt(
     conn: &mut DbConnection,
+    line: &ClaimedJob,
     attempt: &NewAttempt,
     lease_token: &str,
     outcome: &Outcome,
     now: i64,
 ) -> Result<bool, StoreError> {
+    if !matches!(outcome, Outcome::Retry { .. }) {
+        lock_line(conn, line.subscriber_id)?;
+    }
     diesel::insert_into(attempts::table)
         .values(attempt)
         .execute(conn)?;
@@ -233,6 +313,9 @@ pub fn record_attempt(
         diesel::update(jobs::table.find(attempt.job_id))
             .set(jobs::run_at.eq(run_at))
             .execute(conn)?;
+    }
+    if changed == 1 && run_at.is_none() {
+        promote_next(conn, line.subscriber_id, &line.destination, now)?;
     }
     Ok(changed == 1)
 }
@@ -282,7 +365,7 @@ pub struct JobSummary {
 /// Which jobs to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListFilter {
-    /// Pending or running.
+    /// Waiting, pending or running.
     Open,
     /// Dead.
     Dead,
@@ -312,7 +395,7 @@ pub fn list(conn: &mut DbConnection, filter: ListFilter, limit: i64) -> Result<V
         .limit(limit)
         .into_boxed();
     query = match filter {
-        ListFilter::Open => query.filter(jobs::status.eq_any(["pending", "running"])),
+        ListFilter::Open => query.filter(jobs::status.eq_any(OPEN)),
         ListFilter::Dead => query.filter(jobs::status.eq("dead")),
         ListFilter::Done => query.filter(jobs::status.eq("done")),
         ListFilter::All => query,
@@ -331,19 +414,26 @@ pub enum RetryResult {
     AlreadyOpen(String),
 }
 
-/// The columns that make a finished job pending and due at `$now` with a fresh retry horizon.
-macro_rules! requeue {
-    ($now:expr) => {
-        (
-            jobs::status.eq(JobStatus::Pending.as_str()),
-            jobs::run_at.eq($now),
-            jobs::retry_from.eq($now),
+/// Puts a finished job back in its subscriber's line, with a fresh retry horizon: pending and
+/// due now if the line is empty, else waiting (it goes next, being the oldest).
+fn requeue(conn: &mut DbConnection, id: i64, now: i64) -> Result<(), StoreError> {
+    let (subscriber_id, destination): (i64, String) = jobs::table
+        .find(id)
+        .select((jobs::subscriber_id, jobs::destination))
+        .first(conn)?;
+    lock_line(conn, subscriber_id)?;
+    diesel::update(jobs::table.find(id))
+        .set((
+            jobs::status.eq(JobStatus::Waiting.as_str()),
+            jobs::run_at.eq(now),
+            jobs::retry_from.eq(now),
             jobs::finished_at.eq(None::<i64>),
-        )
-    };
+        ))
+        .execute(conn)?;
+    promote_next(conn, subscriber_id, &destination, now)
 }
 
-/// Makes a finished (dead or done) job pending and due now, with a fresh retry horizon.
+/// Queues a finished (dead or done) job again, due now, with a fresh retry horizon.
 pub fn retry(conn: &mut DbConnection, id: i64, now: i64) -> Result<RetryResult, StoreError> {
     let status: Option<String> = jobs::table
         .find(id)
@@ -352,25 +442,31 @@ pub fn retry(conn: &mut DbConnection, id: i64, now: i64) -> Result<RetryResult, 
         .optional()?;
     Ok(match status.as_deref() {
         None => RetryResult::NotFound,
-        Some("pending" | "running") => RetryResult::AlreadyOpen(status.unwrap_or_default()),
+        Some(open) if OPEN.contains(&open) => RetryResult::AlreadyOpen(open.to_string()),
         Some(_) => {
-            diesel::update(jobs::table.find(id)).set(requeue!(now)).execute(conn)?;
+            requeue(conn, id, now)?;
             RetryResult::Queued
         }
     })
 }
 
-/// Makes every dead job pending and due now; returns how many.
+/// Queues every dead job again; returns how many.
 pub fn retry_dead(conn: &mut DbConnection, now: i64) -> Result<usize, StoreError> {
-    Ok(diesel::update(jobs::table.filter(jobs::status.eq(JobStatus::Dead.as_str())))
-        .set(requeue!(now))
-        .execute(conn)?)
+    let dead: Vec<i64> = jobs::table
+        .filter(jobs::status.eq(JobStatus::Dead.as_str()))
+        .order(jobs::id.asc())
+        .select(jobs::id)
+        .load(conn)?;
+    for &id in &dead {
+        requeue(conn, id, now)?;
+    }
+    Ok(dead.len())
 }
 
-/// Open (pending or running) jobs per destination.
+/// Open (waiting, pending or running) jobs per destination.
 pub fn depth_by_destination(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, StoreError> {
     Ok(jobs::table
-        .filter(jobs::status.eq_any(["pending", "running"]))
+        .filter(jobs::status.eq_any(OPEN))
         .group_by(jobs::destination)
         .select((jobs::destination, diesel::dsl::count_star()))
         .load(conn)?)
@@ -461,29 +557,12 @@ pub fn get(conn: &mut DbConnection, id: i64) -> Result<Option<JobDetail>, StoreE
         .optional()?)
 }
 
-#[derive(QueryableByName)]
-struct NextRun {
-    #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
-    next: Option<i64>,
-}
-
-/// When the next pending job that heads its subscriber's queue is due (unix ms): jobs waiting
-/// behind an earlier one are not due before it, whatever their `run_at`.
-pub fn next_head_run_at(conn: &mut DbConnection, destinations: &[&'static str]) -> Result<Option<i64>, StoreError> {
-    if destinations.is_empty() {
-        return Ok(None);
-    }
-    let sql = format!(
-        "SELECT MIN(j.run_at) AS next FROM jobs j WHERE j.status = 'pending' \
-         AND j.destination IN ({}) \
-         AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.subscriber_id = j.subscriber_id \
-             AND e.destination = j.destination AND e.id < j.id \
-             AND e.status IN ('pending', 'running'))",
-        in_list(destinations)
-    );
-    let row = match conn {
-        DbConnection::Postgres(c) => diesel::sql_query(sql).get_result::<NextRun>(c)?,
-        DbConnection::Sqlite(c) => diesel::sql_query(sql).get_result::<NextRun>(c)?,
-    };
-    Ok(row.next)
+/// When the next pending job of `destinations` is due (unix ms); only heads of lines are
+/// pending, so this is when the workers next have something to do.
+pub fn next_run_at(conn: &mut DbConnection, destinations: &[&'static str]) -> Result<Option<i64>, StoreError> {
+    Ok(jobs::table
+        .filter(jobs::status.eq(JobStatus::Pending.as_str()))
+        .filter(jobs::destination.eq_any(destinations))
+        .select(diesel::dsl::min(jobs::run_at))
+        .first::<Option<i64>>(conn)?)
 }

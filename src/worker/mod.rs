@@ -149,7 +149,7 @@ impl Worker {
         let destinations = destinations.to_vec();
         match self
             .db
-            .read_async(move |conn| jobs::next_head_run_at(conn, &destinations))
+            .read_async(move |conn| jobs::next_run_at(conn, &destinations))
             .await
         {
             Ok(Some(run_at)) => {
@@ -249,9 +249,10 @@ impl Worker {
             response_body,
         };
         let token = self.lease_token.clone();
+        let claimed = job.clone();
         let recorded = self
             .db
-            .write_async(move |conn| jobs::record_attempt(conn, &attempt, &token, &outcome, now))
+            .write_async(move |conn| jobs::record_attempt(conn, &claimed, &attempt, &token, &outcome, now))
             .await;
         match recorded {
             Ok(true) => {}

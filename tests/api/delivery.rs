@@ -202,3 +202,30 @@ async fn deliveries_retry_dead_requeues_every_dead_job() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_burst_for_one_subscriber_arrives_complete_and_in_order() {
+    let app = TestApp::spawn_with(
+        &[],
+        Some(
+            Mock::given(method("POST"))
+                .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(20))),
+        ),
+    )
+    .await;
+    // Each event is appended while earlier ones are being delivered, and each finished job
+    // hands the line to the next: none may be skipped, stranded or overtaken.
+    let names: Vec<String> = (0..30).map(|i| format!("Name {i}")).collect();
+    for name in &names {
+        let body = json!({"type": "subscribe", "subscriber": {"email": "burst@b.co", "name": name}});
+        let response = app.post_esp(&body.to_string()).await;
+        assert_eq!(response.json::<serde_json::Value>().await.unwrap()["status"], "stored");
+    }
+    let received = app.wait_for_requests(names.len()).await;
+    let got: Vec<_> = received
+        .iter()
+        .map(|b| b["subscriber"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, names);
+    app.stop().await;
+}

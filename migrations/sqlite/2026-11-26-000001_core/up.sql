@@ -27,7 +27,8 @@ CREATE TABLE inbound_events (
 );
 CREATE INDEX inbound_events_by_subject ON inbound_events (source, subject, id);
 
--- Outgoing calls: pending until done or dead; running while a worker holds the lease.
+-- Outgoing calls. A subscriber's jobs to one destination form a line: its head is pending
+-- (running while a worker holds the lease), the rest waiting; finished jobs are done or dead.
 CREATE TABLE jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     subscriber_id BIGINT NOT NULL REFERENCES subscribers (id),
@@ -46,9 +47,10 @@ CREATE TABLE jobs (
     finished_at BIGINT,
     inbound_event_id BIGINT REFERENCES inbound_events (id)
 );
-CREATE INDEX jobs_by_status ON jobs (status, run_at);
+-- due jobs in claiming order: a claim reads the first few and stops
+CREATE INDEX jobs_by_status ON jobs (status, run_at, id);
 CREATE INDEX jobs_open_by_subscriber ON jobs (subscriber_id, destination, id)
-    WHERE status IN ('pending', 'running');
+    WHERE status IN ('waiting', 'pending', 'running');
 
 -- One row per HTTP call made for a job.
 CREATE TABLE attempts (
