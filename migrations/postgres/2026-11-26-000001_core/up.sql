@@ -49,8 +49,9 @@ CREATE TABLE jobs (
 );
 -- due jobs in claiming order: a claim reads the first few and stops
 CREATE INDEX jobs_by_status ON jobs (status, run_at, id);
-CREATE INDEX jobs_open_by_subscriber ON jobs (subscriber_id, destination, id)
-    WHERE status IN ('waiting', 'pending', 'running');
+-- a subscriber's line at one destination (not a partial index: the queries bind the statuses
+-- as parameters, which neither planner can match against an index's WHERE)
+CREATE INDEX jobs_by_line ON jobs (subscriber_id, destination, status, id);
 
 -- One row per HTTP call made for a job.
 CREATE TABLE attempts (
