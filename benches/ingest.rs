@@ -27,7 +27,10 @@ const SECRET: &str = "bench-secret";
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let connections: usize = std::env::var("BENCH_CONNECTIONS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -43,16 +46,20 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut files = 0;
     if backends.contains("sqlite") {
-    run_backend(
-        "sqlite",
-        &mut || {
-            files += 1;
-            dir.path().join(format!("bench{files}.db")).to_str().unwrap().to_string()
-        },
-        &standin,
-        seconds,
-        connections,
-    );
+        run_backend(
+            "sqlite",
+            &mut || {
+                files += 1;
+                dir.path()
+                    .join(format!("bench{files}.db"))
+                    .to_str()
+                    .unwrap()
+                    .to_string()
+            },
+            &standin,
+            seconds,
+            connections,
+        );
     }
     if !backends.contains("postgres") {
         return;
@@ -68,7 +75,8 @@ fn main() {
                 "postgres",
                 &mut || {
                     let name = format!("rb_bench_{:08x}", rand::random::<u32>());
-                    conn.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+                    conn.batch_execute(&format!("CREATE DATABASE {name}"))
+                        .unwrap();
                     created.push(name.clone());
                     format!("{base}/{name}")
                 },
@@ -165,7 +173,9 @@ impl Bridge {
 }
 
 fn body(n: u64) -> String {
-    format!(r#"{{"type":"subscribe","subscriber":{{"email":"bench{n}@example.com","id":{n},"first_name":"B"}}}}"#)
+    format!(
+        r#"{{"type":"subscribe","subscriber":{{"email":"bench{n}@example.com","id":{n},"first_name":"B"}}}}"#
+    )
 }
 
 /// What a load phase measured.
@@ -184,8 +194,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Closed loop: `connections` clients each sending as fast as answers come, for `seconds`.
-async fn closed_loop(address: &str, ingest: bool, seconds: u64, connections: usize, next: Arc<AtomicU64>) -> Measured {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(connections).build().unwrap();
+async fn closed_loop(
+    address: &str,
+    ingest: bool,
+    seconds: u64,
+    connections: usize,
+    next: Arc<AtomicU64>,
+) -> Measured {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let errors = Arc::new(AtomicU64::new(0));
@@ -223,7 +242,10 @@ async fn closed_loop(address: &str, ingest: bool, seconds: u64, connections: usi
 /// Open loop: one request every millisecond for `seconds`, whatever the answers do; latency
 /// counts from when each request was due.
 async fn open_loop(address: &str, per_second: u64, seconds: u64, next: Arc<AtomicU64>) -> Measured {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
     let total = per_second * seconds;
     let interval = Duration::from_secs(1) / per_second as u32;
     let started = Instant::now();
@@ -339,10 +361,19 @@ fn run_backend(
         for _ in 0..10_000 {
             pending.push(send(&client, &holding.address, true, &next));
             if pending.len() == 64 {
-                queued += futures_util::future::join_all(pending.drain(..)).await.into_iter().filter(|ok| *ok).count() as u64;
+                queued += futures_util::future::join_all(pending.drain(..))
+                    .await
+                    .into_iter()
+                    .filter(|ok| *ok)
+                    .count() as u64;
             }
         }
-        queued + futures_util::future::join_all(pending).await.into_iter().filter(|ok| *ok).count() as u64
+        queued
+            + futures_util::future::join_all(pending)
+                .await
+                .into_iter()
+                .filter(|ok| *ok)
+                .count() as u64
     });
     holding.stop();
     let received_before = standin.received.load(Ordering::Relaxed);

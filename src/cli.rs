@@ -89,7 +89,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate => {
             let db = open_database(&settings).await?;
-            println!("migrations applied; the database ({}) is up to date", db.describe());
+            println!(
+                "migrations applied; the database ({}) is up to date",
+                db.describe()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Deliveries { action } => {
@@ -147,7 +150,10 @@ fn deliveries(db: &Db, action: Deliveries) -> anyhow::Result<ExitCode> {
             let Some((job, attempts)) = found else {
                 anyhow::bail!("there is no job {id}");
             };
-            println!("job {}: {} to {}, {}", job.id, job.kind, job.destination, job.status);
+            println!(
+                "job {}: {} to {}, {}",
+                job.id, job.kind, job.destination, job.status
+            );
             println!("subscriber: {}", job.email);
             println!("created:    {}", time(job.created_at));
             match job.finished_at {
@@ -169,7 +175,11 @@ fn deliveries(db: &Db, action: Deliveries) -> anyhow::Result<ExitCode> {
                     time(attempt.started_at),
                     status,
                     attempt.duration_ms,
-                    attempt.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                    attempt
+                        .error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
                 );
                 if let Some(body) = attempt.response_body.as_deref().filter(|b| !b.is_empty()) {
                     println!("     answer: {body}");
@@ -179,13 +189,17 @@ fn deliveries(db: &Db, action: Deliveries) -> anyhow::Result<ExitCode> {
         }
         Deliveries::Retry(RetryArgs { dead: true, .. }) => {
             let count = db.write(|conn| jobs::retry_dead(conn, now_ms()))?;
-            println!("{count} dead jobs queued again; a running `referral-bridge serve` sends them now");
+            println!(
+                "{count} dead jobs queued again; a running `referral-bridge serve` sends them now"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Deliveries::Retry(RetryArgs { id: Some(id), .. }) => {
             match db.write(|conn| jobs::retry(conn, id, now_ms()))? {
                 RetryResult::Queued => {
-                    println!("job {id} queued again; a running `referral-bridge serve` sends it now");
+                    println!(
+                        "job {id} queued again; a running `referral-bridge serve` sends it now"
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 RetryResult::NotFound => anyhow::bail!("there is no job {id}"),
@@ -194,14 +208,18 @@ fn deliveries(db: &Db, action: Deliveries) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Deliveries::Retry(RetryArgs { id: None, dead: false }) => {
+        Deliveries::Retry(RetryArgs {
+            id: None,
+            dead: false,
+        }) => {
             unreachable!("clap requires an id or --dead")
         }
     }
 }
 
 fn time(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+        .to_string()
 }
 
 /// Checks everything that can be checked without sending an event; prints one line per check.
@@ -234,7 +252,10 @@ async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
     report(
         settings.esp.webhook_secret.is_some(),
         if settings.esp.webhook_secret.is_some() {
-            format!("ESP webhooks ({}) accepted with ESP_WEBHOOK_SECRET", settings.esp.adapter)
+            format!(
+                "ESP webhooks ({}) accepted with ESP_WEBHOOK_SECRET",
+                settings.esp.adapter
+            )
         } else {
             "ESP_WEBHOOK_SECRET is not set: ESP webhooks are refused with 401".into()
         },

@@ -78,7 +78,9 @@ impl DatabaseUrl {
         if let Some((scheme, _)) = path.split_once("://") {
             return Err(invalid(
                 "DATABASE_URL",
-                format!("unsupported scheme `{scheme}://`: use a SQLite file path or a postgres:// URL"),
+                format!(
+                    "unsupported scheme `{scheme}://`: use a SQLite file path or a postgres:// URL"
+                ),
             ));
         }
         Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
@@ -100,7 +102,9 @@ impl DatabaseUrl {
                 (Some(scheme_end), Some(at)) if at > scheme_end => {
                     let userinfo = &url[scheme_end + 3..at];
                     match userinfo.split_once(':') {
-                        Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                        Some((user, _)) => {
+                            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+                        }
                         None => url.clone(),
                     }
                 }
@@ -249,9 +253,8 @@ impl Settings {
                     format!("the configuration file `{path}` does not exist"),
                 ));
             }
-            builder = builder.add_source(
-                config::File::new(path, config::FileFormat::Toml).required(true),
-            );
+            builder = builder
+                .add_source(config::File::new(path, config::FileFormat::Toml).required(true));
         }
         let raw: Raw = builder
             .add_source(config::Environment::default().source(Some(vars)))
@@ -262,8 +265,11 @@ impl Settings {
     }
 
     fn check(raw: Raw) -> Result<Self, ConfigError> {
-        let database_url =
-            DatabaseUrl::parse(non_empty(raw.database_url).as_deref().unwrap_or("referral-bridge.db"))?;
+        let database_url = DatabaseUrl::parse(
+            non_empty(raw.database_url)
+                .as_deref()
+                .unwrap_or("referral-bridge.db"),
+        )?;
 
         let platform = non_empty(raw.bridge_platform).unwrap_or_else(|| "sparkloop".into());
         match platform.as_str() {
@@ -274,12 +280,12 @@ impl Settings {
                     format!("`{platform}` is not supported by this version yet; use `sparkloop`"),
                 ))
             }
-            other => {
-                return Err(invalid(
-                    "BRIDGE_PLATFORM",
-                    format!("unknown platform `{other}`; expected sparkloop, loyaltysurf or referralloop"),
-                ))
-            }
+            other => return Err(invalid(
+                "BRIDGE_PLATFORM",
+                format!(
+                    "unknown platform `{other}`; expected sparkloop, loyaltysurf or referralloop"
+                ),
+            )),
         }
 
         let webhook_url = non_empty(raw.sparkloop_incoming_webhook_url)
@@ -305,7 +311,8 @@ impl Settings {
             upstream,
             api_url: http_url(
                 "SPARKLOOP_API_URL",
-                non_empty(raw.sparkloop_api_url).unwrap_or_else(|| "https://api.sparkloop.app".into()),
+                non_empty(raw.sparkloop_api_url)
+                    .unwrap_or_else(|| "https://api.sparkloop.app".into()),
             )?,
             api_key: secret(raw.sparkloop_api_key),
         };
@@ -368,13 +375,19 @@ impl Settings {
             .ok_or_else(|| {
                 invalid(
                     "BRIDGE_MAX_BODY",
-                    format!("`{max_body}` is not a size between 1 byte and 1GiB, like 512KiB or 2MiB"),
+                    format!(
+                        "`{max_body}` is not a size between 1 byte and 1GiB, like 512KiB or 2MiB"
+                    ),
                 )
             })?
             .as_u64() as usize;
 
         let listen = non_empty(raw.bridge_listen).unwrap_or_else(|| "127.0.0.1:8080".into());
-        if listen.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+        if listen
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .is_none()
+        {
             return Err(invalid(
                 "BRIDGE_LISTEN",
                 format!("`{listen}` is not an address with a port, like 127.0.0.1:8080"),
@@ -383,7 +396,8 @@ impl Settings {
 
         Ok(Settings {
             database_url,
-            db_pool_size: number("BRIDGE_DB_POOL_SIZE", raw.bridge_db_pool_size, 10, 1..=500)? as u32,
+            db_pool_size: number("BRIDGE_DB_POOL_SIZE", raw.bridge_db_pool_size, 10, 1..=500)?
+                as u32,
             db_timeout: duration("BRIDGE_DB_TIMEOUT", raw.bridge_db_timeout, "2s")?,
             listen,
             admin_token: secret(raw.bridge_admin_token),
@@ -398,7 +412,9 @@ impl Settings {
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
-    value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 fn secret(value: Option<String>) -> Option<Secret> {
@@ -408,7 +424,10 @@ fn secret(value: Option<String>) -> Option<Secret> {
 fn http_url(variable: &'static str, url: String) -> Result<String, ConfigError> {
     match reqwest::Url::parse(&url) {
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(url),
-        _ => Err(invalid(variable, format!("`{url}` is not an http:// or https:// URL"))),
+        _ => Err(invalid(
+            variable,
+            format!("`{url}` is not an http:// or https:// URL"),
+        )),
     }
 }
 
@@ -418,7 +437,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{text}` is not a duration like 500ms, 30s, 6h or 30d ({e})"))
 }
 
-fn duration(variable: &'static str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+fn duration(
+    variable: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
     let text = non_empty(value).unwrap_or_else(|| default.into());
     parse_duration(&text).map_err(|reason| invalid(variable, reason))
 }
@@ -438,7 +461,11 @@ fn number(
         .ok_or_else(|| {
             invalid(
                 variable,
-                format!("`{text}` is not a whole number from {} to {}", range.start(), range.end()),
+                format!(
+                    "`{text}` is not a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
             )
         })
 }
@@ -448,13 +475,21 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        Settings::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Settings::from_vars(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
     fn defaults_need_nothing() {
         let s = settings(&[]).unwrap();
-        assert_eq!(s.database_url, DatabaseUrl::Sqlite("referral-bridge.db".into()));
+        assert_eq!(
+            s.database_url,
+            DatabaseUrl::Sqlite("referral-bridge.db".into())
+        );
         assert_eq!(s.listen, "127.0.0.1:8080");
         assert_eq!(s.max_body, 2 * 1024 * 1024);
         assert_eq!(s.retry.base_delay, Duration::from_secs(10));
@@ -469,7 +504,9 @@ mod tests {
         let s = settings(&[("SPARKLOOP_INCOMING_WEBHOOK_URL", "http://127.0.0.1:9/hook")]).unwrap();
         assert_eq!(
             s.sparkloop.upstream,
-            Upstream::Webhook { url: "http://127.0.0.1:9/hook".into() }
+            Upstream::Webhook {
+                url: "http://127.0.0.1:9/hook".into()
+            }
         );
     }
 
@@ -479,12 +516,21 @@ mod tests {
             (vec![("RETRY_BASE_DELAY", "soon")], "RETRY_BASE_DELAY"),
             (vec![("BRIDGE_MAX_BODY", "lots")], "BRIDGE_MAX_BODY"),
             (vec![("ESP_ADAPTER", "nope")], "ESP_ADAPTER"),
-            (vec![("SPARKLOOP_UPSTREAM", "webhook")], "SPARKLOOP_INCOMING_WEBHOOK_URL"),
-            (vec![("SPARKLOOP_INCOMING_WEBHOOK_URL", "ftp://x")], "SPARKLOOP_INCOMING_WEBHOOK_URL"),
+            (
+                vec![("SPARKLOOP_UPSTREAM", "webhook")],
+                "SPARKLOOP_INCOMING_WEBHOOK_URL",
+            ),
+            (
+                vec![("SPARKLOOP_INCOMING_WEBHOOK_URL", "ftp://x")],
+                "SPARKLOOP_INCOMING_WEBHOOK_URL",
+            ),
             (vec![("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
             (vec![("BRIDGE_LISTEN", "localhost")], "BRIDGE_LISTEN"),
             (vec![("BRIDGE_WORKERS", "0")], "BRIDGE_WORKERS"),
-            (vec![("BRIDGE_CONFIG", "/nonexistent/bridge.toml")], "BRIDGE_CONFIG"),
+            (
+                vec![("BRIDGE_CONFIG", "/nonexistent/bridge.toml")],
+                "BRIDGE_CONFIG",
+            ),
         ] {
             let message = settings(&pairs).unwrap_err().to_string();
             assert!(message.starts_with(variable), "{pairs:?}: {message}");
@@ -493,7 +539,9 @@ mod tests {
 
     #[test]
     fn esp_adapter_error_lists_known_adapters() {
-        let message = settings(&[("ESP_ADAPTER", "nope")]).unwrap_err().to_string();
+        let message = settings(&[("ESP_ADAPTER", "nope")])
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("custom"), "{message}");
     }
 
@@ -501,7 +549,11 @@ mod tests {
     fn the_environment_wins_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bridge.toml");
-        std::fs::write(&file, "retry_base_delay = \"1m\"\nbridge_workers = 3\ndedupe_window = \"5m\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "retry_base_delay = \"1m\"\nbridge_workers = 3\ndedupe_window = \"5m\"\n",
+        )
+        .unwrap();
         let s = settings(&[
             ("BRIDGE_CONFIG", file.to_str().unwrap()),
             ("DEDUPE_WINDOW", "2h"),
@@ -515,13 +567,18 @@ mod tests {
     #[test]
     fn durations_and_urls() {
         assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
-        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
         assert_eq!(
             DatabaseUrl::parse("sqlite://data/x.db").unwrap(),
             DatabaseUrl::Sqlite("data/x.db".into())
         );
         assert_eq!(
-            DatabaseUrl::parse("postgres://u:pw@h/db").unwrap().redacted(),
+            DatabaseUrl::parse("postgres://u:pw@h/db")
+                .unwrap()
+                .redacted(),
             "postgres://u:***@h/db"
         );
     }

@@ -69,7 +69,8 @@ pub fn record_esp_event(
         received_at: now,
     };
     if let Some(subject) = subject {
-        if let Some((previous_hash, previous_at)) = inbox::latest_for_subject(conn, "esp", subject)? {
+        if let Some((previous_hash, previous_at)) = inbox::latest_for_subject(conn, "esp", subject)?
+        {
             if previous_hash == hash && now - previous_at <= dedupe_window.as_millis() as i64 {
                 // Stored all the same: the window runs from the latest copy seen.
                 new_event.outcome = inbox::DUPLICATE;
@@ -143,7 +144,12 @@ const BATCH: usize = 128;
 impl IngestQueue {
     /// Starts `writers` writer threads on `db` (use 1 for SQLite, which has one writer anyway)
     /// with room for `capacity` waiting deliveries.
-    pub fn start(db: crate::db::Db, dedupe_window: Duration, writers: usize, capacity: usize) -> IngestQueue {
+    pub fn start(
+        db: crate::db::Db,
+        dedupe_window: Duration,
+        writers: usize,
+        capacity: usize,
+    ) -> IngestQueue {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Pending>(capacity);
         let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
         for n in 0..writers.max(1) {
@@ -157,7 +163,13 @@ impl IngestQueue {
     }
 
     /// Records the events of one delivery and answers once they are committed.
-    pub async fn record(&self, events: Vec<EspEvent>, body: String, hash: String, now: i64) -> Result<Accepted, QueueError> {
+    pub async fn record(
+        &self,
+        events: Vec<EspEvent>,
+        body: String,
+        hash: String,
+        now: i64,
+    ) -> Result<Accepted, QueueError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let pending = Pending {
             events,
@@ -220,10 +232,21 @@ fn write_batches(
 }
 
 /// Records every event of one delivery; the answer is the most that was done for any of them.
-fn record_delivery(conn: &mut DbConnection, pending: &Pending, window: Duration) -> Result<Accepted, StoreError> {
+fn record_delivery(
+    conn: &mut DbConnection,
+    pending: &Pending,
+    window: Duration,
+) -> Result<Accepted, StoreError> {
     let mut overall = Accepted::Ignored;
     for event in &pending.events {
-        let accepted = record_esp_event(conn, event, &pending.body, &pending.hash, pending.now, window)?;
+        let accepted = record_esp_event(
+            conn,
+            event,
+            &pending.body,
+            &pending.hash,
+            pending.now,
+            window,
+        )?;
         overall = overall.max(accepted);
     }
     Ok(overall)

@@ -62,9 +62,17 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("bridge");
         let inbound = Family::<InboundLabels, Counter>::default();
-        registry.register("inbound_requests", "Inbound webhook requests", inbound.clone());
+        registry.register(
+            "inbound_requests",
+            "Inbound webhook requests",
+            inbound.clone(),
+        );
         let jobs = Family::<JobLabels, Counter>::default();
-        registry.register("job_attempts", "Delivery attempts by job kind and outcome", jobs.clone());
+        registry.register(
+            "job_attempts",
+            "Delivery attempts by job kind and outcome",
+            jobs.clone(),
+        );
         let attempt_seconds = Family::new_with_constructor(LatencyBuckets);
         registry.register(
             "attempt_duration_seconds",
@@ -72,7 +80,11 @@ impl Default for Metrics {
             attempt_seconds.clone(),
         );
         let queue_depth = Family::<DestinationLabels, Gauge>::default();
-        registry.register("queue_depth", "Pending and running jobs per destination", queue_depth.clone());
+        registry.register(
+            "queue_depth",
+            "Pending and running jobs per destination",
+            queue_depth.clone(),
+        );
         let oldest_due_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "oldest_due_job_age_seconds",
@@ -93,21 +105,26 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one inbound request.
     pub fn inbound(&self, endpoint: &'static str, outcome: &'static str) {
-        self.inbound.get_or_create(&InboundLabels { endpoint, outcome }).inc();
+        self.inbound
+            .get_or_create(&InboundLabels { endpoint, outcome })
+            .inc();
     }
 
     /// Renders the text exposition, after setting the queue gauges to `depths` (destination,
     /// open jobs) and `oldest_due_seconds`.
     pub fn render(&self, depths: &[(String, i64)], oldest_due_seconds: f64) -> String {
         self.queue_depth.clear();
-        for destination in [crate::sparkloop::DESTINATION] {
-            self.queue_depth
-                .get_or_create(&DestinationLabels { destination: destination.into() })
-                .set(0);
-        }
+        // An empty queue is reported as 0 rather than left out.
+        self.queue_depth
+            .get_or_create(&DestinationLabels {
+                destination: crate::sparkloop::DESTINATION.into(),
+            })
+            .set(0);
         for (destination, depth) in depths {
             self.queue_depth
-                .get_or_create(&DestinationLabels { destination: destination.clone() })
+                .get_or_create(&DestinationLabels {
+                    destination: destination.clone(),
+                })
                 .set(*depth);
         }
         self.oldest_due_seconds.set(oldest_due_seconds);

@@ -15,7 +15,11 @@ pub fn webhook_payload(event: &EspEvent) -> Option<(&'static str, String)> {
             let mut s = Map::new();
             s.insert("email".into(), json!(person.email.as_str()));
             insert_some(&mut s, "id", person.esp_id.clone());
-            insert_some(&mut s, "first_name", person.first_name.clone().map(Value::from));
+            insert_some(
+                &mut s,
+                "first_name",
+                person.first_name.clone().map(Value::from),
+            );
             insert_some(&mut s, "name", person.name.clone().map(Value::from));
             insert_some(&mut s, "created_at", created_at.map(Value::from));
             ("subscribe", s)
@@ -27,8 +31,16 @@ pub fn webhook_payload(event: &EspEvent) -> Option<(&'static str, String)> {
         } => {
             let mut s = Map::new();
             s.insert("email".into(), json!(person.email.as_str()));
-            insert_some(&mut s, "previous_email", previous_email.as_ref().map(|e| json!(e.as_str())));
-            insert_some(&mut s, "first_name", person.first_name.clone().map(Value::from));
+            insert_some(
+                &mut s,
+                "previous_email",
+                previous_email.as_ref().map(|e| json!(e.as_str())),
+            );
+            insert_some(
+                &mut s,
+                "first_name",
+                person.first_name.clone().map(Value::from),
+            );
             insert_some(&mut s, "name", person.name.clone().map(Value::from));
             insert_some(&mut s, "updated_at", updated_at.map(Value::from));
             ("update", s)
@@ -68,6 +80,9 @@ mod tests {
         };
         let (kind, body) = webhook_payload(&event).unwrap();
         assert_eq!(kind, "subscribe");
-        assert_eq!(body, r#"{"subscriber":{"email":"a@b.co"},"type":"subscribe"}"#);
+        assert_eq!(
+            body,
+            r#"{"subscriber":{"email":"a@b.co"},"type":"subscribe"}"#
+        );
     }
 }

@@ -34,7 +34,11 @@ pub struct AppState {
 pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
     let settings = settings.clone();
     tokio::task::spawn_blocking(move || {
-        let db = Db::connect(&settings.database_url, settings.db_pool_size, settings.db_timeout)?;
+        let db = Db::connect(
+            &settings.database_url,
+            settings.db_pool_size,
+            settings.db_timeout,
+        )?;
         for name in db.migrate()? {
             log::info!("applied migration {name}");
         }
@@ -82,7 +86,8 @@ impl Application {
         );
         // SQLite takes one writer at a time; Postgres commits several batches at once.
         let writers = if db.is_sqlite() { 1 } else { 4 };
-        let ingest = crate::ingest::IngestQueue::start(db.clone(), settings.dedupe_window, writers, 4096);
+        let ingest =
+            crate::ingest::IngestQueue::start(db.clone(), settings.dedupe_window, writers, 4096);
         let state = web::Data::new(AppState {
             db,
             ingest,

@@ -17,14 +17,20 @@ impl InboundEsp for CustomEsp {
         "custom"
     }
 
-    fn verify(&self, request: &InboundRequest<'_>, secret: Option<&str>) -> Result<(), VerifyError> {
+    fn verify(
+        &self,
+        request: &InboundRequest<'_>,
+        secret: Option<&str>,
+    ) -> Result<(), VerifyError> {
         let secret = secret.ok_or(VerifyError::NotConfigured)?;
         let bearer = request
             .header("authorization")
             .and_then(|value| std::str::from_utf8(value).ok())
             .and_then(|value| {
                 let (scheme, token) = value.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| token.trim().to_string())
             });
         let presented = bearer.or_else(|| request.query_param("token"));
         match presented {
@@ -118,7 +124,11 @@ fn optional_email(subscriber: &Map<String, Value>, key: &str) -> Result<Option<E
 
 /// A unix timestamp in seconds, given as a JSON integer or a string of digits.
 fn timestamp(subscriber: &Map<String, Value>, key: &str) -> Result<Option<i64>, ParseError> {
-    let invalid = || ParseError(format!("`subscriber.{key}` must be a unix timestamp in seconds"));
+    let invalid = || {
+        ParseError(format!(
+            "`subscriber.{key}` must be a unix timestamp in seconds"
+        ))
+    };
     match subscriber.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(invalid),
@@ -155,7 +165,9 @@ mod tests {
         let event = parse(json!({"type": "update", "subscriber": {
             "email": "new@email.com", "previous_email": "Old@Email.com", "updated_at": "1564400550"}}))
         .unwrap();
-        assert!(matches!(event, EspEvent::Updated { previous_email: Some(ref p), updated_at: Some(1564400550), .. } if p.as_str() == "old@email.com"));
+        assert!(
+            matches!(event, EspEvent::Updated { previous_email: Some(ref p), updated_at: Some(1564400550), .. } if p.as_str() == "old@email.com")
+        );
     }
 
     #[test]
@@ -176,26 +188,44 @@ mod tests {
         assert!(message(br#"{"subscriber":{}}"#).contains("no `type`"));
         assert!(message(br#"{"type":"subscribe"}"#).contains("no `subscriber`"));
         assert!(message(br#"{"type":"subscribe","subscriber":{}}"#).contains("subscriber.email"));
-        assert!(message(br#"{"type":"unsubscribe","subscriber":{"email":"nope"}}"#)
-            .contains("not a valid email"));
         assert!(
-            message(br#"{"type":"subscribe","subscriber":{"email":"a@b.co","created_at":"x"}}"#)
-                .contains("created_at")
+            message(br#"{"type":"unsubscribe","subscriber":{"email":"nope"}}"#)
+                .contains("not a valid email")
         );
+        assert!(message(
+            br#"{"type":"subscribe","subscriber":{"email":"a@b.co","created_at":"x"}}"#
+        )
+        .contains("created_at"));
     }
 
     #[test]
     fn verify_accepts_bearer_or_token() {
         let esp = CustomEsp;
         let bearer = [("Authorization", b"Bearer s3cret".as_slice())];
-        let ok = InboundRequest { query: "", headers: &bearer, body: b"" };
+        let ok = InboundRequest {
+            query: "",
+            headers: &bearer,
+            body: b"",
+        };
         assert_eq!(esp.verify(&ok, Some("s3cret")), Ok(()));
         assert_eq!(esp.verify(&ok, None), Err(VerifyError::NotConfigured));
-        let query = InboundRequest { query: "token=s3cret", headers: &[], body: b"" };
+        let query = InboundRequest {
+            query: "token=s3cret",
+            headers: &[],
+            body: b"",
+        };
         assert_eq!(esp.verify(&query, Some("s3cret")), Ok(()));
-        let wrong = InboundRequest { query: "token=nope", headers: &[], body: b"" };
+        let wrong = InboundRequest {
+            query: "token=nope",
+            headers: &[],
+            body: b"",
+        };
         assert_eq!(esp.verify(&wrong, Some("s3cret")), Err(VerifyError::Wrong));
-        let none = InboundRequest { query: "", headers: &[], body: b"" };
+        let none = InboundRequest {
+            query: "",
+            headers: &[],
+            body: b"",
+        };
         assert_eq!(esp.verify(&none, Some("s3cret")), Err(VerifyError::Missing));
     }
 }

@@ -153,7 +153,8 @@ pub trait InboundEsp: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Checks the request's credentials against `secret` (`None` when none is configured).
-    fn verify(&self, request: &InboundRequest<'_>, secret: Option<&str>) -> Result<(), VerifyError>;
+    fn verify(&self, request: &InboundRequest<'_>, secret: Option<&str>)
+        -> Result<(), VerifyError>;
 
     /// Reads a verified request's body into the events it carries.
     fn parse(&self, request: &InboundRequest<'_>) -> Result<Vec<EspEvent>, ParseError>;

@@ -68,7 +68,11 @@ pub struct NewJob<'a> {
 }
 
 /// Whether the subscriber has an unfinished job for `destination`.
-fn has_open_job(conn: &mut DbConnection, subscriber_id: i64, destination: &str) -> Result<bool, StoreError> {
+fn has_open_job(
+    conn: &mut DbConnection,
+    subscriber_id: i64,
+    destination: &str,
+) -> Result<bool, StoreError> {
     Ok(diesel::select(diesel::dsl::exists(
         jobs::table
             .filter(jobs::subscriber_id.eq(subscriber_id))
@@ -108,7 +112,12 @@ fn lock_line(conn: &mut DbConnection, subscriber_id: i64) -> Result<(), StoreErr
 }
 
 /// Makes the oldest waiting job of the line pending, due now, if the line has no head.
-fn promote_next(conn: &mut DbConnection, subscriber_id: i64, destination: &str, now: i64) -> Result<(), StoreError> {
+fn promote_next(
+    conn: &mut DbConnection,
+    subscriber_id: i64,
+    destination: &str,
+    now: i64,
+) -> Result<(), StoreError> {
     let line = jobs::table
         .filter(jobs::subscriber_id.eq(subscriber_id))
         .filter(jobs::destination.eq(destination));
@@ -125,7 +134,10 @@ fn promote_next(conn: &mut DbConnection, subscriber_id: i64, destination: &str, 
         .first(conn)?;
     if let Some(next) = next {
         diesel::update(jobs::table.find(next))
-            .set((jobs::status.eq(JobStatus::Pending.as_str()), jobs::run_at.eq(now)))
+            .set((
+                jobs::status.eq(JobStatus::Pending.as_str()),
+                jobs::run_at.eq(now),
+            ))
             .execute(conn)?;
     }
     Ok(())
@@ -158,7 +170,8 @@ pub struct ClaimedJob {
 }
 
 /// Due jobs, in claiming order: heads of their lines, pending and past `run_at`.
-const DUE: &str = "j.status = 'pending' AND j.run_at <= {now} AND j.destination IN ({destinations})";
+const DUE: &str =
+    "j.status = 'pending' AND j.run_at <= {now} AND j.destination IN ({destinations})";
 
 fn in_list(destinations: &[&'static str]) -> String {
     // Destination names are the bridge's own constants, never input, so inlining them is safe.
@@ -204,7 +217,9 @@ pub fn claim(
     let returning = "RETURNING id, subscriber_id, destination, kind, payload, attempts, retry_from";
     let jobs = match conn {
         DbConnection::Postgres(c) => {
-            let due = DUE.replace("{now}", "$1").replace("{destinations}", &in_list(destinations));
+            let due = DUE
+                .replace("{now}", "$1")
+                .replace("{destinations}", &in_list(destinations));
             let sql = format!(
                 "UPDATE jobs SET status = 'running', lease_token = $2, lease_expires_at = $3 \
                  WHERE id IN (SELECT j.id FROM jobs j WHERE {due} \
@@ -218,7 +233,9 @@ pub fn claim(
                 .load::<ClaimedJob>(c)?
         }
         DbConnection::Sqlite(c) => {
-            let due = DUE.replace("{now}", "?1").replace("{destinations}", &in_list(destinations));
+            let due = DUE
+                .replace("{now}", "?1")
+                .replace("{destinations}", &in_list(destinations));
             let sql = format!(
                 "UPDATE jobs SET status = 'running', lease_token = ?2, lease_expires_at = ?3 \
                  WHERE id IN (SELECT j.id FROM jobs j WHERE {due} \
@@ -322,7 +339,10 @@ pub fn record_attempt(
 
 /// Makes running jobs pending again: those of `lease_token`, or all of them when `None` (a
 /// SQLite file is served by one process, so at start-up no other process can hold a lease).
-pub fn release_leases(conn: &mut DbConnection, lease_token: Option<&str>) -> Result<usize, StoreError> {
+pub fn release_leases(
+    conn: &mut DbConnection,
+    lease_token: Option<&str>,
+) -> Result<usize, StoreError> {
     let running = jobs::table.filter(jobs::status.eq(JobStatus::Running.as_str()));
     let reset = (
         jobs::status.eq(JobStatus::Pending.as_str()),
@@ -376,7 +396,11 @@ pub enum ListFilter {
 }
 
 /// The `limit` most recent jobs matching `filter`, newest first.
-pub fn list(conn: &mut DbConnection, filter: ListFilter, limit: i64) -> Result<Vec<JobSummary>, StoreError> {
+pub fn list(
+    conn: &mut DbConnection,
+    filter: ListFilter,
+    limit: i64,
+) -> Result<Vec<JobSummary>, StoreError> {
     let mut query = jobs::table
         .inner_join(subscribers::table)
         .select((
@@ -497,7 +521,10 @@ pub struct AttemptSummary {
 }
 
 /// The attempts made for a job, oldest first.
-pub fn attempts_of(conn: &mut DbConnection, job_id: i64) -> Result<Vec<AttemptSummary>, StoreError> {
+pub fn attempts_of(
+    conn: &mut DbConnection,
+    job_id: i64,
+) -> Result<Vec<AttemptSummary>, StoreError> {
     Ok(attempts::table
         .filter(attempts::job_id.eq(job_id))
         .order(attempts::id.asc())
@@ -559,7 +586,10 @@ pub fn get(conn: &mut DbConnection, id: i64) -> Result<Option<JobDetail>, StoreE
 
 /// When the next pending job of `destinations` is due (unix ms); only heads of lines are
 /// pending, so this is when the workers next have something to do.
-pub fn next_run_at(conn: &mut DbConnection, destinations: &[&'static str]) -> Result<Option<i64>, StoreError> {
+pub fn next_run_at(
+    conn: &mut DbConnection,
+    destinations: &[&'static str],
+) -> Result<Option<i64>, StoreError> {
     Ok(jobs::table
         .filter(jobs::status.eq(JobStatus::Pending.as_str()))
         .filter(jobs::destination.eq_any(destinations))

@@ -59,7 +59,10 @@ pub fn establish(url: &DatabaseUrl) -> Result<DbConnection, StoreError> {
 /// transaction survives a kill), a busy timeout for other processes, and foreign keys.
 fn open_sqlite(path: &std::path::Path) -> Result<diesel::SqliteConnection, StoreError> {
     let path_text = path.to_str().ok_or_else(|| {
-        StoreError::Connect(format!("the SQLite path {} is not valid UTF-8", path.display()))
+        StoreError::Connect(format!(
+            "the SQLite path {} is not valid UTF-8",
+            path.display()
+        ))
     })?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {

@@ -59,7 +59,10 @@ struct Changes<'a> {
 }
 
 /// Finds the subscriber with this normalised email.
-pub fn find_by_email(conn: &mut DbConnection, email: &str) -> Result<Option<Subscriber>, StoreError> {
+pub fn find_by_email(
+    conn: &mut DbConnection,
+    email: &str,
+) -> Result<Option<Subscriber>, StoreError> {
     Ok(subscribers::table
         .filter(subscribers::email.eq(email))
         .select(Subscriber::as_select())
@@ -103,7 +106,12 @@ fn person_changes<'a>(person: &'a Person, status: Option<&'a str>, now: i64) -> 
     }
 }
 
-fn insert_person(conn: &mut DbConnection, person: &Person, status: &str, now: i64) -> Result<i64, StoreError> {
+fn insert_person(
+    conn: &mut DbConnection,
+    person: &Person,
+    status: &str,
+    now: i64,
+) -> Result<i64, StoreError> {
     insert(
         conn,
         NewSubscriber {
@@ -121,11 +129,19 @@ fn insert_person(conn: &mut DbConnection, person: &Person, status: &str, now: i6
 /// Brings the subscriber records up to date with an ESP event and returns the id of the
 /// subscriber it is about, or `None` for an ignored event. Values the event does not carry are
 /// left as they were.
-pub fn apply_esp_event(conn: &mut DbConnection, event: &EspEvent, now: i64) -> Result<Option<i64>, StoreError> {
+pub fn apply_esp_event(
+    conn: &mut DbConnection,
+    event: &EspEvent,
+    now: i64,
+) -> Result<Option<i64>, StoreError> {
     let id = match event {
         EspEvent::Subscribed { person, .. } => match find_by_email(conn, person.email.as_str())? {
             Some(found) => {
-                update(conn, found.id, person_changes(person, Some(SUBSCRIBED), now))?;
+                update(
+                    conn,
+                    found.id,
+                    person_changes(person, Some(SUBSCRIBED), now),
+                )?;
                 found.id
             }
             None => insert_person(conn, person, SUBSCRIBED, now)?,

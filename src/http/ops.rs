@@ -14,7 +14,11 @@ pub async fn healthz() -> HttpResponse {
 /// `GET /readyz`: 200 when the database answers, else 503.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     use diesel::connection::SimpleConnection;
-    match state.db.read_async(|conn| Ok(conn.batch_execute("SELECT 1")?)).await {
+    match state
+        .db
+        .read_async(|conn| Ok(conn.batch_execute("SELECT 1")?))
+        .await
+    {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
         Err(e) => {
             log::warn!("not ready: {e}");
@@ -30,7 +34,12 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let now = now_ms();
     let queue = state
         .db
-        .read_async(move |conn| Ok((jobs::depth_by_destination(conn)?, jobs::oldest_due(conn, now)?)))
+        .read_async(move |conn| {
+            Ok((
+                jobs::depth_by_destination(conn)?,
+                jobs::oldest_due(conn, now)?,
+            ))
+        })
         .await;
     let (depths, oldest) = match queue {
         Ok(found) => found,

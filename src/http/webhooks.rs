@@ -16,7 +16,11 @@ use crate::startup::AppState;
 /// Reads the body, refusing it with 413 once it passes `limit`. A declared length over the
 /// limit is refused before reading; the rest of an oversize body is still read (and dropped),
 /// up to a bound, so that the client is listening when the 413 arrives.
-async fn read_body(request: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, WebhookError> {
+async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, WebhookError> {
     let declared = request
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -29,7 +33,8 @@ async fn read_body(request: &HttpRequest, mut payload: web::Payload, limit: usiz
     }
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| WebhookError::BadRequest(format!("cannot read the request body: {e}")))?;
+        let chunk = chunk
+            .map_err(|e| WebhookError::BadRequest(format!("cannot read the request body: {e}")))?;
         if body.len() + chunk.len() > limit {
             drain(&mut payload, drain_bound).await;
             return Err(WebhookError::TooLarge { limit });
@@ -50,7 +55,11 @@ async fn drain(payload: &mut web::Payload, bound: usize) {
 }
 
 /// `POST /webhooks/esp`: an ESP event, through the configured adapter.
-pub async fn esp(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, WebhookError> {
+pub async fn esp(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebhookError> {
     let started = Instant::now();
     let result = accept_esp(&request, payload, &state).await;
     let outcome = match &result {
@@ -69,7 +78,11 @@ pub async fn esp(request: HttpRequest, payload: web::Payload, state: web::Data<A
     Ok(HttpResponse::Ok().json(json!({"status": accepted.as_str()})))
 }
 
-async fn accept_esp(request: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<ingest::Accepted, WebhookError> {
+async fn accept_esp(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<ingest::Accepted, WebhookError> {
     let body = read_body(request, payload, state.settings.max_body).await?;
     let headers: Vec<(&str, &[u8])> = request
         .headers()
@@ -81,7 +94,12 @@ async fn accept_esp(request: &HttpRequest, payload: web::Payload, state: &AppSta
         headers: &headers,
         body: &body,
     };
-    let secret = state.settings.esp.webhook_secret.as_ref().map(|s| s.expose());
+    let secret = state
+        .settings
+        .esp
+        .webhook_secret
+        .as_ref()
+        .map(|s| s.expose());
     state.esp.verify(&inbound, secret).map_err(|e| {
         WebhookError::Unauthorized(match e {
             VerifyError::NotConfigured => "ESP webhooks are refused until ESP_WEBHOOK_SECRET is set".into(),

@@ -33,7 +33,12 @@ pub struct Worker {
 
 impl Worker {
     /// A worker for the destinations `settings` make deliverable.
-    pub fn new(db: Db, settings: Settings, metrics: Arc<Metrics>, wake: Arc<Notify>) -> anyhow::Result<Self> {
+    pub fn new(
+        db: Db,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+    ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(settings.worker.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -85,7 +90,8 @@ impl Worker {
                 Err(e) => {
                     log::error!("cannot claim jobs: {e}");
                     drop(first);
-                    this.idle(&shutdown, this.settings.worker.poll_interval).await;
+                    this.idle(&shutdown, this.settings.worker.poll_interval)
+                        .await;
                     continue;
                 }
             };
@@ -126,11 +132,17 @@ impl Worker {
         {
             Ok(0) => {}
             Ok(n) => log::info!("released {n} claimed jobs"),
-            Err(e) => log::error!("cannot release claimed jobs (they are due again when their lease ends): {e}"),
+            Err(e) => log::error!(
+                "cannot release claimed jobs (they are due again when their lease ends): {e}"
+            ),
         }
     }
 
-    async fn claim(&self, destinations: &[&'static str], limit: usize) -> Result<Vec<ClaimedJob>, crate::db::StoreError> {
+    async fn claim(
+        &self,
+        destinations: &[&'static str],
+        limit: usize,
+    ) -> Result<Vec<ClaimedJob>, crate::db::StoreError> {
         let destinations = destinations.to_vec();
         let token = self.lease_token.clone();
         let lease = self.settings.worker.lease.as_millis() as i64;
@@ -204,11 +216,23 @@ impl Worker {
                     },
                 };
                 let error = (outcome != Outcome::Done).then_some(error);
-                (Some(answer.status as i32), error, Some(answer.body), outcome)
+                (
+                    Some(answer.status as i32),
+                    error,
+                    Some(answer.body),
+                    outcome,
+                )
             }
             Err(e) => {
                 let error = describe_send_error(&e);
-                let outcome = retry::after_failure(&policy, job.retry_from, failures, None, now, error.clone());
+                let outcome = retry::after_failure(
+                    &policy,
+                    job.retry_from,
+                    failures,
+                    None,
+                    now,
+                    error.clone(),
+                );
                 (None, Some(error), None, outcome)
             }
         };
@@ -225,7 +249,12 @@ impl Worker {
             })
             .inc();
         match &outcome {
-            Outcome::Done => log::info!("job {} ({} to {}) delivered", job.id, job.kind, job.destination),
+            Outcome::Done => log::info!(
+                "job {} ({} to {}) delivered",
+                job.id,
+                job.kind,
+                job.destination
+            ),
             Outcome::Retry { run_at, error } => log::warn!(
                 "job {} ({} to {}) failed ({error}); retrying in {:.1}s",
                 job.id,
@@ -252,7 +281,9 @@ impl Worker {
         let claimed = job.clone();
         let recorded = self
             .db
-            .write_async(move |conn| jobs::record_attempt(conn, &claimed, &attempt, &token, &outcome, now))
+            .write_async(move |conn| {
+                jobs::record_attempt(conn, &claimed, &attempt, &token, &outcome, now)
+            })
             .await;
         match recorded {
             Ok(true) => {}

@@ -119,9 +119,15 @@ mod tests {
     #[test]
     fn retry_after_seconds_and_dates() {
         let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 
@@ -138,7 +144,14 @@ mod tests {
             after_failure(&p, created, 51, None, deadline, "503".into()),
             Outcome::Dead { .. }
         ));
-        match after_failure(&p, created, 1, Some(Duration::from_secs(86400)), 0, "429".into()) {
+        match after_failure(
+            &p,
+            created,
+            1,
+            Some(Duration::from_secs(86400)),
+            0,
+            "429".into(),
+        ) {
             Outcome::Retry { run_at, .. } => assert_eq!(run_at, p.max_delay.as_millis() as i64),
             other => panic!("{other:?}"),
         }

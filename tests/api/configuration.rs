@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use crate::helpers::{run_command, TestDb};
 
 fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -15,10 +18,19 @@ fn invalid_values_stop_start_up_naming_the_variable() {
         (vec![("RETRY_MAX_AGE", "a month")], "RETRY_MAX_AGE"),
         (vec![("BRIDGE_MAX_BODY", "-1")], "BRIDGE_MAX_BODY"),
         (vec![("ESP_ADAPTER", "hotmail")], "ESP_ADAPTER"),
-        (vec![("SPARKLOOP_UPSTREAM", "carrier-pigeon")], "SPARKLOOP_UPSTREAM"),
-        (vec![("SPARKLOOP_UPSTREAM", "webhook")], "SPARKLOOP_INCOMING_WEBHOOK_URL"),
+        (
+            vec![("SPARKLOOP_UPSTREAM", "carrier-pigeon")],
+            "SPARKLOOP_UPSTREAM",
+        ),
+        (
+            vec![("SPARKLOOP_UPSTREAM", "webhook")],
+            "SPARKLOOP_INCOMING_WEBHOOK_URL",
+        ),
         (vec![("DEDUPE_WINDOW", "1 fortnight")], "DEDUPE_WINDOW"),
-        (vec![("BRIDGE_CONFIG", "/nonexistent/bridge.toml")], "BRIDGE_CONFIG"),
+        (
+            vec![("BRIDGE_CONFIG", "/nonexistent/bridge.toml")],
+            "BRIDGE_CONFIG",
+        ),
     ] {
         let mut all = vars(&pairs);
         all.insert("DATABASE_URL".into(), db.url.clone());
@@ -72,7 +84,10 @@ fn check_reports_problems_and_exits_non_zero() {
     let (ok, stdout, _) = run_command(&["check"], &vars(&[("DATABASE_URL", &db.url)]));
     assert!(!ok);
     assert!(stdout.contains("ESP_WEBHOOK_SECRET is not set"), "{stdout}");
-    assert!(stdout.contains("SPARKLOOP_INCOMING_WEBHOOK_URL is not set"), "{stdout}");
+    assert!(
+        stdout.contains("SPARKLOOP_INCOMING_WEBHOOK_URL is not set"),
+        "{stdout}"
+    );
     assert!(stdout.contains("ok      database answers"), "{stdout}");
 }
 

@@ -24,17 +24,25 @@ async fn retries_503_until_accepted_and_keeps_one_subscribers_order() {
     app.sparkloop
         .register(Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)))
         .await;
-    app.post_esp(&json!({"type": "subscribe", "subscriber": {"email": "o@b.co", "name": "O"}}).to_string())
-        .await;
+    app.post_esp(
+        &json!({"type": "subscribe", "subscriber": {"email": "o@b.co", "name": "O"}}).to_string(),
+    )
+    .await;
     app.post_esp(
         &json!({"type": "update", "subscriber": {"email": "o2@b.co", "previous_email": "o@b.co"}})
             .to_string(),
     )
     .await;
     let received = app.wait_for_requests(5).await;
-    let types: Vec<_> = received.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    let types: Vec<_> = received
+        .iter()
+        .map(|b| b["type"].as_str().unwrap())
+        .collect();
     // Three refused subscribes, the accepted one, and only then the update.
-    assert_eq!(types, ["subscribe", "subscribe", "subscribe", "subscribe", "update"]);
+    assert_eq!(
+        types,
+        ["subscribe", "subscribe", "subscribe", "subscribe", "update"]
+    );
     let db = &app.db;
     eventually("both jobs done", Duration::from_secs(5), || {
         db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'done'") == 2
@@ -42,7 +50,9 @@ async fn retries_503_until_accepted_and_keeps_one_subscribers_order() {
     .await;
     assert_eq!(db.count("SELECT COUNT(*) AS n FROM attempts"), 5);
     assert_eq!(
-        db.count("SELECT COUNT(*) AS n FROM attempts WHERE status_code = 503 AND response_body = 'busy'"),
+        db.count(
+            "SELECT COUNT(*) AS n FROM attempts WHERE status_code = 503 AND response_body = 'busy'"
+        ),
         3
     );
     app.stop().await;
@@ -54,7 +64,9 @@ async fn one_failing_subscriber_does_not_hold_up_the_others() {
         &[("RETRY_BASE_DELAY", "2s"), ("RETRY_MAX_DELAY", "2s")],
         Some(
             Mock::given(method("POST"))
-                .and(body_partial_json(json!({"subscriber": {"email": "stuck@b.co"}})))
+                .and(body_partial_json(
+                    json!({"subscriber": {"email": "stuck@b.co"}}),
+                ))
                 .respond_with(ResponseTemplate::new(500)),
         ),
     )
@@ -63,8 +75,10 @@ async fn one_failing_subscriber_does_not_hold_up_the_others() {
         .register(Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)))
         .await;
     app.post_esp(&subscribe("stuck@b.co")).await;
-    app.post_esp(&json!({"type": "unsubscribe", "subscriber": {"email": "stuck@b.co"}}).to_string())
-        .await;
+    app.post_esp(
+        &json!({"type": "unsubscribe", "subscriber": {"email": "stuck@b.co"}}).to_string(),
+    )
+    .await;
     for i in 0..5 {
         app.post_esp(&subscribe(&format!("free{i}@b.co"))).await;
     }
@@ -97,7 +111,11 @@ async fn retry_after_is_honoured() {
     let start = Instant::now();
     app.post_esp(&subscribe("slow@b.co")).await;
     app.wait_for_requests(2).await;
-    assert!(start.elapsed() >= Duration::from_secs(2), "retried after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "retried after {:?}",
+        start.elapsed()
+    );
     app.stop().await;
 }
 
@@ -148,10 +166,15 @@ async fn a_400_is_dead_at_once_with_the_answer_kept_and_deliveries_retry_sends_i
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.received().await.len(), 1);
 
-    let vars = [("DATABASE_URL".to_string(), app.db.url.clone())].into_iter().collect();
+    let vars = [("DATABASE_URL".to_string(), app.db.url.clone())]
+        .into_iter()
+        .collect();
     let (ok, listed, err) = run_command(&["deliveries", "list", "--status", "dead"], &vars);
     assert!(ok, "{err}");
-    assert!(listed.contains("refused@b.co") && listed.contains("HTTP 400"), "{listed}");
+    assert!(
+        listed.contains("refused@b.co") && listed.contains("HTTP 400"),
+        "{listed}"
+    );
     let id = db.count("SELECT id AS n FROM jobs");
     let (ok, shown, err) = run_command(&["deliveries", "show", &id.to_string()], &vars);
     assert!(ok, "{err}");
@@ -192,7 +215,9 @@ async fn deliveries_retry_dead_requeues_every_dead_job() {
         db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'dead'") == 3
     })
     .await;
-    let vars = [("DATABASE_URL".to_string(), app.db.url.clone())].into_iter().collect();
+    let vars = [("DATABASE_URL".to_string(), app.db.url.clone())]
+        .into_iter()
+        .collect();
     let (ok, out, _) = run_command(&["deliveries", "retry", "--dead"], &vars);
     assert!(ok && out.contains("3 dead jobs queued again"), "{out}");
     app.wait_for_requests(6).await;
@@ -217,9 +242,13 @@ async fn a_burst_for_one_subscriber_arrives_complete_and_in_order() {
     // hands the line to the next: none may be skipped, stranded or overtaken.
     let names: Vec<String> = (0..30).map(|i| format!("Name {i}")).collect();
     for name in &names {
-        let body = json!({"type": "subscribe", "subscriber": {"email": "burst@b.co", "name": name}});
+        let body =
+            json!({"type": "subscribe", "subscriber": {"email": "burst@b.co", "name": name}});
         let response = app.post_esp(&body.to_string()).await;
-        assert_eq!(response.json::<serde_json::Value>().await.unwrap()["status"], "stored");
+        assert_eq!(
+            response.json::<serde_json::Value>().await.unwrap()["status"],
+            "stored"
+        );
     }
     let received = app.wait_for_requests(names.len()).await;
     let got: Vec<_> = received

@@ -37,11 +37,17 @@ async fn every_event_shape_is_forwarded_exactly() {
     for (sent, _) in &events {
         let response = app.post_esp(&sent.to_string()).await;
         assert_eq!(response.status(), 200);
-        assert_eq!(response.json::<serde_json::Value>().await.unwrap(), json!({"status": "stored"}));
+        assert_eq!(
+            response.json::<serde_json::Value>().await.unwrap(),
+            json!({"status": "stored"})
+        );
     }
     let received = app.wait_for_requests(events.len()).await;
     for (_, expected) in &events {
-        assert!(received.contains(expected), "{expected} not in {received:?}");
+        assert!(
+            received.contains(expected),
+            "{expected} not in {received:?}"
+        );
     }
     assert_eq!(received.len(), events.len());
     let requests = app.sparkloop.received_requests().await.unwrap();
@@ -54,8 +60,10 @@ async fn every_event_shape_is_forwarded_exactly() {
 #[tokio::test]
 async fn an_email_change_keeps_the_subscriber() {
     let app = TestApp::spawn().await;
-    app.post_esp(&json!({"type": "subscribe", "subscriber": {"email": "old@x.com", "id": 7}}).to_string())
-        .await;
+    app.post_esp(
+        &json!({"type": "subscribe", "subscriber": {"email": "old@x.com", "id": 7}}).to_string(),
+    )
+    .await;
     app.post_esp(
         &json!({"type": "update", "subscriber": {"email": "new@x.com", "previous_email": "old@x.com"}})
             .to_string(),
@@ -64,7 +72,9 @@ async fn an_email_change_keeps_the_subscriber() {
     app.wait_for_requests(2).await;
     assert_eq!(app.db.count("SELECT COUNT(*) AS n FROM subscribers"), 1);
     assert_eq!(
-        app.db.count("SELECT COUNT(*) AS n FROM subscribers WHERE email = 'new@x.com' AND esp_id = '7'"),
+        app.db.count(
+            "SELECT COUNT(*) AS n FROM subscribers WHERE email = 'new@x.com' AND esp_id = '7'"
+        ),
         1
     );
     app.stop().await;
@@ -76,9 +86,25 @@ async fn missing_wrong_and_unconfigured_secrets_are_refused_and_nothing_is_forwa
     let url = format!("{}/webhooks/esp", app.address);
     let body = subscribe("a@b.co");
     let attempts = [
-        app.client.post(&url).body(body.clone()).send().await.unwrap(),
-        app.client.post(&url).bearer_auth("wrong").body(body.clone()).send().await.unwrap(),
-        app.client.post(format!("{url}?token=wrong")).body(body.clone()).send().await.unwrap(),
+        app.client
+            .post(&url)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap(),
+        app.client
+            .post(&url)
+            .bearer_auth("wrong")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap(),
+        app.client
+            .post(format!("{url}?token=wrong"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap(),
         app.client
             .post(&url)
             .header("authorization", format!("Basic {ESP_SECRET}"))
@@ -104,7 +130,10 @@ async fn missing_wrong_and_unconfigured_secrets_are_refused_and_nothing_is_forwa
     assert_eq!(ok.status(), 200);
     app.wait_for_requests(1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(app.received().await, vec![json!({"type": "subscribe", "subscriber": {"email": "token@b.co"}})]);
+    assert_eq!(
+        app.received().await,
+        vec![json!({"type": "subscribe", "subscriber": {"email": "token@b.co"}})]
+    );
     assert_eq!(app.db.count("SELECT COUNT(*) AS n FROM inbound_events"), 1);
     app.stop().await;
 
@@ -112,7 +141,10 @@ async fn missing_wrong_and_unconfigured_secrets_are_refused_and_nothing_is_forwa
     let response = unconfigured.post_esp(&subscribe("a@b.co")).await;
     assert_eq!(response.status(), 401);
     let error = response.json::<serde_json::Value>().await.unwrap();
-    assert!(error["error"].as_str().unwrap().contains("ESP_WEBHOOK_SECRET"));
+    assert!(error["error"]
+        .as_str()
+        .unwrap()
+        .contains("ESP_WEBHOOK_SECRET"));
     unconfigured.stop().await;
 }
 
@@ -123,14 +155,23 @@ async fn bad_bodies_are_refused_with_a_reason() {
         ("{not json", "not valid JSON"),
         ("[1, 2]", "JSON object"),
         (r#"{"subscriber": {"email": "a@b.co"}}"#, "no `type`"),
-        (r#"{"type": "subscribe", "subscriber": {"name": "A"}}"#, "subscriber.email"),
-        (r#"{"type": "unsubscribe", "subscriber": {"email": "not-an-email"}}"#, "not a valid email"),
+        (
+            r#"{"type": "subscribe", "subscriber": {"name": "A"}}"#,
+            "subscriber.email",
+        ),
+        (
+            r#"{"type": "unsubscribe", "subscriber": {"email": "not-an-email"}}"#,
+            "not a valid email",
+        ),
         (r#"{"type": "subscribe"}"#, "no `subscriber`"),
     ] {
         let response = app.post_esp(body).await;
         assert_eq!(response.status(), 400, "{body}");
         let error = response.json::<serde_json::Value>().await.unwrap();
-        assert!(error["error"].as_str().unwrap().contains(reason), "{body}: {error}");
+        assert!(
+            error["error"].as_str().unwrap().contains(reason),
+            "{body}: {error}"
+        );
     }
     assert_eq!(app.db.count("SELECT COUNT(*) AS n FROM inbound_events"), 0);
     app.stop().await;
@@ -139,15 +180,21 @@ async fn bad_bodies_are_refused_with_a_reason() {
 #[tokio::test]
 async fn unknown_event_types_are_stored_answered_200_and_not_forwarded() {
     let app = TestApp::spawn().await;
-    let response = app.post_esp(r#"{"type": "bounce", "whatever": true}"#).await;
+    let response = app
+        .post_esp(r#"{"type": "bounce", "whatever": true}"#)
+        .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<serde_json::Value>().await.unwrap(), json!({"status": "ignored"}));
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap(),
+        json!({"status": "ignored"})
+    );
     app.post_esp(&subscribe("after@b.co")).await;
     app.wait_for_requests(1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.received().await.len(), 1);
     assert_eq!(
-        app.db.count("SELECT COUNT(*) AS n FROM inbound_events WHERE outcome = 'ignored'"),
+        app.db
+            .count("SELECT COUNT(*) AS n FROM inbound_events WHERE outcome = 'ignored'"),
         1
     );
     app.stop().await;
@@ -157,7 +204,8 @@ async fn unknown_event_types_are_stored_answered_200_and_not_forwarded() {
 async fn oversize_bodies_are_refused_with_413_before_authentication() {
     let app = TestApp::spawn_with(&[("BRIDGE_MAX_BODY", "1KiB")], None).await;
     let padding = "x".repeat(4096);
-    let big = json!({"type": "subscribe", "subscriber": {"email": "a@b.co", "name": padding}}).to_string();
+    let big = json!({"type": "subscribe", "subscriber": {"email": "a@b.co", "name": padding}})
+        .to_string();
     // With a declared length, and without credentials: the size is checked first.
     let response = app
         .client
@@ -179,7 +227,9 @@ async fn oversize_bodies_are_refused_with_413_before_authentication() {
         .client
         .post(format!("{}/webhooks/esp", app.address))
         .bearer_auth(ESP_SECRET)
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
@@ -195,11 +245,21 @@ async fn oversize_bodies_are_refused_with_413_before_authentication() {
 async fn a_duplicate_delivery_is_answered_200_and_forwarded_once() {
     let app = TestApp::spawn().await;
     let body = subscribe("dup@b.co");
-    assert_eq!(app.post_esp(&body).await.json::<serde_json::Value>().await.unwrap()["status"], "stored");
+    assert_eq!(
+        app.post_esp(&body)
+            .await
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["status"],
+        "stored"
+    );
     for _ in 0..3 {
         let response = app.post_esp(&body).await;
         assert_eq!(response.status(), 200);
-        assert_eq!(response.json::<serde_json::Value>().await.unwrap()["status"], "duplicate");
+        assert_eq!(
+            response.json::<serde_json::Value>().await.unwrap()["status"],
+            "duplicate"
+        );
     }
     app.wait_for_requests(1).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -215,13 +275,20 @@ async fn a_genuine_repeat_after_another_event_is_processed() {
     let unsub = json!({"type": "unsubscribe", "subscriber": {"email": "again@b.co"}}).to_string();
     for body in [&sub, &unsub, &sub] {
         let response = app.post_esp(body).await;
-        assert_eq!(response.json::<serde_json::Value>().await.unwrap()["status"], "stored");
+        assert_eq!(
+            response.json::<serde_json::Value>().await.unwrap()["status"],
+            "stored"
+        );
     }
     let received = app.wait_for_requests(3).await;
-    let types: Vec<_> = received.iter().map(|b| b["type"].as_str().unwrap().to_string()).collect();
+    let types: Vec<_> = received
+        .iter()
+        .map(|b| b["type"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(types, ["subscribe", "unsubscribe", "subscribe"]);
     assert_eq!(
-        app.db.count("SELECT COUNT(*) AS n FROM subscribers WHERE status = 'subscribed'"),
+        app.db
+            .count("SELECT COUNT(*) AS n FROM subscribers WHERE status = 'subscribed'"),
         1
     );
     app.stop().await;
@@ -234,7 +301,10 @@ async fn the_same_body_after_the_dedupe_window_is_processed_again() {
     app.post_esp(&body).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let response = app.post_esp(&body).await;
-    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["status"], "stored");
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["status"],
+        "stored"
+    );
     app.wait_for_requests(2).await;
     app.stop().await;
 }

@@ -26,7 +26,10 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn new() -> TestDb {
-        match std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        match std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
             Some(admin_url) => {
                 let name = format!("rb_test_{:016x}", rand::random::<u64>());
                 let mut admin = diesel::PgConnection::establish(&admin_url).unwrap_or_else(|e| {
@@ -83,7 +86,8 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some((admin_url, name)) = &self.postgres {
             if let Ok(mut admin) = diesel::PgConnection::establish(admin_url) {
-                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                let _ =
+                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
             }
         }
     }
@@ -95,7 +99,10 @@ pub fn base_vars(db: &TestDb, sparkloop: &MockServer) -> HashMap<String, String>
         ("DATABASE_URL", db.url.clone()),
         ("BRIDGE_LISTEN", "127.0.0.1:0".into()),
         ("ESP_WEBHOOK_SECRET", ESP_SECRET.into()),
-        ("SPARKLOOP_INCOMING_WEBHOOK_URL", format!("{}/incoming", sparkloop.uri())),
+        (
+            "SPARKLOOP_INCOMING_WEBHOOK_URL",
+            format!("{}/incoming", sparkloop.uri()),
+        ),
         ("RETRY_BASE_DELAY", "100ms".into()),
         ("RETRY_MAX_DELAY", "400ms".into()),
         ("BRIDGE_POLL_INTERVAL", "100ms".into()),
@@ -202,7 +209,10 @@ pub async fn wait_for(server: &MockServer, n: usize, limit: Duration) -> Vec<Val
             return bodies;
         }
         if start.elapsed() > limit {
-            panic!("SparkLoop received {} requests, expected {n}: {bodies:?}", bodies.len());
+            panic!(
+                "SparkLoop received {} requests, expected {n}: {bodies:?}",
+                bodies.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -10,9 +10,19 @@ use crate::helpers::{base_vars, eventually, subscribe, BridgeProcess, TestApp, T
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let app = TestApp::spawn().await;
-    let health = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
+    let health = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
-    let ready = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
 
     app.post_esp(&subscribe("m@b.co")).await;
@@ -70,10 +80,19 @@ async fn readyz_is_503_when_the_database_does_not_answer() {
             ))
             .unwrap();
     }
-    let ready = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
     let stored = app.post_esp(&subscribe("x@b.co")).await;
-    assert_eq!(stored.status(), 503, "an event that cannot be stored is refused");
+    assert_eq!(
+        stored.status(),
+        503,
+        "an event that cannot be stored is refused"
+    );
     assert!(stored.headers().contains_key("retry-after"));
     {
         use diesel::connection::SimpleConnection;
@@ -124,7 +143,17 @@ async fn sigterm_lets_a_delivery_in_flight_finish() {
     assert_eq!(response.status(), 200);
     crate::helpers::wait_for(&sparkloop, 1, Duration::from_secs(5)).await;
     let log = bridge.log.clone();
-    assert!(bridge.terminate(), "exits successfully: {}", log.lock().unwrap());
-    assert_eq!(db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'done'"), 1);
-    assert_eq!(db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'running'"), 0);
+    assert!(
+        bridge.terminate(),
+        "exits successfully: {}",
+        log.lock().unwrap()
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'done'"),
+        1
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'running'"),
+        0
+    );
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{base_vars, received_bodies, subscribe, wait_for, BridgeProcess, TestDb, ESP_SECRET};
+use crate::helpers::{
+    base_vars, received_bodies, subscribe, wait_for, BridgeProcess, TestDb, ESP_SECRET,
+};
 
 async fn post_all(client: &reqwest::Client, address: &str, emails: &[String]) {
     let mut pending = Vec::new();
@@ -58,7 +60,10 @@ async fn a_killed_process_loses_nothing_it_acknowledged() {
     wait_for(&sparkloop, 4, Duration::from_secs(5)).await;
     first.kill();
     let before = received_bodies(&sparkloop).await.len();
-    assert!(before < emails.len(), "the crash came too late to test anything");
+    assert!(
+        before < emails.len(),
+        "the crash came too late to test anything"
+    );
     assert!(db.count("SELECT COUNT(*) AS n FROM jobs WHERE status IN ('pending', 'running')") > 0);
 
     let second = BridgeProcess::start(&vars);
@@ -108,7 +113,10 @@ async fn two_processes_on_one_postgres_never_send_a_job_twice() {
     let emails: Vec<String> = (0..1000).map(|i| format!("pair{i}@b.co")).collect();
     post_all(&reqwest::Client::new(), &loader.address, &emails).await;
     assert!(loader.terminate());
-    assert_eq!(db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'pending'"), 1000);
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'pending'"),
+        1000
+    );
 
     let a = BridgeProcess::start(&vars);
     let b = BridgeProcess::start(&vars);
@@ -123,8 +131,17 @@ async fn two_processes_on_one_postgres_never_send_a_job_twice() {
     let (log_a, log_b) = (a.log.clone(), b.log.clone());
     assert!(a.terminate() && b.terminate());
     let delivered = |log: &str| log.matches(" delivered").count();
-    let (by_a, by_b) = (delivered(&log_a.lock().unwrap()), delivered(&log_b.lock().unwrap()));
+    let (by_a, by_b) = (
+        delivered(&log_a.lock().unwrap()),
+        delivered(&log_b.lock().unwrap()),
+    );
     assert_eq!(by_a + by_b, emails.len());
-    assert!(by_a > 0 && by_b > 0, "both processes worked: {by_a} and {by_b}");
-    assert_eq!(db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'done'"), 1000);
+    assert!(
+        by_a > 0 && by_b > 0,
+        "both processes worked: {by_a} and {by_b}"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'done'"),
+        1000
+    );
 }
