@@ -280,12 +280,14 @@ impl Settings {
                     format!("`{platform}` is not supported by this version yet; use `sparkloop`"),
                 ))
             }
-            other => return Err(invalid(
-                "BRIDGE_PLATFORM",
-                format!(
+            other => {
+                return Err(invalid(
+                    "BRIDGE_PLATFORM",
+                    format!(
                     "unknown platform `{other}`; expected sparkloop, loyaltysurf or referralloop"
                 ),
-            )),
+                ))
+            }
         }
 
         let webhook_url = non_empty(raw.sparkloop_incoming_webhook_url)
