@@ -6,6 +6,7 @@ use std::time::Duration;
 use referral_bridge_adapters::EspEvent;
 use sha2::{Digest, Sha256};
 
+use crate::db::batch::BatchWriter;
 use crate::db::{inbox, jobs, subscribers, DbConnection, StoreError};
 use crate::sparkloop;
 
@@ -106,135 +107,40 @@ pub fn record_esp_event(
 }
 
 /// One delivery waiting to be written.
-struct Pending {
-    events: Vec<EspEvent>,
-    body: String,
-    hash: String,
-    now: i64,
-    reply: tokio::sync::oneshot::Sender<Result<Accepted, StoreError>>,
+pub struct Delivery {
+    /// Its events, parsed.
+    pub events: Vec<EspEvent>,
+    /// The raw body.
+    pub body: String,
+    /// [`body_hash`] of the body.
+    pub hash: String,
+    /// When it arrived (unix ms).
+    pub now: i64,
 }
 
-/// Why a delivery could not be handed to the writers.
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    /// Too many deliveries are waiting to be written: the sender should retry.
-    #[error("too many deliveries are waiting to be written")]
-    Full,
-    /// The writers are gone (the process is stopping).
-    #[error("the bridge is stopping")]
-    Closed,
-    /// The write failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
+/// Writes inbound deliveries in batched transactions; see [`crate::db::batch`].
+pub type IngestQueue = BatchWriter<Delivery, Accepted>;
 
-/// Writes inbound deliveries in batches: whatever arrived while the previous transaction ran is
-/// committed together, so that many concurrent webhooks cost one commit (one fsync on Postgres,
-/// one turn at SQLite's single writer) instead of one each. Each delivery is still answered only
-/// after its own data is committed. Should a batch fail, its deliveries are written again one by
-/// one, so that one bad delivery cannot fail the others.
-#[derive(Clone)]
-pub struct IngestQueue {
-    sender: std::sync::mpsc::SyncSender<Pending>,
-}
-
-/// The most deliveries written in one transaction.
-const BATCH: usize = 128;
-
-impl IngestQueue {
-    /// Starts `writers` writer threads on `db` (use 1 for SQLite, which has one writer anyway)
-    /// with room for `capacity` waiting deliveries.
-    pub fn start(
-        db: crate::db::Db,
-        dedupe_window: Duration,
-        writers: usize,
-        capacity: usize,
-    ) -> IngestQueue {
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Pending>(capacity);
-        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
-        for n in 0..writers.max(1) {
-            let (db, receiver) = (db.clone(), receiver.clone());
-            std::thread::Builder::new()
-                .name(format!("ingest-writer-{n}"))
-                .spawn(move || write_batches(&db, &receiver, dedupe_window))
-                .expect("cannot start an ingest writer thread");
-        }
-        IngestQueue { sender }
-    }
-
-    /// Records the events of one delivery and answers once they are committed.
-    pub async fn record(
-        &self,
-        events: Vec<EspEvent>,
-        body: String,
-        hash: String,
-        now: i64,
-    ) -> Result<Accepted, QueueError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let pending = Pending {
-            events,
-            body,
-            hash,
-            now,
-            reply,
-        };
-        self.sender.try_send(pending).map_err(|e| match e {
-            std::sync::mpsc::TrySendError::Full(_) => QueueError::Full,
-            std::sync::mpsc::TrySendError::Disconnected(_) => QueueError::Closed,
-        })?;
-        Ok(answer.await.map_err(|_| QueueError::Closed)??)
-    }
-}
-
-fn write_batches(
-    db: &crate::db::Db,
-    receiver: &std::sync::Mutex<std::sync::mpsc::Receiver<Pending>>,
-    window: Duration,
-) {
-    loop {
-        let mut batch = {
-            let receiver = receiver.lock().unwrap_or_else(|p| p.into_inner());
-            let Ok(first) = receiver.recv() else {
-                return; // every sender is gone: the application has stopped
-            };
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
-                match receiver.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
-        let written = db.write(|conn| {
-            batch
-                .iter()
-                .map(|p| record_delivery(conn, p, window))
-                .collect::<Result<Vec<_>, _>>()
-        });
-        match written {
-            Ok(results) => {
-                for (pending, result) in batch.into_iter().zip(results) {
-                    let _ = pending.reply.send(Ok(result));
-                }
-            }
-            Err(e) if batch.len() == 1 => {
-                let _ = batch.remove(0).reply.send(Err(e));
-            }
-            Err(_) => {
-                for pending in batch {
-                    let result = db.write(|conn| record_delivery(conn, &pending, window));
-                    let _ = pending.reply.send(result);
-                }
-            }
-        }
-    }
+/// Starts the ingest writers: `writers` threads (1 for SQLite), room for `capacity` deliveries.
+pub fn start_ingest(
+    db: crate::db::Db,
+    dedupe_window: Duration,
+    writers: usize,
+    capacity: usize,
+) -> IngestQueue {
+    BatchWriter::start(
+        "ingest-writer",
+        db,
+        writers,
+        capacity,
+        move |conn, delivery| record_delivery(conn, delivery, dedupe_window),
+    )
 }
 
 /// Records every event of one delivery; the answer is the most that was done for any of them.
 fn record_delivery(
     conn: &mut DbConnection,
-    pending: &Pending,
+    pending: &Delivery,
     window: Duration,
 ) -> Result<Accepted, StoreError> {
     let mut overall = Accepted::Ignored;

@@ -86,8 +86,7 @@ impl Application {
         );
         // SQLite takes one writer at a time; Postgres commits several batches at once.
         let writers = if db.is_sqlite() { 1 } else { 4 };
-        let ingest =
-            crate::ingest::IngestQueue::start(db.clone(), settings.dedupe_window, writers, 4096);
+        let ingest = crate::ingest::start_ingest(db.clone(), settings.dedupe_window, writers, 4096);
         let state = web::Data::new(AppState {
             db,
             ingest,

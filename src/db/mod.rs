@@ -1,6 +1,7 @@
 //! Storage: one binary on SQLite or Postgres through diesel, a pool that picks the backend by
 //! URL, embedded migrations, and the rule that every write is one short transaction.
 
+pub mod batch;
 pub mod inbox;
 pub mod jobs;
 pub mod schema;

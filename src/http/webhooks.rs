@@ -119,7 +119,12 @@ async fn accept_esp(
     }
     let accepted = state
         .ingest
-        .record(events, text, hash, now_ms())
+        .write(ingest::Delivery {
+            events,
+            body: text,
+            hash,
+            now: now_ms(),
+        })
         .await
         .map_err(|e| WebhookError::Unavailable(e.to_string()))?;
     if accepted == ingest::Accepted::Stored {

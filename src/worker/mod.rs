@@ -10,6 +10,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, Upstream};
+use crate::db::batch::BatchWriter;
 use crate::db::jobs::{self, ClaimedJob, NewAttempt, Outcome};
 use crate::db::{now_ms, Db};
 use crate::metrics::{DestinationLabels, JobLabels, Metrics};
@@ -29,6 +30,16 @@ pub struct Worker {
     /// Identifies this process's claims; a job recorded under another token was lost to a
     /// lease expiry and is left to its new owner.
     lease_token: String,
+    /// Records attempts and outcomes in batched transactions.
+    recorder: BatchWriter<Attempted, bool>,
+}
+
+/// An attempt to record, with the job's outcome.
+struct Attempted {
+    job: ClaimedJob,
+    attempt: NewAttempt,
+    outcome: Outcome,
+    now: i64,
 }
 
 impl Worker {
@@ -45,7 +56,19 @@ impl Worker {
             .user_agent(concat!("referral-bridge/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let lease_token = format!("{:032x}", rand::random::<u128>());
+        let token = lease_token.clone();
+        let writers = if db.is_sqlite() { 1 } else { 4 };
+        let recorder = BatchWriter::start(
+            "attempt-writer",
+            db.clone(),
+            writers,
+            4096,
+            move |conn, a: &Attempted| {
+                jobs::record_attempt(conn, &a.job, &a.attempt, &token, &a.outcome, a.now)
+            },
+        );
         Ok(Worker {
+            recorder,
             db,
             settings,
             metrics,
@@ -277,22 +300,23 @@ impl Worker {
             error,
             response_body,
         };
-        let token = self.lease_token.clone();
-        let claimed = job.clone();
+        let job_id = job.id;
         let recorded = self
-            .db
-            .write_async(move |conn| {
-                jobs::record_attempt(conn, &claimed, &attempt, &token, &outcome, now)
+            .recorder
+            .write(Attempted {
+                job,
+                attempt,
+                outcome,
+                now,
             })
             .await;
         match recorded {
             Ok(true) => {}
             Ok(false) => log::warn!(
-                "job {} was claimed by another worker after its lease ran out; its state is theirs",
-                job.id
+                "job {job_id} was claimed by another worker after its lease ran out; its state is theirs"
             ),
             // The lease runs out and the job is sent again: at-least-once, never lost.
-            Err(e) => log::error!("cannot record the attempt of job {}: {e}", job.id),
+            Err(e) => log::error!("cannot record the attempt of job {job_id}: {e}"),
         }
         if label == "done" {
             // The subscriber's next job may be waiting for this one.

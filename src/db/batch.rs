@@ -1,0 +1,119 @@
+//! Batched writes: whatever arrived while the previous transaction ran is committed together,
+//! so that many concurrent writers cost one commit (one WAL flush on Postgres, one turn at
+//! SQLite's single writer) instead of one each. Each item is still answered only after its own
+//! data is committed. Should a batch fail, its items are written again one by one, so that one
+//! bad item cannot fail the others.
+
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use super::{Db, DbConnection, StoreError};
+
+/// The most items written in one transaction.
+const BATCH: usize = 128;
+
+/// Why an item was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// Too many items are waiting to be written: the caller should retry later.
+    #[error("too many writes are waiting")]
+    Full,
+    /// The writer threads are gone (the process is stopping).
+    #[error("the bridge is stopping")]
+    Closed,
+    /// The write failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type Write<I, O> = dyn Fn(&mut DbConnection, &I) -> Result<O, StoreError> + Send + Sync;
+type Reply<O> = tokio::sync::oneshot::Sender<Result<O, StoreError>>;
+
+/// A queue of items written by `write`, in batches, on writer threads of their own.
+pub struct BatchWriter<I, O> {
+    sender: SyncSender<(I, Reply<O>)>,
+}
+
+impl<I, O> Clone for BatchWriter<I, O> {
+    fn clone(&self) -> Self {
+        BatchWriter {
+            sender: self.sender.clone(),
+        }
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> BatchWriter<I, O> {
+    /// Starts `writers` threads called `name` writing items with `write` on `db` (1 suits
+    /// SQLite, which has one writer anyway), with room for `capacity` waiting items. The threads
+    /// end when every clone of the writer is dropped.
+    pub fn start(
+        name: &str,
+        db: Db,
+        writers: usize,
+        capacity: usize,
+        write: impl Fn(&mut DbConnection, &I) -> Result<O, StoreError> + Send + Sync + 'static,
+    ) -> Self {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(capacity);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let write: Arc<Write<I, O>> = Arc::new(write);
+        for n in 0..writers.max(1) {
+            let (db, receiver, write) = (db.clone(), receiver.clone(), write.clone());
+            std::thread::Builder::new()
+                .name(format!("{name}-{n}"))
+                .spawn(move || write_batches(&db, &receiver, &*write))
+                .expect("cannot start a writer thread");
+        }
+        BatchWriter { sender }
+    }
+
+    /// Writes `item` and answers once it is committed.
+    pub async fn write(&self, item: I) -> Result<O, BatchError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.sender.try_send((item, reply)).map_err(|e| match e {
+            TrySendError::Full(_) => BatchError::Full,
+            TrySendError::Disconnected(_) => BatchError::Closed,
+        })?;
+        Ok(answer.await.map_err(|_| BatchError::Closed)??)
+    }
+}
+
+fn write_batches<I, O>(db: &Db, receiver: &Mutex<Receiver<(I, Reply<O>)>>, write: &Write<I, O>) {
+    loop {
+        let mut batch = {
+            let receiver = receiver.lock().unwrap_or_else(|p| p.into_inner());
+            let Ok(first) = receiver.recv() else {
+                return; // every sender is gone: the application has stopped
+            };
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match receiver.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let written = db.write(|conn| {
+            batch
+                .iter()
+                .map(|(item, _)| write(conn, item))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        match written {
+            Ok(results) => {
+                for ((_, reply), result) in batch.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                let (_, reply) = batch.remove(0);
+                let _ = reply.send(Err(e));
+            }
+            Err(_) => {
+                for (item, reply) in batch {
+                    let _ = reply.send(db.write(|conn| write(conn, &item)));
+                }
+            }
+        }
+    }
+}
