@@ -186,6 +186,19 @@ struct Measured {
     errors: u64,
 }
 
+impl Measured {
+    /// The rate and percentiles of `latencies`, taken over `elapsed`.
+    fn of(mut latencies: Vec<Duration>, elapsed: Duration, errors: u64) -> Measured {
+        latencies.sort();
+        Measured {
+            rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+            p50: percentile(&latencies, 0.5),
+            p99: percentile(&latencies, 0.99),
+            errors,
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -229,14 +242,7 @@ async fn closed_loop(
     for task in tasks {
         all.extend(task.await.unwrap());
     }
-    let elapsed = started.elapsed();
-    all.sort();
-    Measured {
-        rate: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&all, 0.5),
-        p99: percentile(&all, 0.99),
-        errors: errors.load(Ordering::Relaxed),
-    }
+    Measured::of(all, started.elapsed(), errors.load(Ordering::Relaxed))
 }
 
 /// Open loop: one request every millisecond for `seconds`, whatever the answers do; latency
@@ -269,14 +275,7 @@ async fn open_loop(address: &str, per_second: u64, seconds: u64, next: Arc<Atomi
     for task in tasks {
         all.push(task.await.unwrap());
     }
-    let elapsed = started.elapsed();
-    all.sort();
-    Measured {
-        rate: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&all, 0.5),
-        p99: percentile(&all, 0.99),
-        errors: errors.load(Ordering::Relaxed),
-    }
+    Measured::of(all, started.elapsed(), errors.load(Ordering::Relaxed))
 }
 
 async fn send(client: &reqwest::Client, address: &str, ingest: bool, next: &AtomicU64) -> bool {

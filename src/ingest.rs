@@ -95,7 +95,6 @@ pub fn record_esp_event(
                 destination: sparkloop::DESTINATION,
                 kind,
                 payload: &payload,
-                status: jobs::JobStatus::Pending.as_str(), // decided by jobs::insert
                 created_at: now,
                 retry_from: now,
                 run_at: now,

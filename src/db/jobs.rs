@@ -55,8 +55,6 @@ pub struct NewJob<'a> {
     pub kind: &'a str,
     /// The request body to send.
     pub payload: &'a str,
-    /// Set by [`insert`].
-    pub status: &'a str,
     /// Creation time (unix ms).
     pub created_at: i64,
     /// Start of the retry horizon: the creation time.
@@ -92,10 +90,7 @@ pub fn insert(conn: &mut DbConnection, job: &NewJob<'_>) -> Result<i64, StoreErr
         JobStatus::Pending
     };
     Ok(diesel::insert_into(jobs::table)
-        .values(&NewJob {
-            status: status.as_str(),
-            ..*job
-        })
+        .values((job, jobs::status.eq(status.as_str())))
         .returning(jobs::id)
         .get_result(conn)?)
 }
@@ -359,7 +354,7 @@ pub fn release_leases(
 
 /// A job as the operator sees it.
 #[derive(Debug, Clone, Queryable)]
-pub struct JobSummary {
+pub struct JobView {
     /// Id.
     pub id: i64,
     /// Destination.
@@ -368,6 +363,8 @@ pub struct JobSummary {
     pub kind: String,
     /// Status.
     pub status: String,
+    /// The request body.
+    pub payload: String,
     /// Attempts made.
     pub attempts: i32,
     /// Created (unix ms).
@@ -381,6 +378,33 @@ pub struct JobSummary {
     /// The subscriber's current email.
     pub email: String,
 }
+
+/// The columns of a [`JobView`], from `jobs` joined with `subscribers`.
+const VIEW: (
+    jobs::id,
+    jobs::destination,
+    jobs::kind,
+    jobs::status,
+    jobs::payload,
+    jobs::attempts,
+    jobs::created_at,
+    jobs::run_at,
+    jobs::finished_at,
+    jobs::last_error,
+    subscribers::email,
+) = (
+    jobs::id,
+    jobs::destination,
+    jobs::kind,
+    jobs::status,
+    jobs::payload,
+    jobs::attempts,
+    jobs::created_at,
+    jobs::run_at,
+    jobs::finished_at,
+    jobs::last_error,
+    subscribers::email,
+);
 
 /// Which jobs to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -400,21 +424,10 @@ pub fn list(
     conn: &mut DbConnection,
     filter: ListFilter,
     limit: i64,
-) -> Result<Vec<JobSummary>, StoreError> {
+) -> Result<Vec<JobView>, StoreError> {
     let mut query = jobs::table
         .inner_join(subscribers::table)
-        .select((
-            jobs::id,
-            jobs::destination,
-            jobs::kind,
-            jobs::status,
-            jobs::attempts,
-            jobs::created_at,
-            jobs::run_at,
-            jobs::finished_at,
-            jobs::last_error,
-            subscribers::email,
-        ))
+        .select(VIEW)
         .order(jobs::id.desc())
         .limit(limit)
         .into_boxed();
@@ -538,48 +551,12 @@ pub fn attempts_of(
         .load(conn)?)
 }
 
-/// A job with everything the operator may want to see.
-#[derive(Debug, Clone, Queryable)]
-pub struct JobDetail {
-    /// Id.
-    pub id: i64,
-    /// Destination.
-    pub destination: String,
-    /// Kind.
-    pub kind: String,
-    /// Status.
-    pub status: String,
-    /// The request body.
-    pub payload: String,
-    /// Created (unix ms).
-    pub created_at: i64,
-    /// Next due (unix ms).
-    pub run_at: i64,
-    /// Finished (unix ms).
-    pub finished_at: Option<i64>,
-    /// Last error.
-    pub last_error: Option<String>,
-    /// The subscriber's current email.
-    pub email: String,
-}
-
 /// One job by id.
-pub fn get(conn: &mut DbConnection, id: i64) -> Result<Option<JobDetail>, StoreError> {
+pub fn get(conn: &mut DbConnection, id: i64) -> Result<Option<JobView>, StoreError> {
     Ok(jobs::table
         .inner_join(subscribers::table)
         .filter(jobs::id.eq(id))
-        .select((
-            jobs::id,
-            jobs::destination,
-            jobs::kind,
-            jobs::status,
-            jobs::payload,
-            jobs::created_at,
-            jobs::run_at,
-            jobs::finished_at,
-            jobs::last_error,
-            subscribers::email,
-        ))
+        .select(VIEW)
         .first(conn)
         .optional()?)
 }

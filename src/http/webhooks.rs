@@ -114,9 +114,7 @@ async fn accept_esp(
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| WebhookError::BadRequest("the body is not UTF-8".into()))?;
     let hash = ingest::body_hash(&body);
-    if log::log_enabled!(log::Level::Debug) {
-        log::debug!("ESP events: {events:?}");
-    }
+    log::debug!("ESP events: {events:?}");
     let accepted = state
         .ingest
         .write(ingest::Delivery {

@@ -91,6 +91,54 @@ fn check_reports_problems_and_exits_non_zero() {
     assert!(stdout.contains("ok      database answers"), "{stdout}");
 }
 
+#[tokio::test]
+async fn check_passes_when_everything_is_reachable() {
+    let db = TestDb::new();
+    let sparkloop = wiremock::MockServer::start().await;
+    let (ok, stdout, stderr) = run_command(
+        &["check"],
+        &vars(&[
+            ("DATABASE_URL", &db.url),
+            ("ESP_WEBHOOK_SECRET", "s3cret"),
+            (
+                "SPARKLOOP_INCOMING_WEBHOOK_URL",
+                &format!("{}/incoming", sparkloop.uri()),
+            ),
+        ]),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("SparkLoop incoming webhook reachable"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+    assert!(
+        !stdout.contains("s3cret"),
+        "the secret is not printed: {stdout}"
+    );
+    // Nothing was posted: SparkLoop would count a POST as an event.
+    let requests = sparkloop.received_requests().await.unwrap();
+    assert!(requests.iter().all(|r| r.method.as_str() != "POST"));
+
+    // A webhook URL nothing answers is a problem.
+    let (ok, stdout, _) = run_command(
+        &["check"],
+        &vars(&[
+            ("DATABASE_URL", &db.url),
+            ("ESP_WEBHOOK_SECRET", "s3cret"),
+            (
+                "SPARKLOOP_INCOMING_WEBHOOK_URL",
+                "http://127.0.0.1:1/incoming",
+            ),
+        ]),
+    );
+    assert!(!ok);
+    assert!(
+        stdout.contains("SPARKLOOP_INCOMING_WEBHOOK_URL cannot be reached"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn help_explains_every_command() {
     let (ok, stdout, _) = run_command(&["--help"], &HashMap::new());

@@ -16,14 +16,10 @@ async fn retries_503_until_accepted_and_keeps_one_subscribers_order() {
             Mock::given(method("POST"))
                 .and(path("/incoming"))
                 .respond_with(ResponseTemplate::new(503).set_body_string("busy"))
-                .up_to_n_times(3)
-                .with_priority(1),
+                .up_to_n_times(3),
         ),
     )
     .await;
-    app.sparkloop
-        .register(Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)))
-        .await;
     app.post_esp(
         &json!({"type": "subscribe", "subscriber": {"email": "o@b.co", "name": "O"}}).to_string(),
     )
@@ -71,9 +67,6 @@ async fn one_failing_subscriber_does_not_hold_up_the_others() {
         ),
     )
     .await;
-    app.sparkloop
-        .register(Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)))
-        .await;
     app.post_esp(&subscribe("stuck@b.co")).await;
     app.post_esp(
         &json!({"type": "unsubscribe", "subscriber": {"email": "stuck@b.co"}}).to_string(),
@@ -100,14 +93,10 @@ async fn retry_after_is_honoured() {
         Some(
             Mock::given(method("POST"))
                 .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "2"))
-                .up_to_n_times(1)
-                .with_priority(1),
+                .up_to_n_times(1),
         ),
     )
     .await;
-    app.sparkloop
-        .register(Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)))
-        .await;
     let start = Instant::now();
     app.post_esp(&subscribe("slow@b.co")).await;
     app.wait_for_requests(2).await;
@@ -148,14 +137,10 @@ async fn a_400_is_dead_at_once_with_the_answer_kept_and_deliveries_retry_sends_i
         Some(
             Mock::given(method("POST"))
                 .respond_with(ResponseTemplate::new(400).set_body_string(refusal))
-                .up_to_n_times(1)
-                .with_priority(1),
+                .up_to_n_times(1),
         ),
     )
     .await;
-    app.sparkloop
-        .register(Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)))
-        .await;
     app.post_esp(&subscribe("refused@b.co")).await;
     let db = &app.db;
     eventually("the job to die", Duration::from_secs(5), || {
@@ -199,14 +184,10 @@ async fn deliveries_retry_dead_requeues_every_dead_job() {
         Some(
             Mock::given(method("POST"))
                 .respond_with(ResponseTemplate::new(422))
-                .up_to_n_times(3)
-                .with_priority(1),
+                .up_to_n_times(3),
         ),
     )
     .await;
-    app.sparkloop
-        .register(Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)))
-        .await;
     for i in 0..3 {
         app.post_esp(&subscribe(&format!("d{i}@b.co"))).await;
     }

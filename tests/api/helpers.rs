@@ -129,15 +129,21 @@ impl TestApp {
         Self::spawn_with(&[], None).await
     }
 
-    /// A bridge with extra variables, and SparkLoop answering as `mock` says (200 when `None`).
+    /// A bridge with extra variables, and SparkLoop answering as `mock` says where it matches,
+    /// 200 everywhere else.
     pub async fn spawn_with(vars: &[(&str, &str)], mock: Option<Mock>) -> TestApp {
         let sparkloop = MockServer::start().await;
+        if let Some(mock) = mock {
+            sparkloop.register(mock).await;
+        }
+        // Mocks default to priority 5; this one answers only what they leave.
         sparkloop
-            .register(mock.unwrap_or_else(|| {
+            .register(
                 Mock::given(method("POST"))
                     .and(path("/incoming"))
                     .respond_with(ResponseTemplate::new(200))
-            }))
+                    .with_priority(10),
+            )
             .await;
         let db = TestDb::new();
         let mut all = base_vars(&db, &sparkloop);

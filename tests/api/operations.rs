@@ -68,18 +68,17 @@ async fn readyz_is_503_when_the_database_does_not_answer() {
     let app = TestApp::spawn_with(&[("BRIDGE_DB_TIMEOUT", "300ms")], None).await;
     let name = app.db.url.rsplit('/').next().unwrap().to_string();
     // Cut the bridge's connections and keep new ones out.
-    let admin_url = std::env::var("TEST_DATABASE_URL").unwrap();
-    {
+    let admin = |sql: String| {
         use diesel::connection::SimpleConnection;
         use diesel::Connection;
-        let mut admin = diesel::PgConnection::establish(&admin_url).unwrap();
-        admin
-            .batch_execute(&format!(
-                "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
-                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
-            ))
-            .unwrap();
-    }
+        let url = std::env::var("TEST_DATABASE_URL").unwrap();
+        let mut admin = diesel::PgConnection::establish(&url).unwrap();
+        admin.batch_execute(&sql).unwrap();
+    };
+    admin(format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+    ));
     let ready = app
         .client
         .get(format!("{}/readyz", app.address))
@@ -94,14 +93,7 @@ async fn readyz_is_503_when_the_database_does_not_answer() {
         "an event that cannot be stored is refused"
     );
     assert!(stored.headers().contains_key("retry-after"));
-    {
-        use diesel::connection::SimpleConnection;
-        use diesel::Connection;
-        let mut admin = diesel::PgConnection::establish(&admin_url).unwrap();
-        admin
-            .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-            .unwrap();
-    }
+    admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
     let mut ready = 0;
     for _ in 0..50 {
         ready = app
