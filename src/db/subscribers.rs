@@ -70,15 +70,6 @@ pub fn find_by_email(
         .optional()?)
 }
 
-/// Finds the subscriber with this id.
-pub fn find(conn: &mut DbConnection, id: i64) -> Result<Option<Subscriber>, StoreError> {
-    Ok(subscribers::table
-        .find(id)
-        .select(Subscriber::as_select())
-        .first(conn)
-        .optional()?)
-}
-
 /// Inserts a subscriber and returns their id.
 fn insert(conn: &mut DbConnection, new: NewSubscriber<'_>) -> Result<i64, StoreError> {
     Ok(diesel::insert_into(subscribers::table)

@@ -79,7 +79,7 @@ impl Worker {
     }
 
     /// The destinations this configuration can deliver to; jobs for others wait in the queue.
-    pub fn destinations(settings: &Settings) -> Vec<&'static str> {
+    fn destinations(settings: &Settings) -> Vec<&'static str> {
         match settings.sparkloop.upstream {
             Upstream::Webhook { .. } => vec![sparkloop::DESTINATION],
             Upstream::Api => Vec::new(),
