@@ -10,8 +10,8 @@
 //! 4. a backlog of 10,000 jobs drained to the stand-in: jobs/s.
 //!
 //! `cargo bench --bench ingest`; knobs: BENCH_SECONDS (default 5), BENCH_CONNECTIONS (32),
-//! BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres; a fresh database is
-//! created and dropped under it).
+//! BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable; a
+//! fresh database is created and dropped under it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -65,12 +65,18 @@ fn main() {
         return;
     }
     let admin = std::env::var("BENCH_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        // Loopback: no TLS, whose cost belongs to the deployment, not to the bridge.
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".into());
     match diesel::PgConnection::establish(&admin) {
         Ok(mut conn) => {
             let mut created = Vec::new();
-            let base = admin.split('?').next().unwrap();
+            let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
             let base = base[..base.rfind('/').unwrap()].to_string();
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            };
             run_backend(
                 "postgres",
                 &mut || {
@@ -78,7 +84,7 @@ fn main() {
                     conn.batch_execute(&format!("CREATE DATABASE {name}"))
                         .unwrap();
                     created.push(name.clone());
-                    format!("{base}/{name}")
+                    format!("{base}/{name}{query}")
                 },
                 &standin,
                 seconds,

@@ -7,6 +7,8 @@ use referral_bridge_adapters::EspEvent;
 use sha2::{Digest, Sha256};
 
 use crate::db::batch::BatchWriter;
+use crate::db::jobs::JobStatus;
+use crate::db::subscribers::Slot;
 use crate::db::{inbox, jobs, subscribers, DbConnection, StoreError};
 use crate::sparkloop;
 
@@ -34,6 +36,9 @@ impl Accepted {
     }
 }
 
+/// `inbound_events.source` of ESP webhooks.
+const SOURCE: &str = "esp";
+
 /// Hex SHA-256 of a raw body, the dedupe key when the sender gives no event id.
 pub fn body_hash(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
@@ -47,62 +52,6 @@ fn event_type(event: &EspEvent) -> &str {
         EspEvent::Unsubscribed { .. } => "unsubscribe",
         EspEvent::Ignored { event_type } => event_type,
     }
-}
-
-/// Records one ESP event delivered in `body`. Run inside [`crate::db::Db::write`].
-pub fn record_esp_event(
-    conn: &mut DbConnection,
-    event: &EspEvent,
-    body: &str,
-    hash: &str,
-    now: i64,
-    dedupe_window: Duration,
-) -> Result<Accepted, StoreError> {
-    let subject = event.subject().map(|email| email.as_str());
-    let mut new_event = inbox::NewInboundEvent {
-        source: "esp",
-        event_type: event_type(event),
-        subject,
-        body_sha256: hash,
-        body,
-        outcome: inbox::PROCESSED,
-        subscriber_id: None,
-        received_at: now,
-    };
-    if let Some(subject) = subject {
-        if let Some((previous_hash, previous_at)) = inbox::latest_for_subject(conn, "esp", subject)?
-        {
-            if previous_hash == hash && now - previous_at <= dedupe_window.as_millis() as i64 {
-                // Stored all the same: the window runs from the latest copy seen.
-                new_event.outcome = inbox::DUPLICATE;
-                inbox::insert(conn, &new_event)?;
-                return Ok(Accepted::Duplicate);
-            }
-        }
-    }
-    let Some(subscriber_id) = subscribers::apply_esp_event(conn, event, now)? else {
-        new_event.outcome = inbox::IGNORED;
-        inbox::insert(conn, &new_event)?;
-        return Ok(Accepted::Ignored);
-    };
-    new_event.subscriber_id = Some(subscriber_id);
-    let event_id = inbox::insert(conn, &new_event)?;
-    if let Some((kind, payload)) = sparkloop::webhook_payload(event) {
-        jobs::insert(
-            conn,
-            &jobs::NewJob {
-                subscriber_id,
-                destination: sparkloop::DESTINATION,
-                kind,
-                payload: &payload,
-                created_at: now,
-                retry_from: now,
-                run_at: now,
-                inbound_event_id: Some(event_id),
-            },
-        )?;
-    }
-    Ok(Accepted::Stored)
 }
 
 /// One delivery waiting to be written.
@@ -132,27 +81,337 @@ pub fn start_ingest(
         db,
         writers,
         capacity,
-        move |conn, delivery| record_delivery(conn, delivery, dedupe_window),
+        move |conn, deliveries| record_deliveries(conn, deliveries, dedupe_window),
     )
 }
 
-/// Records every event of one delivery; the answer is the most that was done for any of them.
-fn record_delivery(
+/// One event's inbox row, before the ids it refers to are known.
+struct Recorded<'a> {
+    event: &'a EspEvent,
+    delivery: &'a Delivery,
+    outcome: &'static str,
+    subscriber: Option<Slot>,
+}
+
+/// Records a batch of deliveries in the caller's transaction and answers, for each delivery, the
+/// most that was done for any of its events.
+///
+/// The events are decided in arrival order against state loaded up front (the subscribers they
+/// name, the latest inbox entry of each address) and kept up to date in memory, then written
+/// with a handful of statements whatever the batch size: the updated subscribers, one insert of
+/// new subscribers, one look-up of their lines, one insert of inbox rows, one of jobs.
+fn record_deliveries(
     conn: &mut DbConnection,
-    pending: &Delivery,
+    deliveries: &[&Delivery],
     window: Duration,
-) -> Result<Accepted, StoreError> {
-    let mut overall = Accepted::Ignored;
-    for event in &pending.events {
-        let accepted = record_esp_event(
-            conn,
-            event,
-            &pending.body,
-            &pending.hash,
-            pending.now,
-            window,
-        )?;
-        overall = overall.max(accepted);
+) -> Result<Vec<Accepted>, StoreError> {
+    let events = || {
+        deliveries
+            .iter()
+            .flat_map(|delivery| delivery.events.iter().map(move |event| (*delivery, event)))
+    };
+    let mut addresses: Vec<&str> = events()
+        .flat_map(|(_, event)| {
+            let previous = match event {
+                EspEvent::Updated { previous_email, .. } => previous_email.as_ref(),
+                _ => None,
+            };
+            event.subject().into_iter().chain(previous)
+        })
+        .map(|email| email.as_str())
+        .collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+    let mut latest = inbox::latest_for_subjects(conn, SOURCE, &addresses)?;
+    let mut working = subscribers::Working::load(conn, &addresses)?;
+
+    let mut recorded = Vec::new();
+    let mut answers = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let mut overall = Accepted::Ignored;
+        for event in &delivery.events {
+            let subject = event.subject().map(|email| email.as_str());
+            let mut row = Recorded {
+                event,
+                delivery,
+                outcome: inbox::IGNORED,
+                subscriber: None,
+            };
+            let accepted = if subject.is_some_and(|subject| {
+                latest.get(subject).is_some_and(|(hash, at)| {
+                    *hash == delivery.hash && delivery.now - at <= window.as_millis() as i64
+                })
+            }) {
+                row.outcome = inbox::DUPLICATE;
+                Accepted::Duplicate
+            } else if let Some(slot) = working.apply(event, delivery.now) {
+                row.outcome = inbox::PROCESSED;
+                row.subscriber = Some(slot);
+                Accepted::Stored
+            } else {
+                Accepted::Ignored
+            };
+            if let Some(subject) = subject {
+                // Duplicates included: the window runs from the latest copy seen.
+                latest.insert(subject.to_string(), (delivery.hash.clone(), delivery.now));
+            }
+            recorded.push(row);
+            overall = overall.max(accepted);
+        }
+        answers.push(overall);
     }
-    Ok(overall)
+
+    let mut stored_subscribers: Vec<i64> = recorded
+        .iter()
+        .filter_map(|row| row.subscriber.and_then(|slot| working.stored_id(slot)))
+        .collect();
+    stored_subscribers.sort_unstable();
+    stored_subscribers.dedup();
+    let ids = working.save(conn)?;
+    // Read after the subscribers' rows are locked by `save`, so that no line changes under us.
+    let mut open_lines = jobs::open_lines(conn, &stored_subscribers, sparkloop::DESTINATION)?;
+
+    let rows: Vec<inbox::NewInboundEvent<'_>> = recorded
+        .iter()
+        .map(|row| inbox::NewInboundEvent {
+            source: SOURCE,
+            event_type: event_type(row.event),
+            subject: row.event.subject().map(|email| email.as_str()),
+            body_sha256: &row.delivery.hash,
+            body: &row.delivery.body,
+            outcome: row.outcome,
+            subscriber_id: row.subscriber.map(|slot| ids.of(slot)),
+            received_at: row.delivery.now,
+        })
+        .collect();
+    let event_ids = inbox::insert_all(conn, &rows)?;
+
+    let payloads: Vec<(i64, i64, i64, &'static str, String)> = recorded
+        .iter()
+        .zip(event_ids)
+        .filter_map(|(row, event_id)| {
+            let subscriber_id = ids.of(row.subscriber?);
+            let (kind, payload) = sparkloop::webhook_payload(row.event)?;
+            Some((subscriber_id, event_id, row.delivery.now, kind, payload))
+        })
+        .collect();
+    let new_jobs: Vec<(jobs::NewJob<'_>, JobStatus)> = payloads
+        .iter()
+        .map(|(subscriber_id, event_id, now, kind, payload)| {
+            // The first job of an empty line heads it; the rest wait their turn.
+            let status = if open_lines.insert(*subscriber_id) {
+                JobStatus::Pending
+            } else {
+                JobStatus::Waiting
+            };
+            let job = jobs::NewJob {
+                subscriber_id: *subscriber_id,
+                destination: sparkloop::DESTINATION,
+                kind,
+                payload,
+                created_at: *now,
+                retry_from: *now,
+                run_at: *now,
+                inbound_event_id: Some(*event_id),
+            };
+            (job, status)
+        })
+        .collect();
+    jobs::insert_all(conn, &new_jobs)?;
+    Ok(answers)
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    use referral_bridge_adapters::custom::parse_event;
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::DatabaseUrl;
+    use crate::db::Db;
+
+    /// A migrated database: a fresh one under TEST_DATABASE_URL when set (dropped afterwards),
+    /// else a SQLite file in a temporary folder.
+    struct TestDb {
+        db: Db,
+        _dir: tempfile::TempDir,
+        postgres: Option<(String, String)>,
+    }
+
+    impl TestDb {
+        fn new() -> TestDb {
+            let dir = tempfile::tempdir().unwrap();
+            let mut postgres = None;
+            let url = match std::env::var("TEST_DATABASE_URL")
+                .ok()
+                .filter(|u| !u.is_empty())
+            {
+                Some(admin) => {
+                    let name = format!("rb_unit_{:016x}", rand::random::<u64>());
+                    let mut conn = diesel::PgConnection::establish(&admin).expect("Postgres");
+                    conn.batch_execute(&format!("CREATE DATABASE {name}"))
+                        .unwrap();
+                    let base = admin.split('?').next().unwrap();
+                    let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+                    postgres = Some((admin, name));
+                    url
+                }
+                None => dir.path().join("unit.db").to_str().unwrap().to_string(),
+            };
+            let db = Db::connect(
+                &DatabaseUrl::parse(&url).unwrap(),
+                2,
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            db.migrate().unwrap();
+            TestDb {
+                db,
+                _dir: dir,
+                postgres,
+            }
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            if let Some((admin, name)) = &self.postgres {
+                if let Ok(mut conn) = diesel::PgConnection::establish(admin) {
+                    let _ = conn.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"));
+                }
+            }
+        }
+    }
+
+    fn delivery(body: serde_json::Value, now: i64) -> Delivery {
+        let body = body.to_string();
+        Delivery {
+            events: vec![parse_event(body.as_bytes()).unwrap()],
+            hash: body_hash(body.as_bytes()),
+            body,
+            now,
+        }
+    }
+
+    /// A sequence that exercises every decision a batch makes in memory: repeats, an email
+    /// change, an unsubscribe of the changed address, an address taken over after it was freed,
+    /// a subscriber who already has an open job, an ignored type.
+    fn sequence() -> Vec<Delivery> {
+        let sub = |email: &str, id: i64| json!({"type": "subscribe", "subscriber": {"email": email, "id": id}});
+        vec![
+            delivery(sub("a@example.com", 1), 1_000),
+            delivery(sub("a@example.com", 1), 1_001),
+            delivery(
+                json!({"type": "update", "subscriber": {"email": "b@example.com",
+                    "previous_email": "a@example.com", "first_name": "Bea"}}),
+                1_002,
+            ),
+            delivery(sub("c@example.com", 3), 1_003),
+            delivery(
+                json!({"type": "unsubscribe", "subscriber": {"email": "b@example.com"}}),
+                1_004,
+            ),
+            delivery(sub("a@example.com", 4), 1_005),
+            delivery(json!({"type": "tagged", "subscriber": {}}), 1_006),
+            delivery(sub("old@example.com", 9), 1_007),
+            delivery(sub("a@example.com", 1), 1_008),
+        ]
+    }
+
+    /// Every table as (email-keyed) text, ids replaced by what they point at.
+    fn dump(db: &Db) -> Vec<String> {
+        let mut conn = db.conn().unwrap();
+        let conn = &mut *conn;
+        use crate::db::schema::{inbound_events as ie, jobs as j, subscribers as s};
+        let mut lines: Vec<String> = s::table
+            .select((s::email, s::esp_id, s::first_name, s::status))
+            .order(s::email)
+            .load::<(String, Option<String>, Option<String>, String)>(conn)
+            .unwrap()
+            .into_iter()
+            .map(|row| format!("subscriber {row:?}"))
+            .collect();
+        let emails = |conn: &mut DbConnection, id: Option<i64>| -> Option<String> {
+            s::table.find(id?).select(s::email).first(conn).ok()
+        };
+        type EventRow = (i64, String, Option<String>, String, Option<i64>);
+        let events: Vec<EventRow> = ie::table
+            .select((
+                ie::id,
+                ie::event_type,
+                ie::subject,
+                ie::outcome,
+                ie::subscriber_id,
+            ))
+            .order(ie::id)
+            .load(conn)
+            .unwrap();
+        let event_ids: Vec<i64> = events.iter().map(|e| e.0).collect();
+        for (_, kind, subject, outcome, subscriber) in events {
+            let who = emails(conn, subscriber);
+            lines.push(format!("event {kind} {subject:?} {outcome} {who:?}"));
+        }
+        let jobs: Vec<(i64, String, String, Option<i64>)> = j::table
+            .select((j::subscriber_id, j::kind, j::status, j::inbound_event_id))
+            .order(j::id)
+            .load(conn)
+            .unwrap();
+        for (subscriber, kind, status, event) in jobs {
+            let who = emails(conn, Some(subscriber));
+            let from = event.and_then(|e| event_ids.iter().position(|id| *id == e));
+            lines.push(format!("job {who:?} {kind} {status} from event #{from:?}"));
+        }
+        lines
+    }
+
+    fn write(db: &Db, deliveries: &[&Delivery]) -> Vec<Accepted> {
+        db.write(|conn| record_deliveries(conn, deliveries, Duration::from_secs(3600)))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_batch_stores_exactly_what_one_by_one_would() {
+        let deliveries = sequence();
+        let all: Vec<&Delivery> = deliveries.iter().collect();
+        let (one, batch) = (TestDb::new(), TestDb::new());
+        let (one, batch) = (&one.db, &batch.db);
+        // A subscriber with a job already open, before either run.
+        for db in [one, batch] {
+            let old = delivery(
+                json!({"type": "subscribe", "subscriber": {"email": "old@example.com"}}),
+                1,
+            );
+            write(db, &[&old]);
+        }
+
+        let one_by_one: Vec<Accepted> = all.iter().flat_map(|d| write(one, &[*d])).collect();
+        let batched = write(batch, &all);
+
+        use Accepted::*;
+        let expected = [
+            Stored, Duplicate, Stored, Stored, Stored, Stored, Ignored, Stored, Stored,
+        ];
+        assert_eq!(one_by_one, expected);
+        assert_eq!(batched, expected);
+        let (one, batch) = (dump(one), dump(batch));
+        assert_eq!(one, batch);
+        // Spot checks of what both produced.
+        let expected_lines = [
+            r#"subscriber ("a@example.com", Some("1"), None, "subscribed")"#,
+            r#"subscriber ("b@example.com", Some("1"), Some("Bea"), "unsubscribed")"#,
+            r#"event subscribe Some("a@example.com") duplicate None"#,
+            r#"job Some("b@example.com") subscribe pending from event #Some(1)"#,
+            r#"job Some("b@example.com") update waiting from event #Some(3)"#,
+            r#"job Some("old@example.com") subscribe waiting from event #Some(8)"#,
+            r#"event tagged None ignored None"#,
+        ];
+        for line in expected_lines {
+            assert!(
+                batch.iter().any(|l| l == line),
+                "{line} missing from {batch:#?}"
+            );
+        }
+    }
 }

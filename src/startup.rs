@@ -85,7 +85,13 @@ impl Application {
             db.describe()
         );
         // SQLite takes one writer at a time; Postgres commits several batches at once.
-        let writers = if db.is_sqlite() { 1 } else { 4 };
+        // SQLite has one writer anyway. On Postgres, a writer per core keeps the cores busy
+        // while another batch waits on the server; more writers would only make batches smaller.
+        let writers = if db.is_sqlite() {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+        };
         let ingest = crate::ingest::start_ingest(db.clone(), settings.dedupe_window, writers, 4096);
         let state = web::Data::new(AppState {
             db,

@@ -1,8 +1,9 @@
 //! Batched writes: whatever arrived while the previous transaction ran is committed together,
 //! so that many concurrent writers cost one commit (one WAL flush on Postgres, one turn at
-//! SQLite's single writer) instead of one each. Each item is still answered only after its own
-//! data is committed. Should a batch fail, its items are written again one by one, so that one
-//! bad item cannot fail the others.
+//! SQLite's single writer) instead of one each. The write function is handed the whole batch, so
+//! that it can also use set-based statements (one multi-row insert rather than one per item).
+//! Each item is still answered only after its own data is committed. Should a batch fail, its
+//! items are written again one by one, so that one bad item cannot fail the others.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -26,7 +27,8 @@ pub enum BatchError {
     Store(#[from] StoreError),
 }
 
-type Write<I, O> = dyn Fn(&mut DbConnection, &I) -> Result<O, StoreError> + Send + Sync;
+/// Writes a batch of items in the caller's transaction and answers one output per item, in order.
+type Write<I, O> = dyn Fn(&mut DbConnection, &[&I]) -> Result<Vec<O>, StoreError> + Send + Sync;
 type Reply<O> = tokio::sync::oneshot::Sender<Result<O, StoreError>>;
 
 /// A queue of items written by `write`, in batches, on writer threads of their own.
@@ -43,15 +45,16 @@ impl<I, O> Clone for BatchWriter<I, O> {
 }
 
 impl<I: Send + 'static, O: Send + 'static> BatchWriter<I, O> {
-    /// Starts `writers` threads called `name` writing items with `write` on `db` (1 suits
-    /// SQLite, which has one writer anyway), with room for `capacity` waiting items. The threads
-    /// end when every clone of the writer is dropped.
+    /// Starts `writers` threads called `name` writing batches of items with `write` on `db` (1
+    /// suits SQLite, which has one writer anyway), with room for `capacity` waiting items.
+    /// `write` must answer one output per item, in order. The threads end when every clone of
+    /// the writer is dropped.
     pub fn start(
         name: &str,
         db: Db,
         writers: usize,
         capacity: usize,
-        write: impl Fn(&mut DbConnection, &I) -> Result<O, StoreError> + Send + Sync + 'static,
+        write: impl Fn(&mut DbConnection, &[&I]) -> Result<Vec<O>, StoreError> + Send + Sync + 'static,
     ) -> Self {
         let (sender, receiver) = std::sync::mpsc::sync_channel(capacity);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -93,12 +96,8 @@ fn write_batches<I, O>(db: &Db, receiver: &Mutex<Receiver<(I, Reply<O>)>>, write
             }
             batch
         };
-        let written = db.write(|conn| {
-            batch
-                .iter()
-                .map(|(item, _)| write(conn, item))
-                .collect::<Result<Vec<_>, _>>()
-        });
+        let items: Vec<&I> = batch.iter().map(|(item, _)| item).collect();
+        let written = db.write(|conn| write_checked(conn, write, &items));
         match written {
             Ok(results) => {
                 for ((_, reply), result) in batch.into_iter().zip(results) {
@@ -111,9 +110,24 @@ fn write_batches<I, O>(db: &Db, receiver: &Mutex<Receiver<(I, Reply<O>)>>, write
             }
             Err(_) => {
                 for (item, reply) in batch {
-                    let _ = reply.send(db.write(|conn| write(conn, &item)));
+                    let written = db.write(|conn| write_checked(conn, write, &[&item]));
+                    if let Some(result) = written.map(|o| o.into_iter().next()).transpose() {
+                        let _ = reply.send(result);
+                    }
                 }
             }
         }
     }
+}
+
+/// Runs `write`; an item it left unanswered (a bug) gets no reply, which its caller sees as
+/// [`BatchError::Closed`], rather than bringing the writer thread down.
+fn write_checked<I, O>(
+    conn: &mut DbConnection,
+    write: &Write<I, O>,
+    items: &[&I],
+) -> Result<Vec<O>, StoreError> {
+    let outputs = write(conn, items)?;
+    debug_assert_eq!(outputs.len(), items.len(), "one output per item");
+    Ok(outputs)
 }

@@ -1,9 +1,11 @@
 //! The inbox: every accepted webhook, stored before it is answered.
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
 
 use super::schema::inbound_events;
-use super::{DbConnection, StoreError};
+use super::{DbConnection, StoreError, ROWS_PER_STATEMENT};
 
 /// `inbound_events.outcome` of an event that was acted on.
 pub const PROCESSED: &str = "processed";
@@ -15,6 +17,8 @@ pub const IGNORED: &str = "ignored";
 /// An inbound event to store.
 #[derive(Debug, Insertable)]
 #[diesel(table_name = inbound_events)]
+// `None` is NULL rather than DEFAULT, so that many rows go in one statement on SQLite too.
+#[diesel(treat_none_as_default_value = false)]
 pub struct NewInboundEvent<'a> {
     /// Which endpoint it came to (`esp`, `sparkloop`, ...).
     pub source: &'a str,
@@ -34,25 +38,58 @@ pub struct NewInboundEvent<'a> {
     pub received_at: i64,
 }
 
-/// The body hash and arrival time of the latest event stored from `source` for `subject`.
-pub fn latest_for_subject(
+/// The body hash and arrival time of the latest event stored from `source` for each of
+/// `subjects`, by subject; subjects with no event are absent.
+pub fn latest_for_subjects(
     conn: &mut DbConnection,
     source: &str,
-    subject: &str,
-) -> Result<Option<(String, i64)>, StoreError> {
-    Ok(inbound_events::table
-        .filter(inbound_events::source.eq(source))
-        .filter(inbound_events::subject.eq(subject))
-        .order(inbound_events::id.desc())
-        .select((inbound_events::body_sha256, inbound_events::received_at))
-        .first(conn)
-        .optional()?)
+    subjects: &[&str],
+) -> Result<HashMap<String, (String, i64)>, StoreError> {
+    let mut latest = HashMap::with_capacity(subjects.len());
+    for chunk in subjects.chunks(ROWS_PER_STATEMENT) {
+        // Two steps rather than a sub-select, which diesel cannot write on one table; new
+        // addresses, the usual case, cost only the first.
+        let latest_ids: Vec<Option<i64>> = inbound_events::table
+            .filter(inbound_events::source.eq(source))
+            .filter(inbound_events::subject.eq_any(chunk))
+            .group_by(inbound_events::subject)
+            .select(diesel::dsl::max(inbound_events::id))
+            .load(conn)?;
+        let latest_ids: Vec<i64> = latest_ids.into_iter().flatten().collect();
+        if latest_ids.is_empty() {
+            continue;
+        }
+        let rows: Vec<(Option<String>, String, i64)> = inbound_events::table
+            .filter(inbound_events::id.eq_any(&latest_ids))
+            .select((
+                inbound_events::subject,
+                inbound_events::body_sha256,
+                inbound_events::received_at,
+            ))
+            .load(conn)?;
+        latest.extend(
+            rows.into_iter()
+                .filter_map(|(subject, hash, at)| Some((subject?, (hash, at)))),
+        );
+    }
+    Ok(latest)
 }
 
-/// Stores an inbound event and returns its id.
-pub fn insert(conn: &mut DbConnection, event: &NewInboundEvent<'_>) -> Result<i64, StoreError> {
-    Ok(diesel::insert_into(inbound_events::table)
-        .values(event)
-        .returning(inbound_events::id)
-        .get_result(conn)?)
+/// Stores inbound events, a few hundred per statement, and returns their ids in the same order.
+pub fn insert_all(
+    conn: &mut DbConnection,
+    events: &[NewInboundEvent<'_>],
+) -> Result<Vec<i64>, StoreError> {
+    let mut ids = Vec::with_capacity(events.len());
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let insert = diesel::insert_into(inbound_events::table)
+            .values(chunk)
+            .returning(inbound_events::id);
+        let mut chunk_ids: Vec<i64> = on_backend!(conn, |c| insert.get_results(c))?;
+        // RETURNING promises no order; ids are drawn row by row in VALUES order (one statement
+        // draws from the sequence, or SQLite's rowid, in turn), so ascending is that order.
+        chunk_ids.sort_unstable();
+        ids.extend(chunk_ids);
+    }
+    Ok(ids)
 }

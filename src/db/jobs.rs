@@ -6,6 +6,9 @@
 //! claim only ever looks at `pending` jobs in `run_at` order, an index range that it reads from
 //! the front and stops, whatever the backlog. A running job whose lease ran out is pending again.
 
+use std::collections::HashSet;
+
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Text};
 
@@ -43,9 +46,11 @@ impl JobStatus {
 /// The statuses of a job that is not finished.
 const OPEN: [&str; 3] = ["waiting", "pending", "running"];
 
-/// A job to insert; [`insert`] decides whether it heads its line.
-#[derive(Debug, Insertable)]
+/// A job to insert; [`insert_all`] gives it its status.
+#[derive(Debug, Clone, Copy, Insertable)]
 #[diesel(table_name = jobs)]
+// `None` is NULL rather than DEFAULT, so that many rows go in one statement on SQLite too.
+#[diesel(treat_none_as_default_value = false)]
 pub struct NewJob<'a> {
     /// Whom it is about.
     pub subscriber_id: i64,
@@ -65,34 +70,56 @@ pub struct NewJob<'a> {
     pub inbound_event_id: Option<i64>,
 }
 
-/// Whether the subscriber has an unfinished job for `destination`.
-fn has_open_job(
+/// The subscribers among `subscriber_ids` whose line to `destination` has an unfinished job.
+pub fn open_lines(
     conn: &mut DbConnection,
-    subscriber_id: i64,
+    subscriber_ids: &[i64],
     destination: &str,
-) -> Result<bool, StoreError> {
-    Ok(diesel::select(diesel::dsl::exists(
-        jobs::table
-            .filter(jobs::subscriber_id.eq(subscriber_id))
+) -> Result<HashSet<i64>, StoreError> {
+    let mut open = HashSet::new();
+    for chunk in subscriber_ids.chunks(super::ROWS_PER_STATEMENT) {
+        let ids: Vec<i64> = jobs::table
+            .filter(jobs::subscriber_id.eq_any(chunk))
             .filter(jobs::destination.eq(destination))
-            .filter(jobs::status.eq_any(OPEN)),
-    ))
-    .get_result(conn)?)
+            .filter(jobs::status.eq_any(OPEN))
+            .select(jobs::subscriber_id)
+            .distinct()
+            .load(conn)?;
+        open.extend(ids);
+    }
+    Ok(open)
 }
 
-/// Inserts a job at the end of its subscriber's line (pending when the line is empty, else
-/// waiting) and returns its id. On Postgres the caller must hold the subscriber's row lock (any
-/// update of the row takes it), so that a line's head finishing at the same moment sees it.
-pub fn insert(conn: &mut DbConnection, job: &NewJob<'_>) -> Result<i64, StoreError> {
-    let status = if has_open_job(conn, job.subscriber_id, job.destination)? {
-        JobStatus::Waiting
-    } else {
-        JobStatus::Pending
-    };
-    Ok(diesel::insert_into(jobs::table)
-        .values((job, jobs::status.eq(status.as_str())))
-        .returning(jobs::id)
-        .get_result(conn)?)
+/// A job with the status it starts in.
+#[derive(Insertable)]
+#[diesel(table_name = jobs)]
+struct QueuedJob<'a> {
+    #[diesel(embed)]
+    job: NewJob<'a>,
+    status: &'a str,
+}
+
+/// Inserts jobs, a few hundred per statement, each with its status: `Pending` for the head of
+/// an empty line, `Waiting` behind an open job (see [`open_lines`]). On Postgres the caller must
+/// hold the subscribers' row locks (any update of the row takes it; a row inserted in the same
+/// transaction is invisible to others), so that a line's head finishing at the same moment sees
+/// the new job.
+pub fn insert_all(
+    conn: &mut DbConnection,
+    new: &[(NewJob<'_>, JobStatus)],
+) -> Result<(), StoreError> {
+    for chunk in new.chunks(super::ROWS_PER_STATEMENT) {
+        let rows: Vec<QueuedJob<'_>> = chunk
+            .iter()
+            .map(|(job, status)| QueuedJob {
+                job: *job,
+                status: status.as_str(),
+            })
+            .collect();
+        let insert = diesel::insert_into(jobs::table).values(&rows);
+        on_backend!(conn, |c| insert.execute(c))?;
+    }
+    Ok(())
 }
 
 /// Takes the subscriber's row lock on Postgres, so that promoting the next job of a line and
@@ -207,6 +234,13 @@ pub fn claim(
 ) -> Result<Vec<ClaimedJob>, StoreError> {
     if destinations.is_empty() || limit <= 0 {
         return Ok(Vec::new());
+    }
+    if let DbConnection::Postgres(c) = conn {
+        // A claim must read `jobs_by_status` from the front and stop after `limit` rows. Until
+        // the table has been analysed (a new queue, or one that just grew by a burst), Postgres
+        // guesses that few jobs are pending and would rather collect all of them and sort: 10 ms
+        // instead of 0.6 ms with 25,000 pending. For this transaction only, it walks the index.
+        c.batch_execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")?;
     }
     reclaim_expired(conn, now)?;
     let returning = "RETURNING id, subscriber_id, destination, kind, payload, attempts, retry_from";

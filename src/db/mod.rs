@@ -1,6 +1,17 @@
 //! Storage: one binary on SQLite or Postgres through diesel, a pool that picks the backend by
 //! URL, embedded migrations, and the rule that every write is one short transaction.
 
+/// Runs `$body` with `$c` bound to the concrete connection inside a [`DbConnection`], for the
+/// statements the derived multi-backend cannot express (multi-row inserts).
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Postgres($c) => $body,
+            $crate::db::DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
+
 pub mod batch;
 pub mod inbox;
 pub mod jobs;
@@ -20,6 +31,10 @@ use crate::config::DatabaseUrl;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// The most rows one multi-row statement carries: several columns each stay well inside both
+/// backends' limits on bound parameters (SQLite 32,766, Postgres 65,535).
+pub const ROWS_PER_STATEMENT: usize = 500;
 
 /// A connection to either backend; most queries are written once against this type.
 #[derive(diesel::MultiConnection)]
@@ -48,11 +63,22 @@ pub enum StoreError {
 /// would report only the last backend it tried).
 pub fn establish(url: &DatabaseUrl) -> Result<DbConnection, StoreError> {
     match url {
-        DatabaseUrl::Postgres(url) => diesel::PgConnection::establish(url)
-            .map(DbConnection::Postgres)
-            .map_err(|e| StoreError::Connect(e.to_string().trim().to_string())),
+        DatabaseUrl::Postgres(url) => open_postgres(url).map(DbConnection::Postgres),
         DatabaseUrl::Sqlite(path) => open_sqlite(path).map(DbConnection::Sqlite),
     }
+}
+
+/// Opens a Postgres connection that plans every execution of a prepared statement for its own
+/// parameters. diesel prepares and keeps each statement; Postgres would soon settle on one
+/// generic plan per statement, costed on the table as it was then, and a queue's tables start
+/// empty: a plan made on the empty table (a sequential scan) would stay in use after the table
+/// had grown, until the next ANALYZE. Planning these small statements costs microseconds.
+fn open_postgres(url: &str) -> Result<diesel::PgConnection, StoreError> {
+    let mut conn = diesel::PgConnection::establish(url)
+        .map_err(|e| StoreError::Connect(e.to_string().trim().to_string()))?;
+    conn.batch_execute("SET plan_cache_mode = force_custom_plan")
+        .map_err(|e| StoreError::Connect(e.to_string().trim().to_string()))?;
+    Ok(conn)
 }
 
 /// Opens a SQLite file (creating it) with the settings every connection needs: WAL so readers

@@ -1,11 +1,13 @@
 //! Subscriber records: one per person, keyed by normalised email; identity survives an email
 //! change.
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
-use referral_bridge_adapters::{EspEvent, Person};
+use referral_bridge_adapters::{Email, EspEvent, Person};
 
 use super::schema::subscribers;
-use super::{DbConnection, StoreError};
+use super::{DbConnection, StoreError, ROWS_PER_STATEMENT};
 
 /// `subscribers.status` of someone on the list.
 pub const SUBSCRIBED: &str = "subscribed";
@@ -36,9 +38,11 @@ pub struct Subscriber {
 
 #[derive(Insertable)]
 #[diesel(table_name = subscribers)]
+// `None` is NULL rather than DEFAULT, so that many rows go in one statement on SQLite too.
+#[diesel(treat_none_as_default_value = false)]
 struct NewSubscriber<'a> {
     email: &'a str,
-    esp_id: Option<String>,
+    esp_id: Option<&'a str>,
     first_name: Option<&'a str>,
     name: Option<&'a str>,
     status: &'a str,
@@ -46,145 +50,264 @@ struct NewSubscriber<'a> {
     updated_at: i64,
 }
 
-/// The columns an event changes; `None` leaves a column as it is.
-#[derive(AsChangeset, Default)]
+/// Every column a write-back sets: the record as it now stands.
+#[derive(AsChangeset)]
 #[diesel(table_name = subscribers)]
-struct Changes<'a> {
-    email: Option<&'a str>,
-    esp_id: Option<String>,
+#[diesel(treat_none_as_null = true)]
+struct Fields<'a> {
+    email: &'a str,
+    esp_id: Option<&'a str>,
     first_name: Option<&'a str>,
     name: Option<&'a str>,
-    status: Option<&'a str>,
+    status: &'a str,
     updated_at: i64,
 }
 
-/// Finds the subscriber with this normalised email.
-pub fn find_by_email(
+/// The subscribers with these normalised emails.
+pub fn find_by_emails(
     conn: &mut DbConnection,
-    email: &str,
-) -> Result<Option<Subscriber>, StoreError> {
-    Ok(subscribers::table
-        .filter(subscribers::email.eq(email))
-        .select(Subscriber::as_select())
-        .first(conn)
-        .optional()?)
+    emails: &[&str],
+) -> Result<Vec<Subscriber>, StoreError> {
+    let mut found = Vec::with_capacity(emails.len());
+    for chunk in emails.chunks(ROWS_PER_STATEMENT) {
+        found.extend(
+            subscribers::table
+                .filter(subscribers::email.eq_any(chunk))
+                .select(Subscriber::as_select())
+                .load(conn)?,
+        );
+    }
+    Ok(found)
 }
 
-/// Inserts a subscriber and returns their id.
-fn insert(conn: &mut DbConnection, new: NewSubscriber<'_>) -> Result<i64, StoreError> {
-    Ok(diesel::insert_into(subscribers::table)
-        .values(&new)
-        .returning(subscribers::id)
-        .get_result(conn)?)
+/// Inserts subscribers, a few hundred per statement, and returns their ids by email.
+fn insert_all(
+    conn: &mut DbConnection,
+    new: &[NewSubscriber<'_>],
+) -> Result<HashMap<String, i64>, StoreError> {
+    let mut ids = HashMap::with_capacity(new.len());
+    for chunk in new.chunks(ROWS_PER_STATEMENT) {
+        let insert = diesel::insert_into(subscribers::table)
+            .values(chunk)
+            .returning((subscribers::email, subscribers::id));
+        let rows: Vec<(String, i64)> = on_backend!(conn, |c| insert.get_results(c))?;
+        ids.extend(rows);
+    }
+    Ok(ids)
 }
 
-/// Updates the given columns of one subscriber.
-fn update(conn: &mut DbConnection, id: i64, changes: Changes<'_>) -> Result<(), StoreError> {
-    diesel::update(subscribers::table.find(id))
-        .set(&changes)
+/// Writes back every column an event can change of one stored subscriber.
+fn update(conn: &mut DbConnection, record: &Subscriber) -> Result<(), StoreError> {
+    diesel::update(subscribers::table.find(record.id))
+        .set(Fields {
+            email: &record.email,
+            esp_id: record.esp_id.as_deref(),
+            first_name: record.first_name.as_deref(),
+            name: record.name.as_deref(),
+            status: &record.status,
+            updated_at: record.updated_at,
+        })
         .execute(conn)?;
     Ok(())
 }
 
-fn person_changes<'a>(person: &'a Person, status: Option<&'a str>, now: i64) -> Changes<'a> {
-    Changes {
-        email: None,
-        esp_id: person.esp_id.as_ref().map(|id| id.to_string()),
-        first_name: person.first_name.as_deref(),
-        name: person.name.as_deref(),
-        status,
-        updated_at: now,
+/// Which subscriber of a [`Working`] set an event was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Slot(usize);
+
+/// The subscribers a batch of events is about, loaded in one query, brought up to date event by
+/// event in memory, then written back in a few statements ([`Working::save`]).
+pub struct Working {
+    slots: Vec<Entry>,
+    /// Current email → slot; an email change moves the key, so later events see the new address.
+    by_email: HashMap<String, usize>,
+}
+
+struct Entry {
+    record: Subscriber,
+    /// Whether the record is in the database (else it is new and its `id` is not yet known).
+    stored: bool,
+    changed: bool,
+}
+
+impl Working {
+    /// Loads the subscribers with any of `emails` (every address the events may look up).
+    pub fn load(conn: &mut DbConnection, emails: &[&str]) -> Result<Working, StoreError> {
+        let slots: Vec<Entry> = find_by_emails(conn, emails)?
+            .into_iter()
+            .map(|record| Entry {
+                record,
+                stored: true,
+                changed: false,
+            })
+            .collect();
+        let by_email = slots
+            .iter()
+            .enumerate()
+            .map(|(n, entry)| (entry.record.email.clone(), n))
+            .collect();
+        Ok(Working { slots, by_email })
+    }
+
+    /// The stored id of the subscriber in `slot`, `None` while they are new.
+    pub fn stored_id(&self, slot: Slot) -> Option<i64> {
+        let entry = &self.slots[slot.0];
+        entry.stored.then_some(entry.record.id)
+    }
+
+    fn find(&self, email: &Email) -> Option<usize> {
+        self.by_email.get(email.as_str()).copied()
+    }
+
+    fn add(&mut self, person: &Person, status: &str, now: i64) -> usize {
+        let record = Subscriber {
+            id: 0,
+            email: person.email.as_str().to_string(),
+            esp_id: person.esp_id.as_ref().map(|id| id.to_string()),
+            first_name: person.first_name.clone(),
+            name: person.name.clone(),
+            status: status.to_string(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.by_email.insert(record.email.clone(), self.slots.len());
+        self.slots.push(Entry {
+            record,
+            stored: false,
+            changed: true,
+        });
+        self.slots.len() - 1
+    }
+
+    /// Applies what `person` carries (values it lacks stay as they were) and, if given, a status.
+    fn merge(&mut self, n: usize, person: Option<&Person>, status: Option<&str>, now: i64) {
+        let entry = &mut self.slots[n];
+        let record = &mut entry.record;
+        if let Some(person) = person {
+            if let Some(esp_id) = &person.esp_id {
+                record.esp_id = Some(esp_id.to_string());
+            }
+            if let Some(first_name) = &person.first_name {
+                record.first_name = Some(first_name.clone());
+            }
+            if let Some(name) = &person.name {
+                record.name = Some(name.clone());
+            }
+        }
+        if let Some(status) = status {
+            record.status = status.to_string();
+        }
+        record.updated_at = now;
+        entry.changed = true;
+    }
+
+    /// Brings the records up to date with an ESP event and returns the slot of the subscriber
+    /// it is about, or `None` for an ignored event. Values the event does not carry are left as
+    /// they were.
+    pub fn apply(&mut self, event: &EspEvent, now: i64) -> Option<Slot> {
+        let n = match event {
+            EspEvent::Subscribed { person, .. } => match self.find(&person.email) {
+                Some(n) => {
+                    self.merge(n, Some(person), Some(SUBSCRIBED), now);
+                    n
+                }
+                None => self.add(person, SUBSCRIBED, now),
+            },
+            EspEvent::Updated {
+                person,
+                previous_email,
+                ..
+            } => {
+                let current = self.find(&person.email);
+                let previous = match (current, previous_email) {
+                    (None, Some(previous)) => self.find(previous),
+                    _ => None,
+                };
+                match (current, previous) {
+                    (Some(n), _) => {
+                        self.merge(n, Some(person), None, now);
+                        n
+                    }
+                    // The address changed: the same subscriber carries on under the new one.
+                    (None, Some(n)) => {
+                        let record = &mut self.slots[n].record;
+                        self.by_email.remove(&record.email);
+                        record.email = person.email.as_str().to_string();
+                        self.by_email.insert(record.email.clone(), n);
+                        self.merge(n, Some(person), None, now);
+                        n
+                    }
+                    (None, None) => self.add(person, SUBSCRIBED, now),
+                }
+            }
+            EspEvent::Unsubscribed { email } => match self.find(email) {
+                Some(n) => {
+                    self.merge(n, None, Some(UNSUBSCRIBED), now);
+                    n
+                }
+                None => {
+                    let person = Person {
+                        email: email.clone(),
+                        esp_id: None,
+                        first_name: None,
+                        name: None,
+                    };
+                    self.add(&person, UNSUBSCRIBED, now)
+                }
+            },
+            EspEvent::Ignored { .. } => return None,
+        };
+        Some(Slot(n))
+    }
+
+    /// Writes the changed records back and returns every slot's id. Stored records are updated
+    /// in id order, so that concurrent batches on Postgres take their row locks in one order and
+    /// cannot deadlock; the row locks also keep each subscriber's job line stable until commit
+    /// (see [`super::jobs::insert_all`]). New records go in with one statement per few hundred.
+    pub fn save(mut self, conn: &mut DbConnection) -> Result<SavedIds, StoreError> {
+        let mut stored: Vec<&Subscriber> = self
+            .slots
+            .iter()
+            .filter(|entry| entry.stored && entry.changed)
+            .map(|entry| &entry.record)
+            .collect();
+        stored.sort_unstable_by_key(|record| record.id);
+        for record in stored {
+            update(conn, record)?;
+        }
+        let new: Vec<NewSubscriber<'_>> = self
+            .slots
+            .iter()
+            .filter(|entry| !entry.stored)
+            .map(|entry| NewSubscriber {
+                email: &entry.record.email,
+                esp_id: entry.record.esp_id.as_deref(),
+                first_name: entry.record.first_name.as_deref(),
+                name: entry.record.name.as_deref(),
+                status: &entry.record.status,
+                created_at: entry.record.created_at,
+                updated_at: entry.record.updated_at,
+            })
+            .collect();
+        let new_ids = insert_all(conn, &new)?;
+        for entry in self.slots.iter_mut().filter(|entry| !entry.stored) {
+            entry.record.id = *new_ids
+                .get(&entry.record.email)
+                .ok_or_else(|| StoreError::Query(diesel::result::Error::NotFound))?;
+            entry.stored = true;
+        }
+        Ok(SavedIds(
+            self.slots.iter().map(|entry| entry.record.id).collect(),
+        ))
     }
 }
 
-fn insert_person(
-    conn: &mut DbConnection,
-    person: &Person,
-    status: &str,
-    now: i64,
-) -> Result<i64, StoreError> {
-    insert(
-        conn,
-        NewSubscriber {
-            email: person.email.as_str(),
-            esp_id: person.esp_id.as_ref().map(|id| id.to_string()),
-            first_name: person.first_name.as_deref(),
-            name: person.name.as_deref(),
-            status,
-            created_at: now,
-            updated_at: now,
-        },
-    )
-}
+/// The ids of a [`Working`] set's subscribers once saved.
+pub struct SavedIds(Vec<i64>);
 
-/// Brings the subscriber records up to date with an ESP event and returns the id of the
-/// subscriber it is about, or `None` for an ignored event. Values the event does not carry are
-/// left as they were.
-pub fn apply_esp_event(
-    conn: &mut DbConnection,
-    event: &EspEvent,
-    now: i64,
-) -> Result<Option<i64>, StoreError> {
-    let id = match event {
-        EspEvent::Subscribed { person, .. } => match find_by_email(conn, person.email.as_str())? {
-            Some(found) => {
-                update(
-                    conn,
-                    found.id,
-                    person_changes(person, Some(SUBSCRIBED), now),
-                )?;
-                found.id
-            }
-            None => insert_person(conn, person, SUBSCRIBED, now)?,
-        },
-        EspEvent::Updated {
-            person,
-            previous_email,
-            ..
-        } => {
-            let current = find_by_email(conn, person.email.as_str())?;
-            let previous = match (&current, previous_email) {
-                (None, Some(previous)) => find_by_email(conn, previous.as_str())?,
-                _ => None,
-            };
-            match (current, previous) {
-                (Some(found), _) => {
-                    update(conn, found.id, person_changes(person, None, now))?;
-                    found.id
-                }
-                // The address changed: the same subscriber carries on under the new one.
-                (None, Some(found)) => {
-                    let changes = Changes {
-                        email: Some(person.email.as_str()),
-                        ..person_changes(person, None, now)
-                    };
-                    update(conn, found.id, changes)?;
-                    found.id
-                }
-                (None, None) => insert_person(conn, person, SUBSCRIBED, now)?,
-            }
-        }
-        EspEvent::Unsubscribed { email } => match find_by_email(conn, email.as_str())? {
-            Some(found) => {
-                let changes = Changes {
-                    status: Some(UNSUBSCRIBED),
-                    updated_at: now,
-                    ..Changes::default()
-                };
-                update(conn, found.id, changes)?;
-                found.id
-            }
-            None => {
-                let person = Person {
-                    email: email.clone(),
-                    esp_id: None,
-                    first_name: None,
-                    name: None,
-                };
-                insert_person(conn, &person, UNSUBSCRIBED, now)?
-            }
-        },
-        EspEvent::Ignored { .. } => return Ok(None),
-    };
-    Ok(Some(id))
+impl SavedIds {
+    /// The id of the subscriber in `slot`.
+    pub fn of(&self, slot: Slot) -> i64 {
+        self.0[slot.0]
+    }
 }

@@ -63,8 +63,13 @@ impl Worker {
             db.clone(),
             writers,
             4096,
-            move |conn, a: &Attempted| {
-                jobs::record_attempt(conn, &a.job, &a.attempt, &token, &a.outcome, a.now)
+            move |conn, batch: &[&Attempted]| {
+                batch
+                    .iter()
+                    .map(|a| {
+                        jobs::record_attempt(conn, &a.job, &a.attempt, &token, &a.outcome, a.now)
+                    })
+                    .collect()
             },
         );
         Ok(Worker {
