@@ -122,45 +122,59 @@ pub fn insert_all(
     Ok(())
 }
 
-/// Takes the subscriber's row lock on Postgres, so that promoting the next job of a line and
-/// appending a job to it never miss each other; SQLite's single writer already ensures it.
-fn lock_line(conn: &mut DbConnection, subscriber_id: i64) -> Result<(), StoreError> {
+/// Takes the subscribers' row locks on Postgres, in id order (so that two transactions cannot
+/// deadlock), so that promoting the next job of a line and appending a job to it never miss
+/// each other; SQLite's single writer already ensures it.
+fn lock_lines(conn: &mut DbConnection, subscriber_ids: &[i64]) -> Result<(), StoreError> {
     if let DbConnection::Postgres(c) = conn {
-        diesel::sql_query("SELECT id FROM subscribers WHERE id = $1 FOR UPDATE")
-            .bind::<BigInt, _>(subscriber_id)
+        let mut ids = subscriber_ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in ids.chunks(super::ROWS_PER_STATEMENT) {
+            diesel::sql_query(
+                "SELECT id FROM subscribers WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            )
+            .bind::<diesel::sql_types::Array<BigInt>, _>(chunk)
             .execute(c)?;
+        }
     }
     Ok(())
 }
 
-/// Makes the oldest waiting job of the line pending, due now, if the line has no head.
+/// In every line of these subscribers that has no head, makes the oldest waiting job pending,
+/// due `now`. The caller holds the lines' locks ([`lock_lines`]).
 fn promote_next(
     conn: &mut DbConnection,
-    subscriber_id: i64,
-    destination: &str,
+    subscriber_ids: &[i64],
     now: i64,
 ) -> Result<(), StoreError> {
-    let line = jobs::table
-        .filter(jobs::subscriber_id.eq(subscriber_id))
-        .filter(jobs::destination.eq(destination));
-    let has_head: bool = diesel::select(diesel::dsl::exists(
-        line.filter(jobs::status.eq_any(["pending", "running"])),
-    ))
-    .get_result(conn)?;
-    if has_head {
-        return Ok(());
-    }
-    let next: Option<i64> = line
-        .filter(jobs::status.eq(JobStatus::Waiting.as_str()))
-        .select(diesel::dsl::min(jobs::id))
-        .first(conn)?;
-    if let Some(next) = next {
-        diesel::update(jobs::table.find(next))
-            .set((
-                jobs::status.eq(JobStatus::Pending.as_str()),
-                jobs::run_at.eq(now),
-            ))
-            .execute(conn)?;
+    for chunk in subscriber_ids.chunks(super::ROWS_PER_STATEMENT) {
+        // The ids are the bridge's own integers, so writing them into the text is safe.
+        let ids = chunk
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = |now: &str| {
+            format!(
+                "UPDATE jobs SET status = 'pending', run_at = {now} WHERE id IN ( \
+                     SELECT MIN(w.id) FROM jobs w \
+                     WHERE w.subscriber_id IN ({ids}) AND w.status = 'waiting' \
+                     GROUP BY w.subscriber_id, w.destination) \
+                 AND NOT EXISTS (SELECT 1 FROM jobs h \
+                     WHERE h.subscriber_id = jobs.subscriber_id \
+                     AND h.destination = jobs.destination \
+                     AND h.status IN ('pending', 'running'))"
+            )
+        };
+        match conn {
+            DbConnection::Postgres(c) => diesel::sql_query(sql("$1"))
+                .bind::<BigInt, _>(now)
+                .execute(c)?,
+            DbConnection::Sqlite(c) => diesel::sql_query(sql("?1"))
+                .bind::<BigInt, _>(now)
+                .execute(c)?,
+        };
     }
     Ok(())
 }
@@ -318,52 +332,106 @@ pub enum Outcome {
     },
 }
 
-/// Records an attempt of the claimed job `line` and the job's new state; a job that is done or
-/// dead hands its line to the next job. The state changes only while `lease_token` still holds
-/// the job (a worker that outlived its lease must not overwrite the new owner's result); the
-/// attempt is recorded either way. Returns whether the state changed.
-pub fn record_attempt(
+/// An attempt to record, with what becomes of its job.
+pub struct Attempted<'a> {
+    /// The job, as claimed.
+    pub job: &'a ClaimedJob,
+    /// The HTTP call.
+    pub attempt: &'a NewAttempt,
+    /// The job's new state.
+    pub outcome: &'a Outcome,
+    /// When the attempt ended (unix ms).
+    pub now: i64,
+}
+
+/// Records attempts and their jobs' new states; a job that is done or dead hands its line to the
+/// next job. A state changes only while `lease_token` still holds the job (a worker that outlived
+/// its lease must not overwrite the new owner's result); the attempt is recorded either way.
+/// Returns, for each attempt, whether its job's state changed. Deliveries that succeed, the bulk
+/// of them, cost one statement per kind of change, whatever their number.
+pub fn record_attempts(
     conn: &mut DbConnection,
-    line: &ClaimedJob,
-    attempt: &NewAttempt,
     lease_token: &str,
-    outcome: &Outcome,
-    now: i64,
-) -> Result<bool, StoreError> {
-    if !matches!(outcome, Outcome::Retry { .. }) {
-        lock_line(conn, line.subscriber_id)?;
+    batch: &[Attempted<'_>],
+) -> Result<Vec<bool>, StoreError> {
+    let finishing: Vec<i64> = batch
+        .iter()
+        .filter(|a| !matches!(a.outcome, Outcome::Retry { .. }))
+        .map(|a| a.job.subscriber_id)
+        .collect();
+    lock_lines(conn, &finishing)?;
+    let new_attempts: Vec<&NewAttempt> = batch.iter().map(|a| a.attempt).collect();
+    for chunk in new_attempts.chunks(super::ROWS_PER_STATEMENT) {
+        let insert = diesel::insert_into(attempts::table).values(chunk.to_vec());
+        on_backend!(conn, |c| insert.execute(c))?;
     }
-    diesel::insert_into(attempts::table)
-        .values(attempt)
-        .execute(conn)?;
-    let owned = jobs::table
-        .filter(jobs::id.eq(attempt.job_id))
-        .filter(jobs::status.eq(JobStatus::Running.as_str()))
-        .filter(jobs::lease_token.eq(lease_token));
-    let (status, run_at, error, finished_at) = match outcome {
-        Outcome::Done => (JobStatus::Done, None, None, Some(now)),
-        Outcome::Retry { run_at, error } => (JobStatus::Pending, Some(*run_at), Some(error), None),
-        Outcome::Dead { error } => (JobStatus::Dead, None, Some(error), Some(now)),
+    let owned = |ids: Vec<i64>| {
+        jobs::table
+            .filter(jobs::id.eq_any(ids))
+            .filter(jobs::status.eq(JobStatus::Running.as_str()))
+            .filter(jobs::lease_token.eq(lease_token))
     };
-    let changed = diesel::update(owned)
-        .set((
-            jobs::status.eq(status.as_str()),
+    let release = || {
+        (
             jobs::attempts.eq(jobs::attempts + 1),
             jobs::lease_token.eq(None::<String>),
             jobs::lease_expires_at.eq(None::<i64>),
-            jobs::last_error.eq(error),
-            jobs::finished_at.eq(finished_at),
-        ))
-        .execute(conn)?;
-    if let (Some(run_at), 1) = (run_at, changed) {
-        diesel::update(jobs::table.find(attempt.job_id))
-            .set(jobs::run_at.eq(run_at))
-            .execute(conn)?;
+        )
+    };
+
+    let mut changed = std::collections::HashSet::new();
+    let done: Vec<i64> = batch
+        .iter()
+        .filter(|a| a.outcome == &Outcome::Done)
+        .map(|a| a.job.id)
+        .collect();
+    // One finishing time for the lot: the attempts ended within the batch's few milliseconds.
+    let now = batch.iter().map(|a| a.now).max().unwrap_or(0);
+    for chunk in done.chunks(super::ROWS_PER_STATEMENT) {
+        let ids: Vec<i64> = diesel::update(owned(chunk.to_vec()))
+            .set((
+                jobs::status.eq(JobStatus::Done.as_str()),
+                release(),
+                jobs::last_error.eq(None::<String>),
+                jobs::finished_at.eq(Some(now)),
+            ))
+            .returning(jobs::id)
+            .get_results(conn)?;
+        changed.extend(ids);
     }
-    if changed == 1 && run_at.is_none() {
-        promote_next(conn, line.subscriber_id, &line.destination, now)?;
+    for a in batch {
+        let update = diesel::update(owned(vec![a.job.id]));
+        let updated = match a.outcome {
+            Outcome::Done => continue,
+            Outcome::Retry { run_at, error } => update
+                .set((
+                    jobs::status.eq(JobStatus::Pending.as_str()),
+                    release(),
+                    jobs::run_at.eq(run_at),
+                    jobs::last_error.eq(Some(error)),
+                ))
+                .execute(conn)?,
+            Outcome::Dead { error } => update
+                .set((
+                    jobs::status.eq(JobStatus::Dead.as_str()),
+                    release(),
+                    jobs::last_error.eq(Some(error)),
+                    jobs::finished_at.eq(Some(a.now)),
+                ))
+                .execute(conn)?,
+        };
+        if updated == 1 {
+            changed.insert(a.job.id);
+        }
     }
-    Ok(changed == 1)
+
+    let handed_on: Vec<i64> = batch
+        .iter()
+        .filter(|a| !matches!(a.outcome, Outcome::Retry { .. }) && changed.contains(&a.job.id))
+        .map(|a| a.job.subscriber_id)
+        .collect();
+    promote_next(conn, &handed_on, now)?;
+    Ok(batch.iter().map(|a| changed.contains(&a.job.id)).collect())
 }
 
 /// Makes running jobs pending again: those of `lease_token`, or all of them when `None` (a
@@ -488,11 +556,11 @@ pub enum RetryResult {
 /// Puts a finished job back in its subscriber's line, with a fresh retry horizon: pending and
 /// due now if the line is empty, else waiting (it goes next, being the oldest).
 fn requeue(conn: &mut DbConnection, id: i64, now: i64) -> Result<(), StoreError> {
-    let (subscriber_id, destination): (i64, String) = jobs::table
+    let subscriber_id: i64 = jobs::table
         .find(id)
-        .select((jobs::subscriber_id, jobs::destination))
+        .select(jobs::subscriber_id)
         .first(conn)?;
-    lock_line(conn, subscriber_id)?;
+    lock_lines(conn, &[subscriber_id])?;
     diesel::update(jobs::table.find(id))
         .set((
             jobs::status.eq(JobStatus::Waiting.as_str()),
@@ -501,7 +569,7 @@ fn requeue(conn: &mut DbConnection, id: i64, now: i64) -> Result<(), StoreError>
             jobs::finished_at.eq(None::<i64>),
         ))
         .execute(conn)?;
-    promote_next(conn, subscriber_id, &destination, now)
+    promote_next(conn, &[subscriber_id], now)
 }
 
 /// Queues a finished (dead or done) job again, due now, with a fresh retry horizon.

@@ -64,12 +64,16 @@ impl Worker {
             writers,
             4096,
             move |conn, batch: &[&Attempted]| {
-                batch
+                let batch: Vec<jobs::Attempted<'_>> = batch
                     .iter()
-                    .map(|a| {
-                        jobs::record_attempt(conn, &a.job, &a.attempt, &token, &a.outcome, a.now)
+                    .map(|a| jobs::Attempted {
+                        job: &a.job,
+                        attempt: &a.attempt,
+                        outcome: &a.outcome,
+                        now: a.now,
                     })
-                    .collect()
+                    .collect();
+                jobs::record_attempts(conn, &token, &batch)
             },
         );
         Ok(Worker {
