@@ -223,67 +223,13 @@ fn record_deliveries(
 
 #[cfg(test)]
 mod tests {
-    use diesel::connection::SimpleConnection;
     use diesel::prelude::*;
     use referral_bridge_adapters::custom::parse_event;
     use serde_json::json;
 
     use super::*;
-    use crate::config::DatabaseUrl;
+    use crate::db::test_db::TestDb;
     use crate::db::Db;
-
-    /// A migrated database: a fresh one under TEST_DATABASE_URL when set (dropped afterwards),
-    /// else a SQLite file in a temporary folder.
-    struct TestDb {
-        db: Db,
-        _dir: tempfile::TempDir,
-        postgres: Option<(String, String)>,
-    }
-
-    impl TestDb {
-        fn new() -> TestDb {
-            let dir = tempfile::tempdir().unwrap();
-            let mut postgres = None;
-            let url = match std::env::var("TEST_DATABASE_URL")
-                .ok()
-                .filter(|u| !u.is_empty())
-            {
-                Some(admin) => {
-                    let name = format!("rb_unit_{:016x}", rand::random::<u64>());
-                    let mut conn = diesel::PgConnection::establish(&admin).expect("Postgres");
-                    conn.batch_execute(&format!("CREATE DATABASE {name}"))
-                        .unwrap();
-                    let base = admin.split('?').next().unwrap();
-                    let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
-                    postgres = Some((admin, name));
-                    url
-                }
-                None => dir.path().join("unit.db").to_str().unwrap().to_string(),
-            };
-            let db = Db::connect(
-                &DatabaseUrl::parse(&url).unwrap(),
-                2,
-                Duration::from_secs(5),
-            )
-            .unwrap();
-            db.migrate().unwrap();
-            TestDb {
-                db,
-                _dir: dir,
-                postgres,
-            }
-        }
-    }
-
-    impl Drop for TestDb {
-        fn drop(&mut self) {
-            if let Some((admin, name)) = &self.postgres {
-                if let Ok(mut conn) = diesel::PgConnection::establish(admin) {
-                    let _ = conn.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"));
-                }
-            }
-        }
-    }
 
     fn delivery(body: serde_json::Value, now: i64) -> Delivery {
         let body = body.to_string();
@@ -375,7 +321,7 @@ mod tests {
     fn a_batch_stores_exactly_what_one_by_one_would() {
         let deliveries = sequence();
         let all: Vec<&Delivery> = deliveries.iter().collect();
-        let (one, batch) = (TestDb::new(), TestDb::new());
+        let (one, batch) = (TestDb::default(), TestDb::default());
         let (one, batch) = (&one.db, &batch.db);
         // A subscriber with a job already open, before either run.
         for db in [one, batch] {

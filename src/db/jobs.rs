@@ -675,3 +675,139 @@ pub fn next_run_at(
         .select(diesel::dsl::min(jobs::run_at))
         .first::<Option<i64>>(conn)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::SimpleConnection;
+
+    use super::*;
+    use crate::db::test_db::TestDb;
+
+    fn attempt(job_id: i64, status_code: i32) -> NewAttempt {
+        NewAttempt {
+            job_id,
+            started_at: 1_000,
+            duration_ms: 5,
+            status_code: Some(status_code),
+            error: None,
+            response_body: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_of_attempts_finishes_retries_and_hands_lines_on_only_under_its_lease() {
+        let test = TestDb::default();
+        let db = &test.db;
+        // Four subscribers; the first two have a job waiting behind their head.
+        db.write(|conn| {
+            let mut sql = String::new();
+            for n in 1..=4 {
+                sql += &format!(
+                    "INSERT INTO subscribers (id, email, status, created_at, updated_at) \
+                     VALUES ({n}, 's{n}@example.com', 'subscribed', 0, 0);"
+                );
+            }
+            for (id, subscriber, status) in [
+                (1, 1, "pending"),
+                (2, 1, "waiting"),
+                (3, 2, "pending"),
+                (4, 2, "waiting"),
+                (5, 3, "pending"),
+                (6, 4, "pending"),
+            ] {
+                sql += &format!(
+                    "INSERT INTO jobs (id, subscriber_id, destination, kind, payload, status, \
+                     created_at, retry_from, run_at) VALUES ({id}, {subscriber}, 'sparkloop', \
+                     'subscribe', '{{}}', '{status}', 0, 0, 0);"
+                );
+            }
+            on_backend!(conn, |c| c.batch_execute(&sql))?;
+            Ok(())
+        })
+        .unwrap();
+        let claimed = db
+            .write(|conn| claim(conn, &["sparkloop"], 10, "mine", 10, 30_000))
+            .unwrap();
+        let mut claimed: Vec<ClaimedJob> = claimed;
+        claimed.sort_by_key(|job| job.id);
+        assert_eq!(
+            claimed.iter().map(|job| job.id).collect::<Vec<_>>(),
+            [1, 3, 5, 6]
+        );
+        // Job 6's lease ran out and another worker took it.
+        db.write(|conn| {
+            Ok(diesel::update(jobs::table.find(6))
+                .set(jobs::lease_token.eq("theirs"))
+                .execute(conn)?)
+        })
+        .unwrap();
+
+        let outcomes = [
+            Outcome::Done,
+            Outcome::Dead {
+                error: "HTTP 400".into(),
+            },
+            Outcome::Retry {
+                run_at: 5_000,
+                error: "HTTP 503".into(),
+            },
+            Outcome::Done,
+        ];
+        let attempts: Vec<NewAttempt> = claimed
+            .iter()
+            .zip([200, 400, 503, 200])
+            .map(|(job, code)| attempt(job.id, code))
+            .collect();
+        let batch: Vec<Attempted<'_>> = claimed
+            .iter()
+            .zip(&attempts)
+            .zip(&outcomes)
+            .map(|((job, attempt), outcome)| Attempted {
+                job,
+                attempt,
+                outcome,
+                now: 2_000,
+            })
+            .collect();
+        let changed = db
+            .write(|conn| record_attempts(conn, "mine", &batch))
+            .unwrap();
+        assert_eq!(changed, [true, true, true, false]);
+
+        type Row = (i64, String, i32, i64, Option<String>, Option<String>);
+        let state: Vec<Row> = db
+            .read(|conn| {
+                Ok(jobs::table
+                    .order(jobs::id)
+                    .select((
+                        jobs::id,
+                        jobs::status,
+                        jobs::attempts,
+                        jobs::run_at,
+                        jobs::lease_token,
+                        jobs::last_error,
+                    ))
+                    .load(conn)?)
+            })
+            .unwrap();
+        let state: Vec<String> = state.into_iter().map(|s| format!("{s:?}")).collect();
+        assert_eq!(
+            state,
+            [
+                r#"(1, "done", 1, 0, None, None)"#,
+                r#"(2, "pending", 0, 2000, None, None)"#,
+                r#"(3, "dead", 1, 0, None, Some("HTTP 400"))"#,
+                r#"(4, "pending", 0, 2000, None, None)"#,
+                r#"(5, "pending", 1, 5000, None, Some("HTTP 503"))"#,
+                r#"(6, "running", 0, 0, Some("theirs"), None)"#,
+            ]
+        );
+        let recorded: i64 = db
+            .read(|conn| Ok(attempts::table.count().get_result(conn)?))
+            .unwrap();
+        assert_eq!(
+            recorded, 4,
+            "an attempt is kept even when its lease was lost"
+        );
+    }
+}

@@ -17,6 +17,8 @@ pub mod inbox;
 pub mod jobs;
 pub mod schema;
 pub mod subscribers;
+#[cfg(test)]
+pub mod test_db;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
