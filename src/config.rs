@@ -135,6 +135,41 @@ pub struct SparkLoopSettings {
     pub api_url: String,
     /// `SPARKLOOP_API_KEY`.
     pub api_key: Option<Secret>,
+    /// `SPARKLOOP_WEBHOOK_TOKEN`: callbacks are refused while unset.
+    pub webhook_token: Option<Secret>,
+}
+
+/// At most `requests` calls in any `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Calls allowed in a window.
+    pub requests: u32,
+    /// The window.
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// Reads `120/60s`, `10/1s` or `5/s`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("`{text}` is not a rate like 10/1s or 120/60s");
+        let (requests, per) = text.trim().split_once('/').ok_or_else(bad)?;
+        let requests: u32 = requests
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(bad)?;
+        let per = per.trim();
+        let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
+            parse_duration(per).map_err(|_| bad())?
+        } else {
+            parse_duration(&format!("1{per}")).map_err(|_| bad())?
+        };
+        if per.is_zero() {
+            return Err(bad());
+        }
+        Ok(RateLimit { requests, per })
+    }
 }
 
 /// The ESP side of the configuration.
@@ -148,6 +183,23 @@ pub struct EspSettings {
     pub api_url: Option<String>,
     /// `ESP_API_KEY`.
     pub api_key: Option<Secret>,
+    /// `ESP_SIGNING_SECRET`.
+    pub signing_secret: Option<Secret>,
+    /// `ESP_RATE_LIMIT`: field writes are paced to it.
+    pub rate_limit: RateLimit,
+    /// `ESP_FIELD_*`: the fields written and their names.
+    pub fields: crate::fields::FieldMap,
+}
+
+impl EspSettings {
+    /// What the adapter needs to reach the ESP.
+    pub fn adapter_config(&self) -> referral_bridge_adapters::outbound::EspConfig {
+        referral_bridge_adapters::outbound::EspConfig {
+            api_url: self.api_url.clone(),
+            api_key: self.api_key.as_ref().map(|s| s.expose().to_string()),
+            signing_secret: self.signing_secret.as_ref().map(|s| s.expose().to_string()),
+        }
+    }
 }
 
 /// When and how long failed deliveries are retried.
@@ -216,10 +268,23 @@ struct Raw {
     sparkloop_incoming_webhook_url: Option<String>,
     sparkloop_api_url: Option<String>,
     sparkloop_api_key: Option<String>,
+    sparkloop_webhook_token: Option<String>,
     esp_adapter: Option<String>,
     esp_webhook_secret: Option<String>,
     esp_api_url: Option<String>,
     esp_api_key: Option<String>,
+    esp_signing_secret: Option<String>,
+    esp_rate_limit: Option<String>,
+    esp_field_subid: Option<String>,
+    esp_field_code: Option<String>,
+    esp_field_reflink: Option<String>,
+    esp_field_isref: Option<String>,
+    esp_field_totref: Option<String>,
+    esp_field_coupon: Option<String>,
+    esp_field_lastreward: Option<String>,
+    esp_field_nextreward: Option<String>,
+    esp_field_lastref: Option<String>,
+    esp_field_partner_status: Option<String>,
     retry_base_delay: Option<String>,
     retry_max_delay: Option<String>,
     retry_max_age: Option<String>,
@@ -228,6 +293,56 @@ struct Raw {
     bridge_poll_interval: Option<String>,
     bridge_lease: Option<String>,
     bridge_request_timeout: Option<String>,
+}
+
+impl Raw {
+    /// The value of an `ESP_FIELD_*` variable.
+    fn field(&self, variable: &str) -> Option<String> {
+        match variable {
+            "ESP_FIELD_SUBID" => self.esp_field_subid.clone(),
+            "ESP_FIELD_CODE" => self.esp_field_code.clone(),
+            "ESP_FIELD_REFLINK" => self.esp_field_reflink.clone(),
+            "ESP_FIELD_ISREF" => self.esp_field_isref.clone(),
+            "ESP_FIELD_TOTREF" => self.esp_field_totref.clone(),
+            "ESP_FIELD_COUPON" => self.esp_field_coupon.clone(),
+            "ESP_FIELD_LASTREWARD" => self.esp_field_lastreward.clone(),
+            "ESP_FIELD_NEXTREWARD" => self.esp_field_nextreward.clone(),
+            "ESP_FIELD_LASTREF" => self.esp_field_lastref.clone(),
+            "ESP_FIELD_PARTNER_STATUS" => self.esp_field_partner_status.clone(),
+            _ => None,
+        }
+    }
+
+    /// The fields switched on: each `ESP_FIELD_*` is a name, `off`, or unset for its default.
+    fn field_map(&self) -> Result<crate::fields::FieldMap, ConfigError> {
+        let mut map: Vec<(crate::fields::Field, String)> = Vec::new();
+        for (field, variable, default) in crate::fields::FIELDS {
+            let name = match non_empty(self.field(variable)) {
+                Some(off) if off.eq_ignore_ascii_case("off") => continue,
+                Some(name) => name,
+                None => match default {
+                    Some(name) => name.to_string(),
+                    None => continue,
+                },
+            };
+            if name.len() > 100 || name.chars().any(|c| c.is_control()) {
+                return Err(invalid(
+                    variable,
+                    "a field name is at most 100 characters, without control characters",
+                ));
+            }
+            if map.iter().any(|(_, taken)| *taken == name) {
+                return Err(invalid(
+                    variable,
+                    format!(
+                        "the field name `{name}` is already used by another ESP_FIELD_* variable"
+                    ),
+                ));
+            }
+            map.push((*field, name));
+        }
+        Ok(crate::fields::FieldMap(map))
+    }
 }
 
 impl Settings {
@@ -265,6 +380,7 @@ impl Settings {
     }
 
     fn check(raw: Raw) -> Result<Self, ConfigError> {
+        let fields = raw.field_map()?;
         let database_url = DatabaseUrl::parse(
             non_empty(raw.database_url)
                 .as_deref()
@@ -317,10 +433,11 @@ impl Settings {
                     .unwrap_or_else(|| "https://api.sparkloop.app".into()),
             )?,
             api_key: secret(raw.sparkloop_api_key),
+            webhook_token: secret(raw.sparkloop_webhook_token.clone()),
         };
 
         let adapter = non_empty(raw.esp_adapter).unwrap_or_else(|| "custom".into());
-        if referral_bridge_adapters::esp_adapter(&adapter).is_none() {
+        if !referral_bridge_adapters::KNOWN_ESP_ADAPTERS.contains(&adapter.as_str()) {
             return Err(invalid(
                 "ESP_ADAPTER",
                 format!(
@@ -335,7 +452,15 @@ impl Settings {
             api_url: non_empty(raw.esp_api_url)
                 .map(|url| http_url("ESP_API_URL", url))
                 .transpose()?,
-            api_key: secret(raw.esp_api_key),
+            api_key: secret(raw.esp_api_key.clone()),
+            signing_secret: secret(raw.esp_signing_secret.clone()),
+            rate_limit: RateLimit::parse(
+                non_empty(raw.esp_rate_limit.clone())
+                    .as_deref()
+                    .unwrap_or(DEFAULT_ESP_RATE_LIMIT),
+            )
+            .map_err(|reason| invalid("ESP_RATE_LIMIT", reason))?,
+            fields,
         };
 
         let retry = RetryPolicy {
@@ -412,6 +537,9 @@ impl Settings {
         })
     }
 }
+
+/// `ESP_RATE_LIMIT` of the custom ESP, whose receiver is the newsletter's own code.
+const DEFAULT_ESP_RATE_LIMIT: &str = "10/1s";
 
 fn non_empty(value: Option<String>) -> Option<String> {
     value

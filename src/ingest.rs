@@ -144,8 +144,12 @@ fn record_deliveries(
             }) {
                 row.outcome = inbox::DUPLICATE;
                 Accepted::Duplicate
-            } else if let Some(slot) = working.apply(event, delivery.now) {
-                row.outcome = inbox::PROCESSED;
+            } else if let Some((slot, news)) = working.apply(event, delivery.now) {
+                row.outcome = if news {
+                    inbox::PROCESSED
+                } else {
+                    inbox::UNCHANGED
+                };
                 row.subscriber = Some(slot);
                 Accepted::Stored
             } else {
@@ -189,6 +193,7 @@ fn record_deliveries(
     let payloads: Vec<(i64, i64, i64, &'static str, String)> = recorded
         .iter()
         .zip(event_ids)
+        .filter(|(row, _)| row.outcome == inbox::PROCESSED)
         .filter_map(|(row, event_id)| {
             let subscriber_id = ids.of(row.subscriber?);
             let (kind, payload) = sparkloop::webhook_payload(row.event)?;

@@ -1,10 +1,12 @@
 //! referral-bridge: integration middleware between email service providers and newsletter
 //! referral platforms. See `README.md` for what it does and how to run it.
 
+pub mod callbacks;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod fields;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use actix_web::{dev::Server, web, App, HttpServer};
 use anyhow::Context;
-use referral_bridge_adapters::InboundEsp;
+use referral_bridge_adapters::platform::PlatformCallbacks;
+use referral_bridge_adapters::EspAdapter;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -23,9 +24,13 @@ pub struct AppState {
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     /// The configured ESP adapter.
-    pub esp: Box<dyn InboundEsp>,
+    pub esp: Arc<dyn EspAdapter>,
+    /// SparkLoop's callbacks.
+    pub sparkloop: Box<dyn PlatformCallbacks>,
     /// Writes inbound deliveries in batched transactions.
     pub ingest: crate::ingest::IngestQueue,
+    /// Writes platform callbacks in batched transactions.
+    pub callbacks: crate::callbacks::CallbackQueue,
     /// Wakes the workers when a job is queued.
     pub wake_workers: Arc<Notify>,
 }
@@ -76,15 +81,26 @@ impl Application {
         let port = listener.local_addr()?.port();
         let metrics = Arc::new(Metrics::default());
         let wake = Arc::new(Notify::new());
-        let esp = referral_bridge_adapters::esp_adapter(&settings.esp.adapter)
-            .context("ESP_ADAPTER names no known adapter")?;
-        let worker = Worker::new(db.clone(), settings.clone(), metrics.clone(), wake.clone())?;
+        let esp: Arc<dyn EspAdapter> = referral_bridge_adapters::esp_adapter(
+            &settings.esp.adapter,
+            settings.esp.adapter_config(),
+        )
+        .context("ESP_ADAPTER names no known adapter")?
+        .into();
+        let sparkloop = referral_bridge_adapters::platform_callbacks("sparkloop")
+            .context("the SparkLoop callbacks are missing")?;
+        let worker = Worker::new(
+            db.clone(),
+            settings.clone(),
+            esp.clone(),
+            metrics.clone(),
+            wake.clone(),
+        )?;
         log::info!(
             "referral-bridge listening on {}, database {}",
             listener.local_addr()?,
             db.describe()
         );
-        // SQLite takes one writer at a time; Postgres commits several batches at once.
         // SQLite has one writer anyway. On Postgres, a writer per core keeps the cores busy
         // while another batch waits on the server; more writers would only make batches smaller.
         let writers = if db.is_sqlite() {
@@ -93,9 +109,12 @@ impl Application {
             std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
         };
         let ingest = crate::ingest::start_ingest(db.clone(), settings.dedupe_window, writers, 4096);
+        let callbacks = crate::callbacks::start(db.clone(), settings.dedupe_window, writers, 4096);
         let state = web::Data::new(AppState {
             db,
             ingest,
+            callbacks,
+            sparkloop,
             settings,
             metrics,
             esp,

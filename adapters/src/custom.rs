@@ -1,16 +1,73 @@
 //! The custom ESP: the JSON events of SparkLoop's "custom integration" document
 //! (`subscribe`, `update`, `unsubscribe`), posted by the newsletter's own ESP or glue code.
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
+use crate::outbound::{
+    usual_verdict, Answer, EspConfig, FieldUpdate, MessageId, OutboundEsp, OutboundRequest,
+    WriteVerdict,
+};
 use crate::{
-    secrets_match, Email, EspEvent, InboundEsp, InboundRequest, ParseError, Person, VerifyError,
+    secrets_match, standard_webhooks, Email, EspEvent, InboundEsp, InboundRequest, ParseError,
+    Person, VerifyError,
 };
 
-/// The custom ESP adapter: `Authorization: Bearer <secret>` or `?token=<secret>`, and the seed's
-/// JSON shapes.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CustomEsp;
+/// The custom ESP adapter. In: `Authorization: Bearer <secret>` or `?token=<secret>`, and the
+/// seed's JSON shapes. Out: the subscriber's whole state POSTed to `ESP_API_URL`, with
+/// `Authorization: Bearer ESP_API_KEY` when set and Standard Webhooks signature headers when
+/// `ESP_SIGNING_SECRET` is set.
+#[derive(Debug, Default, Clone)]
+pub struct CustomEsp {
+    config: EspConfig,
+}
+
+impl CustomEsp {
+    /// The adapter, reaching the ESP as `config` says.
+    pub fn new(config: EspConfig) -> Self {
+        CustomEsp { config }
+    }
+}
+
+impl OutboundEsp for CustomEsp {
+    fn outbound_problem(&self) -> Option<String> {
+        self.config.api_url.is_none().then(|| {
+            "ESP_API_URL is not set: referral fields are stored and queued, and are sent once it \
+             names the URL that receives them"
+                .to_string()
+        })
+    }
+
+    fn field_update(&self, update: &FieldUpdate<'_>, message: &MessageId) -> OutboundRequest {
+        let fields: Map<String, Value> = update.fields.iter().cloned().collect();
+        let mut body = json!({"email": update.email});
+        if let Some(id) = update.esp_id {
+            body["id"] = id.clone();
+        }
+        body["fields"] = Value::Object(fields);
+        let body = body.to_string().into_bytes();
+        let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+        if let Some(key) = &self.config.api_key {
+            headers.push(("Authorization".into(), format!("Bearer {key}")));
+        }
+        if let Some(secret) = &self.config.signing_secret {
+            let signature =
+                standard_webhooks::signature(secret, &message.id, message.timestamp, &body);
+            headers.push(("webhook-id".into(), message.id.clone()));
+            headers.push(("webhook-timestamp".into(), message.timestamp.to_string()));
+            headers.push(("webhook-signature".into(), signature));
+        }
+        OutboundRequest {
+            method: "POST",
+            url: self.config.api_url.clone().unwrap_or_default(),
+            headers,
+            body,
+        }
+    }
+
+    fn read_answer(&self, answer: &Answer<'_>) -> WriteVerdict {
+        usual_verdict(answer)
+    }
+}
 
 impl InboundEsp for CustomEsp {
     fn name(&self) -> &'static str {
@@ -200,7 +257,7 @@ mod tests {
 
     #[test]
     fn verify_accepts_bearer_or_token() {
-        let esp = CustomEsp;
+        let esp = CustomEsp::default();
         let bearer = [("Authorization", b"Bearer s3cret".as_slice())];
         let ok = InboundRequest {
             query: "",
@@ -227,5 +284,75 @@ mod tests {
             body: b"",
         };
         assert_eq!(esp.verify(&none, Some("s3cret")), Err(VerifyError::Missing));
+    }
+
+    #[test]
+    fn a_field_update_carries_the_whole_state_and_is_signed_when_asked() {
+        let esp = CustomEsp::new(EspConfig {
+            api_url: Some("http://esp.test/fields".into()),
+            api_key: Some("k3y".into()),
+            signing_secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+        });
+        let id = json!(123);
+        let fields = vec![
+            ("RH_CODE".to_string(), json!("ada90f39")),
+            ("RH_TOTREF".to_string(), json!(4)),
+            ("RH_COUPON".to_string(), Value::Null),
+        ];
+        let message = MessageId {
+            id: "msg_1".into(),
+            timestamp: 1614265330,
+        };
+        let request = esp.field_update(
+            &FieldUpdate {
+                email: "john.doe@email.com",
+                esp_id: Some(&id),
+                fields: &fields,
+            },
+            &message,
+        );
+        assert_eq!(
+            (request.method, request.url.as_str()),
+            ("POST", "http://esp.test/fields")
+        );
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"email": "john.doe@email.com", "id": 123,
+                "fields": {"RH_CODE": "ada90f39", "RH_TOTREF": 4, "RH_COUPON": null}})
+        );
+        let header = |name: &str| {
+            request
+                .headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(header("Authorization").as_deref(), Some("Bearer k3y"));
+        assert_eq!(header("webhook-id").as_deref(), Some("msg_1"));
+        assert_eq!(
+            header("webhook-signature"),
+            Some(standard_webhooks::signature(
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "msg_1",
+                1614265330,
+                &request.body
+            ))
+        );
+        // Unsigned and anonymous unless configured.
+        let plain = CustomEsp::new(EspConfig {
+            api_url: Some("http://esp.test/fields".into()),
+            ..EspConfig::default()
+        })
+        .field_update(
+            &FieldUpdate {
+                email: "a@b.co",
+                esp_id: None,
+                fields: &[],
+            },
+            &message,
+        );
+        assert_eq!(plain.headers.len(), 1);
+        assert_eq!(plain.body, br#"{"email":"a@b.co","fields":{}}"#);
     }
 }

@@ -1,12 +1,18 @@
-//! The ESP side of referral-bridge, free of any web framework or database: each ESP adapter
-//! verifies and parses the ESP's inbound webhooks into normalised [`EspEvent`]s.
+//! The vendor side of referral-bridge, free of any web framework or database: each ESP adapter
+//! verifies and parses the ESP's inbound webhooks into normalised [`EspEvent`]s and describes
+//! the request that writes a subscriber's referral fields ([`outbound`]); each referral platform
+//! verifies and parses its callbacks ([`platform`]).
 //!
 //! The service owns transport and storage; an adapter only sees raw bytes and headers, so it can
 //! be tested with the vendors' own payloads and nothing else.
 
 pub mod custom;
 mod email;
+pub mod outbound;
+pub mod platform;
 mod secret;
+pub mod sparkloop;
+pub mod standard_webhooks;
 
 pub use email::{Email, InvalidEmail};
 pub use secret::secrets_match;
@@ -160,13 +166,27 @@ pub trait InboundEsp: Send + Sync {
     fn parse(&self, request: &InboundRequest<'_>) -> Result<Vec<EspEvent>, ParseError>;
 }
 
+/// A whole ESP integration: webhooks in, field writes out.
+pub trait EspAdapter: InboundEsp + outbound::OutboundEsp {}
+
+impl<T: InboundEsp + outbound::OutboundEsp> EspAdapter for T {}
+
 /// The names `ESP_ADAPTER` accepts.
 pub const KNOWN_ESP_ADAPTERS: &[&str] = &["custom"];
 
-/// The adapter called `name`, or `None` when there is no such adapter.
-pub fn esp_adapter(name: &str) -> Option<Box<dyn InboundEsp>> {
+/// The adapter called `name`, reaching the ESP as `config` says, or `None` when there is no
+/// such adapter.
+pub fn esp_adapter(name: &str, config: outbound::EspConfig) -> Option<Box<dyn EspAdapter>> {
     match name {
-        "custom" => Some(Box::new(custom::CustomEsp)),
+        "custom" => Some(Box::new(custom::CustomEsp::new(config))),
+        _ => None,
+    }
+}
+
+/// The callbacks of the platform called `name` (`sparkloop`), or `None` when there is none.
+pub fn platform_callbacks(name: &str) -> Option<Box<dyn platform::PlatformCallbacks>> {
+    match name {
+        "sparkloop" => Some(Box::new(sparkloop::SparkLoopCallbacks)),
         _ => None,
     }
 }

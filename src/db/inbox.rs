@@ -11,6 +11,9 @@ use super::{DbConnection, StoreError, ROWS_PER_STATEMENT};
 pub const PROCESSED: &str = "processed";
 /// `inbound_events.outcome` of a repeated delivery of the previous event.
 pub const DUPLICATE: &str = "duplicate";
+/// `inbound_events.outcome` of a profile update that changed nothing the platform is told of
+/// (the ESP echoing the bridge's own field write): recorded, not forwarded.
+pub const UNCHANGED: &str = "unchanged";
 /// `inbound_events.outcome` of an event type the bridge does not act on.
 pub const IGNORED: &str = "ignored";
 

@@ -122,6 +122,50 @@ pub fn insert_all(
     Ok(())
 }
 
+/// Queues a coalesced job for `destination`: one that sends the subscriber's state as it is when
+/// it runs, so one pending job stands for any number of changes. Nothing is queued when a job is
+/// already pending or waiting in the line; behind a running job (whose state may be stale), one
+/// waits. Returns whether a job was queued.
+pub fn queue_coalesced(
+    conn: &mut DbConnection,
+    subscriber_id: i64,
+    destination: &str,
+    kind: &str,
+    now: i64,
+    inbound_event_id: Option<i64>,
+) -> Result<bool, StoreError> {
+    lock_lines(conn, &[subscriber_id])?;
+    let open: Vec<String> = jobs::table
+        .filter(jobs::subscriber_id.eq(subscriber_id))
+        .filter(jobs::destination.eq(destination))
+        .filter(jobs::status.eq_any(OPEN))
+        .select(jobs::status)
+        .load(conn)?;
+    if open
+        .iter()
+        .any(|status| status != JobStatus::Running.as_str())
+    {
+        return Ok(false);
+    }
+    let status = if open.is_empty() {
+        JobStatus::Pending
+    } else {
+        JobStatus::Waiting
+    };
+    let job = NewJob {
+        subscriber_id,
+        destination,
+        kind,
+        payload: "",
+        created_at: now,
+        retry_from: now,
+        run_at: now,
+        inbound_event_id,
+    };
+    insert_all(conn, &[(job, status)])?;
+    Ok(true)
+}
+
 /// Takes the subscribers' row locks on Postgres, in id order (so that two transactions cannot
 /// deadlock), so that promoting the next job of a line and appending a job to it never miss
 /// each other; SQLite's single writer already ensures it.

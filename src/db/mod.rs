@@ -15,6 +15,7 @@ macro_rules! on_backend {
 pub mod batch;
 pub mod inbox;
 pub mod jobs;
+pub mod redemptions;
 pub mod schema;
 pub mod subscribers;
 #[cfg(test)]

@@ -11,6 +11,32 @@ diesel::table! {
         status -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
+        platform_id -> Nullable<Text>,
+        referral_code -> Nullable<Text>,
+        referral_link -> Nullable<Text>,
+        referred -> Nullable<Bool>,
+        referral_count -> Nullable<BigInt>,
+        next_reward -> Nullable<BigInt>,
+        last_reward -> Nullable<Text>,
+        last_coupon -> Nullable<Text>,
+        partner_status -> Nullable<Text>,
+        last_referral_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// Rewards redeemed, kept for the operator.
+    redemptions (id) {
+        id -> BigInt,
+        subscriber_id -> BigInt,
+        reward_id -> Nullable<Text>,
+        reward_name -> Nullable<Text>,
+        variant_name -> Nullable<Text>,
+        variant_sku -> Nullable<Text>,
+        coupon -> Nullable<Text>,
+        shipping_details -> Nullable<Text>,
+        inbound_event_id -> BigInt,
+        redeemed_at -> BigInt,
     }
 }
 
@@ -65,4 +91,11 @@ diesel::table! {
 
 diesel::joinable!(jobs -> subscribers (subscriber_id));
 diesel::joinable!(attempts -> jobs (job_id));
-diesel::allow_tables_to_appear_in_same_query!(subscribers, inbound_events, jobs, attempts);
+diesel::joinable!(redemptions -> subscribers (subscriber_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    subscribers,
+    inbound_events,
+    jobs,
+    attempts,
+    redemptions
+);

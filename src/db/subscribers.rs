@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use diesel::prelude::*;
+use referral_bridge_adapters::platform::PersonUpdate;
 use referral_bridge_adapters::{Email, EspEvent, Person};
 
 use super::schema::subscribers;
@@ -202,16 +203,18 @@ impl Working {
     }
 
     /// Brings the records up to date with an ESP event and returns the slot of the subscriber
-    /// it is about, or `None` for an ignored event. Values the event does not carry are left as
-    /// they were.
-    pub fn apply(&mut self, event: &EspEvent, now: i64) -> Option<Slot> {
-        let n = match event {
+    /// it is about, or `None` for an ignored event, with whether the event is news for the
+    /// platform. Values the event does not carry are left as they were. A profile update that
+    /// changes neither the address, the status nor a name is not news: ESPs send one when the
+    /// bridge writes its own fields (echo suppression).
+    pub fn apply(&mut self, event: &EspEvent, now: i64) -> Option<(Slot, bool)> {
+        let (n, news) = match event {
             EspEvent::Subscribed { person, .. } => match self.find(&person.email) {
                 Some(n) => {
                     self.merge(n, Some(person), Some(SUBSCRIBED), now);
-                    n
+                    (n, true)
                 }
-                None => self.add(person, SUBSCRIBED, now),
+                None => (self.add(person, SUBSCRIBED, now), true),
             },
             EspEvent::Updated {
                 person,
@@ -225,8 +228,10 @@ impl Working {
                 };
                 match (current, previous) {
                     (Some(n), _) => {
+                        let names = |r: &Subscriber| (r.first_name.clone(), r.name.clone());
+                        let before = names(&self.slots[n].record);
                         self.merge(n, Some(person), None, now);
-                        n
+                        (n, names(&self.slots[n].record) != before)
                     }
                     // The address changed: the same subscriber carries on under the new one.
                     (None, Some(n)) => {
@@ -235,15 +240,15 @@ impl Working {
                         record.email = person.email.as_str().to_string();
                         self.by_email.insert(record.email.clone(), n);
                         self.merge(n, Some(person), None, now);
-                        n
+                        (n, true)
                     }
-                    (None, None) => self.add(person, SUBSCRIBED, now),
+                    (None, None) => (self.add(person, SUBSCRIBED, now), true),
                 }
             }
             EspEvent::Unsubscribed { email } => match self.find(email) {
                 Some(n) => {
                     self.merge(n, None, Some(UNSUBSCRIBED), now);
-                    n
+                    (n, true)
                 }
                 None => {
                     let person = Person {
@@ -252,12 +257,12 @@ impl Working {
                         first_name: None,
                         name: None,
                     };
-                    self.add(&person, UNSUBSCRIBED, now)
+                    (self.add(&person, UNSUBSCRIBED, now), true)
                 }
             },
             EspEvent::Ignored { .. } => return None,
         };
-        Some(Slot(n))
+        Some((Slot(n), news))
     }
 
     /// Writes the changed records back and returns every slot's id. Stored records are updated
@@ -310,4 +315,114 @@ impl SavedIds {
     pub fn of(&self, slot: Slot) -> i64 {
         self.0[slot.0]
     }
+}
+
+/// A subscriber's referral state: what is written into their ESP fields.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = subscribers)]
+pub struct ReferralState {
+    /// Normalised email.
+    pub email: String,
+    /// The ESP's id as a JSON literal.
+    pub esp_id: Option<String>,
+    /// The platform's id.
+    pub platform_id: Option<String>,
+    /// Referral code.
+    pub referral_code: Option<String>,
+    /// Referral link.
+    pub referral_link: Option<String>,
+    /// Whether they were referred.
+    pub referred: Option<bool>,
+    /// How many they referred.
+    pub referral_count: Option<i64>,
+    /// Referrals needed for the next reward.
+    pub next_reward: Option<i64>,
+    /// Id of the last reward won.
+    pub last_reward: Option<String>,
+    /// Most recent coupon code.
+    pub last_coupon: Option<String>,
+    /// Partner referral status.
+    pub partner_status: Option<String>,
+    /// When they last referred someone (unix seconds).
+    pub last_referral_at: Option<i64>,
+}
+
+/// The referral state of subscriber `id`.
+pub fn referral_state(
+    conn: &mut DbConnection,
+    id: i64,
+) -> Result<Option<ReferralState>, StoreError> {
+    Ok(subscribers::table
+        .find(id)
+        .select(ReferralState::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// What a platform says of a person; `None` leaves a column as it is.
+#[derive(AsChangeset, Insertable)]
+#[diesel(table_name = subscribers)]
+struct ReferralChanges<'a> {
+    first_name: Option<&'a str>,
+    name: Option<&'a str>,
+    platform_id: Option<&'a str>,
+    referral_code: Option<&'a str>,
+    referral_link: Option<&'a str>,
+    referred: Option<bool>,
+    referral_count: Option<i64>,
+    next_reward: Option<i64>,
+    last_reward: Option<&'a str>,
+    last_coupon: Option<&'a str>,
+    partner_status: Option<&'a str>,
+    last_referral_at: Option<i64>,
+    updated_at: i64,
+}
+
+/// Brings a person's record up to date with what a platform callback says of them, and returns
+/// their id. Someone the bridge has not heard of yet (the platform knew them first, as after
+/// its own list import) is recorded as subscribed.
+pub fn apply_referral(
+    conn: &mut DbConnection,
+    update: &PersonUpdate,
+    now: i64,
+) -> Result<i64, StoreError> {
+    let data = &update.data;
+    let changes = ReferralChanges {
+        first_name: data.first_name.as_deref(),
+        name: data.name.as_deref(),
+        platform_id: data.platform_id.as_deref(),
+        referral_code: data.referral_code.as_deref(),
+        referral_link: data.referral_link.as_deref(),
+        referred: data.referred,
+        referral_count: data.referral_count,
+        next_reward: data.next_reward,
+        last_reward: data.last_reward.as_deref(),
+        last_coupon: data.last_coupon.as_deref(),
+        partner_status: data.partner_status.as_deref(),
+        last_referral_at: data.last_referral_at,
+        updated_at: now,
+    };
+    let email = update.email.as_str();
+    let found: Option<i64> = subscribers::table
+        .filter(subscribers::email.eq(email))
+        .select(subscribers::id)
+        .first(conn)
+        .optional()?;
+    Ok(match found {
+        Some(id) => {
+            diesel::update(subscribers::table.find(id))
+                .set(&changes)
+                .execute(conn)?;
+            id
+        }
+        None => diesel::insert_into(subscribers::table)
+            .values((
+                &changes,
+                subscribers::email.eq(email),
+                subscribers::status.eq(SUBSCRIBED),
+                subscribers::created_at.eq(now),
+            ))
+            .returning(subscribers::id)
+            .get_result(conn)?,
+    })
 }

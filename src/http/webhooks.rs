@@ -78,6 +78,86 @@ pub async fn esp(
     Ok(HttpResponse::Ok().json(json!({"status": accepted.as_str()})))
 }
 
+/// `POST /webhooks/sparkloop`: a SparkLoop callback, answered 200 with an empty body as SparkLoop
+/// asks.
+pub async fn sparkloop(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebhookError> {
+    let started = Instant::now();
+    let result = accept_callback(&request, payload, &state).await;
+    let outcome = match &result {
+        Ok(accepted) => accepted.as_str(),
+        Err(e) => e.outcome(),
+    };
+    state.metrics.inbound("sparkloop", outcome);
+    log::info!(
+        "POST /webhooks/sparkloop {outcome} in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    if let Err(WebhookError::Unavailable(e)) = &result {
+        log::error!("a SparkLoop callback could not be stored: {e}");
+    }
+    result?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+async fn accept_callback(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<ingest::Accepted, WebhookError> {
+    let body = read_body(request, payload, state.settings.max_body).await?;
+    let headers: Vec<(&str, &[u8])> = request
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect();
+    let inbound = InboundRequest {
+        query: request.query_string(),
+        headers: &headers,
+        body: &body,
+    };
+    let token = state
+        .settings
+        .sparkloop
+        .webhook_token
+        .as_ref()
+        .map(|s| s.expose());
+    state.sparkloop.verify(&inbound, token).map_err(|e| {
+        WebhookError::Unauthorized(match e {
+            VerifyError::NotConfigured => {
+                "SparkLoop callbacks are refused until SPARKLOOP_WEBHOOK_TOKEN is set".into()
+            }
+            VerifyError::Missing => "missing credentials: the SparkLoop-Token header".into(),
+            VerifyError::Wrong => "wrong credentials".into(),
+        })
+    })?;
+    let callback = state
+        .sparkloop
+        .parse(&inbound)
+        .map_err(|e| WebhookError::BadRequest(e.0))?;
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| WebhookError::BadRequest("the body is not UTF-8".into()))?;
+    log::debug!("SparkLoop callback: {callback:?}");
+    let accepted = state
+        .callbacks
+        .write(crate::callbacks::CallbackDelivery {
+            platform: "sparkloop",
+            callback,
+            hash: ingest::body_hash(&body),
+            body: text,
+            now: now_ms(),
+        })
+        .await
+        .map_err(|e| WebhookError::Unavailable(e.to_string()))?;
+    if accepted == ingest::Accepted::Stored {
+        state.wake_workers.notify_one();
+    }
+    Ok(accepted)
+}
+
 async fn accept_esp(
     request: &HttpRequest,
     payload: web::Payload,

@@ -6,13 +6,18 @@ pub mod retry;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use referral_bridge_adapters::outbound::{self, FieldUpdate, MessageId, WriteVerdict};
+use referral_bridge_adapters::EspAdapter;
+use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Settings, Upstream};
+use crate::config::{RateLimit, Settings, Upstream};
 use crate::db::batch::BatchWriter;
 use crate::db::jobs::{self, ClaimedJob, NewAttempt, Outcome};
-use crate::db::{now_ms, Db};
+use crate::db::{now_ms, subscribers, Db};
+use crate::fields;
 use crate::metrics::{DestinationLabels, JobLabels, Metrics};
 use crate::sparkloop;
 use retry::Verdict;
@@ -32,6 +37,20 @@ pub struct Worker {
     lease_token: String,
     /// Records attempts and outcomes in batched transactions.
     recorder: BatchWriter<Attempted, bool>,
+    /// The ESP adapter, for field writes.
+    esp: Arc<dyn EspAdapter>,
+    /// Paces field writes to `ESP_RATE_LIMIT`.
+    esp_pace: DefaultDirectRateLimiter,
+}
+
+/// A limiter allowing `limit.requests` calls in any `limit.per`, the whole window's worth at once.
+fn pace(limit: RateLimit) -> DefaultDirectRateLimiter {
+    let requests = std::num::NonZeroU32::new(limit.requests.max(1)).expect("at least 1");
+    let interval = (limit.per / requests.get()).max(Duration::from_nanos(1));
+    let quota = Quota::with_period(interval)
+        .expect("the interval is not zero")
+        .allow_burst(requests);
+    RateLimiter::direct(quota)
 }
 
 /// An attempt to record, with the job's outcome.
@@ -47,6 +66,7 @@ impl Worker {
     pub fn new(
         db: Db,
         settings: Settings,
+        esp: Arc<dyn EspAdapter>,
         metrics: Arc<Metrics>,
         wake: Arc<Notify>,
     ) -> anyhow::Result<Self> {
@@ -77,6 +97,8 @@ impl Worker {
             },
         );
         Ok(Worker {
+            esp_pace: pace(settings.esp.rate_limit),
+            esp,
             recorder,
             db,
             settings,
@@ -87,23 +109,29 @@ impl Worker {
         })
     }
 
-    /// The destinations this configuration can deliver to; jobs for others wait in the queue.
-    fn destinations(settings: &Settings) -> Vec<&'static str> {
-        match settings.sparkloop.upstream {
-            Upstream::Webhook { .. } => vec![sparkloop::DESTINATION],
-            Upstream::Api => Vec::new(),
+    /// The destinations this configuration can deliver to, after warning about the others,
+    /// whose jobs wait in the queue.
+    fn destinations(&self) -> Vec<&'static str> {
+        let mut destinations = Vec::new();
+        match self.settings.sparkloop.upstream {
+            Upstream::Webhook { .. } => destinations.push(sparkloop::DESTINATION),
+            Upstream::Api => log::warn!(
+                "SparkLoop API mode is not delivered by this version: ESP events are stored and \
+                 queued, and are sent once SPARKLOOP_INCOMING_WEBHOOK_URL is set"
+            ),
         }
+        match self.esp.outbound_problem() {
+            None => destinations.push(fields::DESTINATION),
+            Some(problem) => log::warn!("{problem}"),
+        }
+        destinations
     }
 
     /// Claims and sends jobs until `shutdown` is cancelled, then lets the calls in flight finish
     /// (each is bounded by the request timeout) and releases anything still claimed.
     pub async fn run(self, shutdown: CancellationToken) {
-        let destinations = Self::destinations(&self.settings);
+        let destinations = self.destinations();
         if destinations.is_empty() {
-            log::warn!(
-                "SparkLoop API mode is not delivered by this version: ESP events are stored and \
-                 queued, and are sent once SPARKLOOP_INCOMING_WEBHOOK_URL is set"
-            );
             shutdown.cancelled().await;
             return;
         }
@@ -231,19 +259,27 @@ impl Worker {
         let failures = job.attempts as u32 + 1;
         let policy = self.settings.retry;
         let (status_code, error, response_body, outcome) = match sent {
-            Ok(answer) => {
+            Ok((answer, verdict)) => {
                 let error = format!("HTTP {}", answer.status);
-                let outcome = match retry::verdict(answer.status) {
-                    Verdict::Delivered => Outcome::Done,
-                    Verdict::Retryable => retry::after_failure(
+                let outcome = match verdict {
+                    WriteVerdict::Done => Outcome::Done,
+                    WriteVerdict::NotThereYet => retry::after_failure(
                         &policy,
                         job.retry_from,
                         failures,
-                        answer.retry_after,
+                        None,
+                        now,
+                        format!("{error}: the ESP does not have this contact yet"),
+                    ),
+                    WriteVerdict::RetryLater { after } => retry::after_failure(
+                        &policy,
+                        job.retry_from,
+                        failures,
+                        after,
                         now,
                         error.clone(),
                     ),
-                    Verdict::Refused => Outcome::Dead {
+                    WriteVerdict::Failed => Outcome::Dead {
                         error: format!("{error}: refused, not retried"),
                     },
                 };
@@ -255,8 +291,7 @@ impl Worker {
                     outcome,
                 )
             }
-            Err(e) => {
-                let error = describe_send_error(&e);
+            Err(error) => {
                 let outcome = retry::after_failure(
                     &policy,
                     job.retry_from,
@@ -333,19 +368,75 @@ impl Worker {
         }
     }
 
-    async fn send(&self, job: &ClaimedJob) -> Result<Answer, reqwest::Error> {
-        let url = match (&self.settings.sparkloop.upstream, job.destination.as_str()) {
-            (Upstream::Webhook { url }, sparkloop::DESTINATION) => url,
+    /// Sends one job; the answer with how to take it, or what went wrong before there was one.
+    async fn send(&self, job: &ClaimedJob) -> Result<(Answer, WriteVerdict), String> {
+        match (&self.settings.sparkloop.upstream, job.destination.as_str()) {
+            (Upstream::Webhook { url }, sparkloop::DESTINATION) => {
+                let response = self
+                    .client
+                    .post(url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(job.payload.clone())
+                    .send()
+                    .await
+                    .map_err(|e| describe_send_error(&e))?;
+                let answer = Answer::read(response).await;
+                let verdict = match retry::verdict(answer.status) {
+                    Verdict::Delivered => WriteVerdict::Done,
+                    Verdict::Retryable => WriteVerdict::RetryLater {
+                        after: answer.retry_after,
+                    },
+                    Verdict::Refused => WriteVerdict::Failed,
+                };
+                Ok((answer, verdict))
+            }
+            (_, fields::DESTINATION) => self.write_fields(job).await,
             _ => unreachable!("only deliverable destinations are claimed"),
+        }
+    }
+
+    /// Writes the subscriber's referral fields as they are now (so that one job carries every
+    /// change made since it was queued), paced to `ESP_RATE_LIMIT`.
+    async fn write_fields(&self, job: &ClaimedJob) -> Result<(Answer, WriteVerdict), String> {
+        let id = job.subscriber_id;
+        let state = self
+            .db
+            .read_async(move |conn| subscribers::referral_state(conn, id))
+            .await
+            .map_err(|e| format!("cannot read the subscriber: {e}"))?
+            .ok_or_else(|| format!("subscriber {id} is not in the database"))?;
+        let values = self.settings.esp.fields.values(&state);
+        let esp_id = state
+            .esp_id
+            .as_deref()
+            .and_then(|literal| serde_json::from_str::<serde_json::Value>(literal).ok());
+        let update = FieldUpdate {
+            email: &state.email,
+            esp_id: esp_id.as_ref(),
+            fields: &values,
         };
-        let response = self
-            .client
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(job.payload.clone())
-            .send()
-            .await?;
-        Answer::read(response).await
+        // The same id for the same job and content, so that a receiver may drop a repeat.
+        let digest = Sha256::digest(format!("{update:?}").as_bytes());
+        let message = MessageId {
+            id: format!("msg_{}_{}", job.id, &hex::encode(digest)[..16]),
+            timestamp: now_ms() / 1000,
+        };
+        let request = self.esp.field_update(&update, &message);
+        self.esp_pace.until_ready().await;
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| format!("the adapter asked for method {}", request.method))?;
+        let mut call = self.client.request(method, &request.url).body(request.body);
+        for (name, value) in &request.headers {
+            call = call.header(name, value);
+        }
+        let response = call.send().await.map_err(|e| describe_send_error(&e))?;
+        let answer = Answer::read(response).await;
+        let verdict = self.esp.read_answer(&outbound::Answer {
+            status: answer.status,
+            retry_after: answer.retry_after,
+            body: &answer.body,
+        });
+        Ok((answer, verdict))
     }
 }
 
@@ -358,7 +449,7 @@ struct Answer {
 
 impl Answer {
     /// Reads the status, `Retry-After` and the start of the body.
-    async fn read(mut response: reqwest::Response) -> Result<Answer, reqwest::Error> {
+    async fn read(mut response: reqwest::Response) -> Answer {
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -375,11 +466,11 @@ impl Answer {
             }
         }
         body.truncate(KEPT_BODY_BYTES);
-        Ok(Answer {
+        Answer {
             status,
             retry_after,
             body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        }
     }
 }
 

@@ -1,0 +1,103 @@
+//! The outbound half of an ESP integration: the HTTP request that writes one subscriber's
+//! referral fields, and how to read the ESP's answer. The service sends the request; the adapter
+//! only describes it, so that it can be tested without a network.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// What an ESP adapter needs to reach the ESP's API, from `ESP_*` variables.
+#[derive(Debug, Clone, Default)]
+pub struct EspConfig {
+    /// `ESP_API_URL`: the API base, or for `custom` the URL that receives field updates.
+    pub api_url: Option<String>,
+    /// `ESP_API_KEY`.
+    pub api_key: Option<String>,
+    /// `ESP_SIGNING_SECRET` (`custom`): sign requests with Standard Webhooks headers.
+    pub signing_secret: Option<String>,
+}
+
+/// One subscriber's fields to write, already named and valued as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldUpdate<'a> {
+    /// Their address.
+    pub email: &'a str,
+    /// The ESP's own id, in the JSON type the ESP sent, when known.
+    pub esp_id: Option<&'a Value>,
+    /// Field name and value (`null` when not known yet), in a stable order.
+    pub fields: &'a [(String, Value)],
+}
+
+/// Identifies one outgoing message, for signatures and the receiver's deduplication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageId {
+    /// A unique id: the same for the same job and body.
+    pub id: String,
+    /// When it is sent (unix seconds).
+    pub timestamp: i64,
+}
+
+/// An HTTP request to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRequest {
+    /// `POST`, `PUT`, `PATCH`...
+    pub method: &'static str,
+    /// The whole URL.
+    pub url: String,
+    /// Headers, `Content-Type` included.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// What came back from the ESP.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `Retry-After` delay, when the ESP sent one.
+    pub retry_after: Option<Duration>,
+    /// The start of the body.
+    pub body: &'a str,
+}
+
+/// How an answer is to be taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteVerdict {
+    /// Written.
+    Done,
+    /// The ESP does not have the contact yet: try again later with the usual back-off.
+    NotThereYet,
+    /// A temporary refusal: try again, after `after` when the ESP said.
+    RetryLater {
+        /// The ESP's `Retry-After`, if any.
+        after: Option<Duration>,
+    },
+    /// A permanent refusal: sending it again would fail the same way.
+    Failed,
+}
+
+/// An ESP integration's outbound half.
+pub trait OutboundEsp: Send + Sync {
+    /// What stops field writes from being sent (a missing URL or key), in words for the
+    /// operator naming the variable; `None` when they can be sent.
+    fn outbound_problem(&self) -> Option<String>;
+
+    /// The request that writes `update`.
+    fn field_update(&self, update: &FieldUpdate<'_>, message: &MessageId) -> OutboundRequest;
+
+    /// How to take the ESP's answer to a field write.
+    fn read_answer(&self, answer: &Answer<'_>) -> WriteVerdict;
+}
+
+/// The usual reading of an answer: 2xx done, 404 not there yet, 408/429/5xx later, else failed.
+pub fn usual_verdict(answer: &Answer<'_>) -> WriteVerdict {
+    match answer.status {
+        200..=299 => WriteVerdict::Done,
+        404 => WriteVerdict::NotThereYet,
+        408 | 429 | 500..=599 => WriteVerdict::RetryLater {
+            after: answer.retry_after,
+        },
+        _ => WriteVerdict::Failed,
+    }
+}

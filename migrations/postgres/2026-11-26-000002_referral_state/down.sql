@@ -1,0 +1,11 @@
+DROP TABLE redemptions;
+ALTER TABLE subscribers DROP COLUMN last_referral_at;
+ALTER TABLE subscribers DROP COLUMN partner_status;
+ALTER TABLE subscribers DROP COLUMN last_coupon;
+ALTER TABLE subscribers DROP COLUMN last_reward;
+ALTER TABLE subscribers DROP COLUMN next_reward;
+ALTER TABLE subscribers DROP COLUMN referral_count;
+ALTER TABLE subscribers DROP COLUMN referred;
+ALTER TABLE subscribers DROP COLUMN referral_link;
+ALTER TABLE subscribers DROP COLUMN referral_code;
+ALTER TABLE subscribers DROP COLUMN platform_id;

@@ -1,0 +1,120 @@
+//! Accepting a referral platform's callback: deduplicate it, store it, bring the people it names
+//! up to date, record a redemption, and queue one coalesced ESP field write per person, all in
+//! one transaction, so that a 200 means all of it is on disk.
+
+use std::time::Duration;
+
+use referral_bridge_adapters::platform::Callback;
+
+use crate::db::batch::BatchWriter;
+use crate::db::{inbox, jobs, redemptions, subscribers, DbConnection, StoreError};
+use crate::fields;
+use crate::ingest::Accepted;
+
+/// One callback waiting to be written.
+pub struct CallbackDelivery {
+    /// The platform (`sparkloop`), also the inbox's `source`.
+    pub platform: &'static str,
+    /// The callback, parsed.
+    pub callback: Callback,
+    /// The raw body.
+    pub body: String,
+    /// [`crate::ingest::body_hash`] of the body.
+    pub hash: String,
+    /// When it arrived (unix ms).
+    pub now: i64,
+}
+
+/// Writes callbacks in batched transactions; see [`crate::db::batch`].
+pub type CallbackQueue = BatchWriter<CallbackDelivery, Accepted>;
+
+/// Starts the callback writers: `writers` threads (1 for SQLite), room for `capacity` callbacks.
+pub fn start(
+    db: crate::db::Db,
+    dedupe_window: Duration,
+    writers: usize,
+    capacity: usize,
+) -> CallbackQueue {
+    BatchWriter::start(
+        "callback-writer",
+        db,
+        writers,
+        capacity,
+        move |conn, batch: &[&CallbackDelivery]| {
+            batch
+                .iter()
+                .map(|delivery| record(conn, delivery, dedupe_window))
+                .collect()
+        },
+    )
+}
+
+/// Records one callback. A repeat of the main subject's previous callback within the window is
+/// stored as a duplicate and not acted on.
+pub fn record(
+    conn: &mut DbConnection,
+    delivery: &CallbackDelivery,
+    window: Duration,
+) -> Result<Accepted, StoreError> {
+    let callback = &delivery.callback;
+    let subject = callback.subject().map(|email| email.as_str());
+    let mut row = inbox::NewInboundEvent {
+        source: delivery.platform,
+        event_type: &callback.event_type,
+        subject,
+        body_sha256: &delivery.hash,
+        body: &delivery.body,
+        outcome: inbox::IGNORED,
+        subscriber_id: None,
+        received_at: delivery.now,
+    };
+    if let Some(subject) = subject {
+        let latest = inbox::latest_for_subjects(conn, delivery.platform, &[subject])?;
+        if latest.get(subject).is_some_and(|(hash, at)| {
+            *hash == delivery.hash && delivery.now - at <= window.as_millis() as i64
+        }) {
+            row.outcome = inbox::DUPLICATE;
+            inbox::insert_all(conn, &[row])?;
+            return Ok(Accepted::Duplicate);
+        }
+    }
+    if callback.is_ignored() {
+        inbox::insert_all(conn, &[row])?;
+        return Ok(Accepted::Ignored);
+    }
+    let ids = callback
+        .people
+        .iter()
+        .map(|person| subscribers::apply_referral(conn, person, delivery.now))
+        .collect::<Result<Vec<i64>, _>>()?;
+    row.outcome = inbox::PROCESSED;
+    row.subscriber_id = ids.first().copied();
+    let event_id = inbox::insert_all(conn, &[row])?[0];
+    if let (Some(redemption), Some(&subscriber_id)) = (&callback.redemption, ids.first()) {
+        redemptions::insert(
+            conn,
+            &redemptions::NewRedemption {
+                subscriber_id,
+                reward_id: redemption.reward_id.as_deref(),
+                reward_name: redemption.reward_name.as_deref(),
+                variant_name: redemption.variant_name.as_deref(),
+                variant_sku: redemption.variant_sku.as_deref(),
+                coupon: redemption.coupon.as_deref(),
+                shipping_details: redemption.shipping_details.as_ref().map(|v| v.to_string()),
+                inbound_event_id: event_id,
+                redeemed_at: delivery.now,
+            },
+        )?;
+    }
+    for id in ids {
+        jobs::queue_coalesced(
+            conn,
+            id,
+            fields::DESTINATION,
+            fields::KIND,
+            delivery.now,
+            Some(event_id),
+        )?;
+    }
+    Ok(Accepted::Stored)
+}

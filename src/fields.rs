@@ -1,0 +1,98 @@
+//! The ESP custom fields the bridge writes (DESIGN 3.5): which referral value goes into which
+//! field, under names the operator may change, switch off, or switch on.
+
+use serde_json::Value;
+
+use crate::db::subscribers::ReferralState;
+
+/// `jobs.destination` of ESP field writes.
+pub const DESTINATION: &str = "esp";
+
+/// `jobs.kind` of ESP field writes: the subscriber's fields as they are when the job runs.
+pub const KIND: &str = "fields";
+
+/// A referral value the bridge can write into an ESP field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The platform's subscriber id.
+    SubscriberId,
+    /// The referral code.
+    Code,
+    /// The referral link.
+    Link,
+    /// `"YES"` / `"NO"`: whether they were referred.
+    IsReferred,
+    /// Number of referrals, an integer.
+    ReferralCount,
+    /// Most recent coupon code.
+    Coupon,
+    /// Id of the last reward won.
+    LastReward,
+    /// Referrals needed for the next reward, an integer (off by default).
+    NextReward,
+    /// Date of their last referral, RFC 3339 (off by default).
+    LastReferral,
+    /// Status of their partner referral (off by default).
+    PartnerStatus,
+}
+
+/// Every field: its variable, default name (`None`: off unless named), and value.
+pub const FIELDS: &[(Field, &str, Option<&str>)] = &[
+    (Field::SubscriberId, "ESP_FIELD_SUBID", Some("RH_SUBID")),
+    (Field::Code, "ESP_FIELD_CODE", Some("RH_CODE")),
+    (Field::Link, "ESP_FIELD_REFLINK", Some("RH_REFLINK")),
+    (Field::IsReferred, "ESP_FIELD_ISREF", Some("RH_ISREF")),
+    (Field::ReferralCount, "ESP_FIELD_TOTREF", Some("RH_TOTREF")),
+    (Field::Coupon, "ESP_FIELD_COUPON", Some("RH_COUPON")),
+    (
+        Field::LastReward,
+        "ESP_FIELD_LASTREWARD",
+        Some("RH_LASTREWARD"),
+    ),
+    (Field::NextReward, "ESP_FIELD_NEXTREWARD", None),
+    (Field::LastReferral, "ESP_FIELD_LASTREF", None),
+    (Field::PartnerStatus, "ESP_FIELD_PARTNER_STATUS", None),
+];
+
+/// The fields switched on, with their names, in the order of [`FIELDS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldMap(pub Vec<(Field, String)>);
+
+impl FieldMap {
+    /// Each field's name and current value (`null` when not known yet).
+    pub fn values(&self, state: &ReferralState) -> Vec<(String, Value)> {
+        self.0
+            .iter()
+            .map(|(field, name)| (name.clone(), value(*field, state)))
+            .collect()
+    }
+}
+
+fn text(value: &Option<String>) -> Value {
+    value.clone().map_or(Value::Null, Value::String)
+}
+
+fn value(field: Field, state: &ReferralState) -> Value {
+    match field {
+        Field::SubscriberId => text(&state.platform_id),
+        Field::Code => text(&state.referral_code),
+        Field::Link => text(&state.referral_link),
+        Field::IsReferred => match state.referred {
+            Some(true) => "YES".into(),
+            Some(false) => "NO".into(),
+            None => Value::Null,
+        },
+        Field::ReferralCount => state.referral_count.map_or(Value::Null, Value::from),
+        Field::Coupon => text(&state.last_coupon),
+        Field::LastReward => text(&state.last_reward),
+        Field::NextReward => state.next_reward.map_or(Value::Null, Value::from),
+        Field::LastReferral => state
+            .last_referral_at
+            .and_then(|seconds| u64::try_from(seconds).ok())
+            .map_or(Value::Null, |seconds| {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+                humantime::format_rfc3339_seconds(at).to_string().into()
+            }),
+        Field::PartnerStatus => text(&state.partner_status),
+    }
+}
