@@ -28,13 +28,17 @@ pub struct CallbackDelivery {
 /// Writes callbacks in batched transactions; see [`crate::db::batch`].
 pub type CallbackQueue = BatchWriter<CallbackDelivery, Accepted>;
 
+/// How callbacks are recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// `DEDUPE_WINDOW`.
+    pub dedupe_window: Duration,
+    /// `ESP_WRITE_DELAY`: a new field write is due this long after the change that queued it.
+    pub write_delay: Duration,
+}
+
 /// Starts the callback writers: `writers` threads (1 for SQLite), room for `capacity` callbacks.
-pub fn start(
-    db: crate::db::Db,
-    dedupe_window: Duration,
-    writers: usize,
-    capacity: usize,
-) -> CallbackQueue {
+pub fn start(db: crate::db::Db, rules: Rules, writers: usize, capacity: usize) -> CallbackQueue {
     BatchWriter::start(
         "callback-writer",
         db,
@@ -43,7 +47,7 @@ pub fn start(
         move |conn, batch: &[&CallbackDelivery]| {
             batch
                 .iter()
-                .map(|delivery| record(conn, delivery, dedupe_window))
+                .map(|delivery| record(conn, delivery, rules))
                 .collect()
         },
     )
@@ -54,8 +58,9 @@ pub fn start(
 pub fn record(
     conn: &mut DbConnection,
     delivery: &CallbackDelivery,
-    window: Duration,
+    rules: Rules,
 ) -> Result<Accepted, StoreError> {
+    let window = rules.dedupe_window;
     let callback = &delivery.callback;
     let subject = callback.subject().map(|email| email.as_str());
     let mut row = inbox::NewInboundEvent {
@@ -113,6 +118,7 @@ pub fn record(
             fields::DESTINATION,
             fields::KIND,
             delivery.now,
+            delivery.now + rules.write_delay.as_millis() as i64,
             Some(event_id),
         )?;
     }

@@ -189,6 +189,9 @@ pub struct EspSettings {
     pub rate_limit: RateLimit,
     /// `ESP_FIELD_*`: the fields written and their names.
     pub fields: crate::fields::FieldMap,
+    /// `ESP_WRITE_DELAY`: how long a queued field write waits for further changes, so that a
+    /// burst of callbacks for one person costs one write.
+    pub write_delay: Duration,
 }
 
 impl EspSettings {
@@ -275,6 +278,7 @@ struct Raw {
     esp_api_key: Option<String>,
     esp_signing_secret: Option<String>,
     esp_rate_limit: Option<String>,
+    esp_write_delay: Option<String>,
     esp_field_subid: Option<String>,
     esp_field_code: Option<String>,
     esp_field_reflink: Option<String>,
@@ -461,6 +465,7 @@ impl Settings {
             )
             .map_err(|reason| invalid("ESP_RATE_LIMIT", reason))?,
             fields,
+            write_delay: duration("ESP_WRITE_DELAY", raw.esp_write_delay.clone(), "1s")?,
         };
 
         let retry = RetryPolicy {

@@ -109,7 +109,11 @@ impl Application {
             std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
         };
         let ingest = crate::ingest::start_ingest(db.clone(), settings.dedupe_window, writers, 4096);
-        let callbacks = crate::callbacks::start(db.clone(), settings.dedupe_window, writers, 4096);
+        let rules = crate::callbacks::Rules {
+            dedupe_window: settings.dedupe_window,
+            write_delay: settings.esp.write_delay,
+        };
+        let callbacks = crate::callbacks::start(db.clone(), rules, writers, 4096);
         let state = web::Data::new(AppState {
             db,
             ingest,

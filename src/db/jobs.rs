@@ -122,16 +122,18 @@ pub fn insert_all(
     Ok(())
 }
 
-/// Queues a coalesced job for `destination`: one that sends the subscriber's state as it is when
-/// it runs, so one pending job stands for any number of changes. Nothing is queued when a job is
-/// already pending or waiting in the line; behind a running job (whose state may be stale), one
-/// waits. Returns whether a job was queued.
+/// Queues a coalesced job for `destination`, due at `run_at`: one that sends the subscriber's
+/// state as it is when it runs, so one pending job stands for any number of changes. Nothing is
+/// queued when a job is already pending or waiting in the line; behind a running job (whose state
+/// may be stale), one waits, and is due as soon as the running one ends. Returns whether a job
+/// was queued.
 pub fn queue_coalesced(
     conn: &mut DbConnection,
     subscriber_id: i64,
     destination: &str,
     kind: &str,
     now: i64,
+    run_at: i64,
     inbound_event_id: Option<i64>,
 ) -> Result<bool, StoreError> {
     lock_lines(conn, &[subscriber_id])?;
@@ -159,7 +161,7 @@ pub fn queue_coalesced(
         payload: "",
         created_at: now,
         retry_from: now,
-        run_at: now,
+        run_at,
         inbound_event_id,
     };
     insert_all(conn, &[(job, status)])?;

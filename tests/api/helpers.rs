@@ -16,6 +16,12 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 /// The secret the test ESP signs its webhooks with.
 pub const ESP_SECRET: &str = "esp-test-secret";
 
+/// The token the test SparkLoop sends with its callbacks.
+pub const SPARKLOOP_TOKEN: &str = "sparkloop-test-token";
+
+/// Where the stand-in ESP receives field writes (on the same mock server as SparkLoop).
+pub const ESP_FIELDS_PATH: &str = "/esp/fields";
+
 /// A real database for one test: a SQLite file in a temporary folder, or a fresh Postgres
 /// database (dropped afterwards) when TEST_DATABASE_URL is set.
 pub struct TestDb {
@@ -103,6 +109,12 @@ pub fn base_vars(db: &TestDb, sparkloop: &MockServer) -> HashMap<String, String>
             "SPARKLOOP_INCOMING_WEBHOOK_URL",
             format!("{}/incoming", sparkloop.uri()),
         ),
+        ("SPARKLOOP_WEBHOOK_TOKEN", SPARKLOOP_TOKEN.into()),
+        (
+            "ESP_API_URL",
+            format!("{}{ESP_FIELDS_PATH}", sparkloop.uri()),
+        ),
+        ("ESP_RATE_LIMIT", "1000/1s".into()),
         ("RETRY_BASE_DELAY", "100ms".into()),
         ("RETRY_MAX_DELAY", "400ms".into()),
         ("BRIDGE_POLL_INTERVAL", "100ms".into()),
@@ -136,15 +148,17 @@ impl TestApp {
         if let Some(mock) = mock {
             sparkloop.register(mock).await;
         }
-        // Mocks default to priority 5; this one answers only what they leave.
-        sparkloop
-            .register(
-                Mock::given(method("POST"))
-                    .and(path("/incoming"))
-                    .respond_with(ResponseTemplate::new(200))
-                    .with_priority(10),
-            )
-            .await;
+        // Mocks default to priority 5; these answer only what they leave.
+        for fallback in ["/incoming", ESP_FIELDS_PATH] {
+            sparkloop
+                .register(
+                    Mock::given(method("POST"))
+                        .and(path(fallback))
+                        .respond_with(ResponseTemplate::new(200))
+                        .with_priority(10),
+                )
+                .await;
+        }
         let db = TestDb::new();
         let mut all = base_vars(&db, &sparkloop);
         for (k, v) in vars {
@@ -177,9 +191,76 @@ impl TestApp {
             .expect("the bridge answers")
     }
 
+    /// Posts a SparkLoop callback with the right token.
+    pub async fn post_sparkloop(&self, body: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/webhooks/sparkloop", self.address))
+            .header("SparkLoop-Token", SPARKLOOP_TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("the bridge answers")
+    }
+
     /// The bodies SparkLoop has received so far, in order.
     pub async fn received(&self) -> Vec<Value> {
-        received_bodies(&self.sparkloop).await
+        self.requests_to("/incoming")
+            .await
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).expect("the bridge sends JSON"))
+            .collect()
+    }
+
+    /// The requests the stand-in received at `at`, in order.
+    pub async fn requests_to(&self, at: &str) -> Vec<Request> {
+        self.sparkloop
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.url.path() == at)
+            .collect()
+    }
+
+    /// The field writes the ESP received so far, in order, as JSON.
+    pub async fn esp_writes(&self) -> Vec<Value> {
+        self.requests_to(ESP_FIELDS_PATH)
+            .await
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).expect("the bridge sends JSON"))
+            .collect()
+    }
+
+    /// Waits until the ESP has received a write for `email` whose fields equal `fields`;
+    /// returns that write (panics after 15 s, showing what did arrive).
+    pub async fn wait_for_fields(&self, email: &str, fields: &Value) -> Value {
+        let start = Instant::now();
+        loop {
+            let writes = self.esp_writes().await;
+            if let Some(write) = writes
+                .iter()
+                .find(|w| w["email"] == email && &w["fields"] == fields)
+            {
+                return write.clone();
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                panic!("no write of {fields} for {email}; the ESP received {writes:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until no ESP field write is queued or running (panics after 30 s).
+    pub async fn wait_until_esp_idle(&self) {
+        let db = &self.db;
+        eventually("the ESP writes to finish", Duration::from_secs(30), || {
+            db.count(
+                "SELECT COUNT(*) AS n FROM jobs WHERE destination = 'esp' \
+                 AND status IN ('waiting', 'pending', 'running')",
+            ) == 0
+        })
+        .await;
     }
 
     /// Waits until SparkLoop has received `n` requests (panics after 15 s).
