@@ -261,12 +261,45 @@ async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
         },
     );
 
+    report(
+        settings.sparkloop.webhook_token.is_some(),
+        if settings.sparkloop.webhook_token.is_some() {
+            "SparkLoop callbacks accepted with SPARKLOOP_WEBHOOK_TOKEN".into()
+        } else {
+            "SPARKLOOP_WEBHOOK_TOKEN is not set: SparkLoop's callbacks are refused with 401".into()
+        },
+    );
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let esp =
+        referral_bridge_adapters::esp_adapter(&settings.esp.adapter, settings.esp.adapter_config())
+            .context("ESP_ADAPTER names no known adapter")?;
+    match (esp.outbound_problem(), &settings.esp.api_url) {
+        (Some(problem), _) => report(false, problem),
+        (None, Some(url)) => {
+            // As for SparkLoop below: a GET reaches the server without writing anything.
+            match client.get(url).send().await {
+                Ok(response) => report(
+                    true,
+                    format!(
+                        "ESP API reachable (answered HTTP {} to a GET)",
+                        response.status().as_u16()
+                    ),
+                ),
+                Err(e) => report(
+                    false,
+                    format!("ESP_API_URL cannot be reached: {}", e.without_url()),
+                ),
+            }
+        }
+        (None, None) => report(true, "ESP API: the adapter's own default".into()),
+    }
+
     match &settings.sparkloop.upstream {
         Upstream::Webhook { url } => {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?;
             // The incoming webhook takes POSTs only; any HTTP answer proves it can be reached,
             // and nothing is posted that SparkLoop would count as an event.
             match client.get(url).send().await {

@@ -723,4 +723,21 @@ mod tests {
         let s = settings(&[("ESP_WEBHOOK_SECRET", "hunter2")]).unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
     }
+
+    #[test]
+    fn rates_are_read_in_their_usual_forms() {
+        let rate = |text| RateLimit::parse(text);
+        assert_eq!(
+            rate("120/60s"),
+            Ok(RateLimit {
+                requests: 120,
+                per: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(rate("5/s").unwrap().per, Duration::from_secs(1));
+        assert_eq!(rate(" 10 / 1m ").unwrap().per, Duration::from_secs(60));
+        for bad in ["", "10", "0/1s", "x/1s", "10/0s", "10/soon"] {
+            assert!(rate(bad).is_err(), "{bad}");
+        }
+    }
 }

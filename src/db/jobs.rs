@@ -137,12 +137,19 @@ pub fn queue_coalesced(
     inbound_event_id: Option<i64>,
 ) -> Result<bool, StoreError> {
     lock_lines(conn, &[subscriber_id])?;
-    let open: Vec<String> = jobs::table
+    let line = jobs::table
         .filter(jobs::subscriber_id.eq(subscriber_id))
         .filter(jobs::destination.eq(destination))
         .filter(jobs::status.eq_any(OPEN))
-        .select(jobs::status)
-        .load(conn)?;
+        .select(jobs::status);
+    // On Postgres the pending job is locked: a worker claiming it at this moment either skips it
+    // (and claims it after this transaction, reading the state it wrote) or has claimed it
+    // already, and then it is seen as running, so that a job is queued behind it. Without the
+    // lock, a claim could read the old state and this change would never be sent.
+    let open: Vec<String> = match conn {
+        DbConnection::Postgres(c) => line.for_update().load(c)?,
+        DbConnection::Sqlite(c) => line.load(c)?,
+    };
     if open
         .iter()
         .any(|status| status != JobStatus::Running.as_str())
@@ -249,6 +256,34 @@ pub struct ClaimedJob {
     /// Start of the retry horizon (unix ms).
     #[diesel(sql_type = BigInt)]
     pub retry_from: i64,
+    /// When the claim ends (unix ms); also tells this claim from a later one of the same job.
+    #[diesel(sql_type = BigInt)]
+    pub lease_expires_at: i64,
+}
+
+/// Extends the claim on `job` to `until`, provided it is still this claim and has not ended at
+/// `now` (after which another worker, or this one, may have claimed the job again). Returns
+/// whether the claim was extended; if not, the job is no longer this worker's to send.
+pub fn renew_lease(
+    conn: &mut DbConnection,
+    job: &ClaimedJob,
+    lease_token: &str,
+    now: i64,
+    until: i64,
+) -> Result<bool, StoreError> {
+    if job.lease_expires_at <= now {
+        return Ok(false);
+    }
+    let renewed = diesel::update(
+        jobs::table
+            .filter(jobs::id.eq(job.id))
+            .filter(jobs::status.eq(JobStatus::Running.as_str()))
+            .filter(jobs::lease_token.eq(lease_token))
+            .filter(jobs::lease_expires_at.eq(job.lease_expires_at)),
+    )
+    .set(jobs::lease_expires_at.eq(until))
+    .execute(conn)?;
+    Ok(renewed == 1)
 }
 
 /// Due jobs, in claiming order: heads of their lines, pending and past `run_at`.
@@ -303,7 +338,9 @@ pub fn claim(
         c.batch_execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")?;
     }
     reclaim_expired(conn, now)?;
-    let returning = "RETURNING id, subscriber_id, destination, kind, payload, attempts, retry_from";
+    let returning =
+        "RETURNING id, subscriber_id, destination, kind, payload, attempts, retry_from, \
+                     lease_expires_at";
     let jobs = match conn {
         DbConnection::Postgres(c) => {
             let due = DUE

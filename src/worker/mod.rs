@@ -245,9 +245,15 @@ impl Worker {
 
     /// Sends one job and records the outcome.
     async fn deliver(&self, job: ClaimedJob) {
+        if job.destination == fields::DESTINATION {
+            if let Err(reason) = self.wait_for_esp_turn(&job).await {
+                log::warn!("job {} is due again, unsent: {reason}", job.id);
+                return;
+            }
+        }
         let started_at = now_ms();
         let clock = Instant::now();
-        let sent = self.send(&job).await;
+        let sent = self.send(&job).await.map_err(|SendError(error)| error);
         let elapsed = clock.elapsed();
         self.metrics
             .attempt_seconds
@@ -369,7 +375,7 @@ impl Worker {
     }
 
     /// Sends one job; the answer with how to take it, or what went wrong before there was one.
-    async fn send(&self, job: &ClaimedJob) -> Result<(Answer, WriteVerdict), String> {
+    async fn send(&self, job: &ClaimedJob) -> Result<(Answer, WriteVerdict), SendError> {
         match (&self.settings.sparkloop.upstream, job.destination.as_str()) {
             (Upstream::Webhook { url }, sparkloop::DESTINATION) => {
                 let response = self
@@ -379,7 +385,7 @@ impl Worker {
                     .body(job.payload.clone())
                     .send()
                     .await
-                    .map_err(|e| describe_send_error(&e))?;
+                    .map_err(|e| SendError(describe_send_error(&e)))?;
                 let answer = Answer::read(response).await;
                 let verdict = match retry::verdict(answer.status) {
                     Verdict::Delivered => WriteVerdict::Done,
@@ -395,16 +401,41 @@ impl Worker {
         }
     }
 
+    /// Waits until `ESP_RATE_LIMIT` allows another call. A long wait must not outlast the claim:
+    /// the call and its recording need a request timeout and more before the lease ends, or
+    /// another claim might send the job too; so the claim is extended, or, if it has already
+    /// ended, the job is left unsent (it is due again).
+    async fn wait_for_esp_turn(&self, job: &ClaimedJob) -> Result<(), String> {
+        self.esp_pace.until_ready().await;
+        let now = now_ms();
+        let needed = (self.settings.worker.request_timeout + Duration::from_secs(1)).as_millis();
+        if job.lease_expires_at - now >= needed as i64 {
+            return Ok(());
+        }
+        let (claim, token) = (job.clone(), self.lease_token.clone());
+        let until = now + self.settings.worker.lease.as_millis() as i64;
+        let renewed = self
+            .db
+            .write_async(move |conn| jobs::renew_lease(conn, &claim, &token, now, until))
+            .await
+            .map_err(|e| format!("cannot extend its claim: {e}"))?;
+        if renewed {
+            Ok(())
+        } else {
+            Err("its claim ran out while it waited for ESP_RATE_LIMIT".into())
+        }
+    }
+
     /// Writes the subscriber's referral fields as they are now (so that one job carries every
     /// change made since it was queued), paced to `ESP_RATE_LIMIT`.
-    async fn write_fields(&self, job: &ClaimedJob) -> Result<(Answer, WriteVerdict), String> {
+    async fn write_fields(&self, job: &ClaimedJob) -> Result<(Answer, WriteVerdict), SendError> {
         let id = job.subscriber_id;
         let state = self
             .db
             .read_async(move |conn| subscribers::referral_state(conn, id))
             .await
-            .map_err(|e| format!("cannot read the subscriber: {e}"))?
-            .ok_or_else(|| format!("subscriber {id} is not in the database"))?;
+            .map_err(|e| SendError(format!("cannot read the subscriber: {e}")))?
+            .ok_or_else(|| SendError(format!("subscriber {id} is not in the database")))?;
         let values = self.settings.esp.fields.values(&state);
         let esp_id = state
             .esp_id
@@ -422,14 +453,16 @@ impl Worker {
             timestamp: now_ms() / 1000,
         };
         let request = self.esp.field_update(&update, &message);
-        self.esp_pace.until_ready().await;
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| format!("the adapter asked for method {}", request.method))?;
+            .map_err(|_| SendError(format!("the adapter asked for method {}", request.method)))?;
         let mut call = self.client.request(method, &request.url).body(request.body);
         for (name, value) in &request.headers {
             call = call.header(name, value);
         }
-        let response = call.send().await.map_err(|e| describe_send_error(&e))?;
+        let response = call
+            .send()
+            .await
+            .map_err(|e| SendError(describe_send_error(&e)))?;
         let answer = Answer::read(response).await;
         let verdict = self.esp.read_answer(&outbound::Answer {
             status: answer.status,
@@ -439,6 +472,10 @@ impl Worker {
         Ok((answer, verdict))
     }
 }
+
+/// Why a job got no answer (a network error, the database), in words for the operator; the
+/// job is tried again later.
+struct SendError(String);
 
 /// What came back from a call.
 struct Answer {

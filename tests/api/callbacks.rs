@@ -354,3 +354,44 @@ async fn field_writes_carry_the_api_key_and_a_verifiable_standard_webhooks_signa
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn field_writes_are_paced_and_a_long_wait_never_sends_a_job_twice() {
+    // One write per 2 s, and claims shorter than the wait of the third job in line.
+    let app = TestApp::spawn_with(
+        &[
+            ("ESP_RATE_LIMIT", "1/2s"),
+            ("BRIDGE_LEASE", "3s"),
+            ("BRIDGE_REQUEST_TIMEOUT", "1s"),
+            ("ESP_WRITE_DELAY", "10ms"),
+        ],
+        None,
+    )
+    .await;
+    for n in 0..3 {
+        let body = json!({"type": "sync_subscriber",
+            "subscriber": {"email": format!("paced{n}@example.com"), "tot_referrals": n}});
+        post_ok(&app, &body.to_string()).await;
+    }
+    app.wait_until_esp_idle().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writes = app.esp_writes().await;
+    let mut emails: Vec<&str> = writes
+        .iter()
+        .map(|w| w["email"].as_str().unwrap())
+        .collect();
+    emails.sort();
+    assert_eq!(
+        emails,
+        [
+            "paced0@example.com",
+            "paced1@example.com",
+            "paced2@example.com"
+        ]
+    );
+    let spread = app
+        .db
+        .count("SELECT MAX(started_at) - MIN(started_at) AS n FROM attempts");
+    assert!(spread >= 3500, "three writes at 1 per 2 s took {spread} ms");
+    app.stop().await;
+}

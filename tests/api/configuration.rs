@@ -27,6 +27,13 @@ fn invalid_values_stop_start_up_naming_the_variable() {
             "SPARKLOOP_INCOMING_WEBHOOK_URL",
         ),
         (vec![("DEDUPE_WINDOW", "1 fortnight")], "DEDUPE_WINDOW"),
+        (vec![("ESP_RATE_LIMIT", "fast")], "ESP_RATE_LIMIT"),
+        (vec![("ESP_RATE_LIMIT", "0/1s")], "ESP_RATE_LIMIT"),
+        (vec![("ESP_WRITE_DELAY", "later")], "ESP_WRITE_DELAY"),
+        (
+            vec![("ESP_FIELD_NEXTREWARD", "RH_CODE")],
+            "ESP_FIELD_NEXTREWARD",
+        ),
         (
             vec![("BRIDGE_CONFIG", "/nonexistent/bridge.toml")],
             "BRIDGE_CONFIG",
@@ -89,6 +96,11 @@ fn check_reports_problems_and_exits_non_zero() {
         "{stdout}"
     );
     assert!(stdout.contains("ok      database answers"), "{stdout}");
+    assert!(
+        stdout.contains("SPARKLOOP_WEBHOOK_TOKEN is not set"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ESP_API_URL is not set"), "{stdout}");
 }
 
 #[tokio::test]
@@ -100,6 +112,8 @@ async fn check_passes_when_everything_is_reachable() {
         &vars(&[
             ("DATABASE_URL", &db.url),
             ("ESP_WEBHOOK_SECRET", "s3cret"),
+            ("SPARKLOOP_WEBHOOK_TOKEN", "t0ken"),
+            ("ESP_API_URL", &format!("{}/esp", sparkloop.uri())),
             (
                 "SPARKLOOP_INCOMING_WEBHOOK_URL",
                 &format!("{}/incoming", sparkloop.uri()),
@@ -107,6 +121,8 @@ async fn check_passes_when_everything_is_reachable() {
         ]),
     );
     assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("ESP API reachable"), "{stdout}");
+    assert!(!stdout.contains("t0ken"), "{stdout}");
     assert!(
         stdout.contains("SparkLoop incoming webhook reachable"),
         "{stdout}"

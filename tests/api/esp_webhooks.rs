@@ -81,6 +81,36 @@ async fn an_email_change_keeps_the_subscriber() {
 }
 
 #[tokio::test]
+async fn a_profile_update_that_only_echoes_the_bridges_fields_is_not_forwarded() {
+    let app = TestApp::spawn().await;
+    let person = json!({"email": "echo@x.com", "id": 9, "first_name": "Ann", "name": "Ann Lee"});
+    app.post_esp(&json!({"type": "subscribe", "subscriber": person}).to_string())
+        .await;
+    // What an ESP sends after the bridge wrote its fields: the same person, nothing new.
+    let echo = json!({"type": "update", "subscriber": person, "updated_at": 1564400999});
+    assert_eq!(app.post_esp(&echo.to_string()).await.status(), 200);
+    // A real change of name is news.
+    let renamed = json!({"type": "update", "subscriber":
+        {"email": "echo@x.com", "first_name": "Anna", "name": "Anna Lee"}});
+    app.post_esp(&renamed.to_string()).await;
+    let received = app.wait_for_requests(2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received_now = app.received().await;
+    assert_eq!(received_now.len(), 2, "{received_now:#?}");
+    assert_eq!(received[0]["type"], "subscribe");
+    assert_eq!(received[1]["type"], "update");
+    assert_eq!(received[1]["subscriber"]["first_name"], "Anna");
+    assert_eq!(
+        app.db.count(
+            "SELECT COUNT(*) AS n FROM inbound_events WHERE outcome = 'unchanged' \
+             AND event_type = 'update'"
+        ),
+        1
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn missing_wrong_and_unconfigured_secrets_are_refused_and_nothing_is_forwarded() {
     let app = TestApp::spawn().await;
     let url = format!("{}/webhooks/esp", app.address);
