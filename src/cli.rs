@@ -163,7 +163,11 @@ fn deliveries(db: &Db, action: Deliveries) -> anyhow::Result<ExitCode> {
             if let Some(error) = &job.last_error {
                 println!("last error: {error}");
             }
-            println!("body:       {}", job.payload);
+            if job.destination == crate::fields::DESTINATION {
+                println!("body:       the subscriber's referral fields, as they are when sent");
+            } else {
+                println!("body:       {}", job.payload);
+            }
             println!("attempts:   {}", attempts.len());
             for (n, attempt) in attempts.iter().enumerate() {
                 let status = attempt
