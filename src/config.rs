@@ -137,6 +137,8 @@ pub struct SparkLoopSettings {
     pub api_key: Option<Secret>,
     /// `SPARKLOOP_WEBHOOK_TOKEN`: callbacks are refused while unset.
     pub webhook_token: Option<Secret>,
+    /// `SPARKLOOP_RATE_LIMIT`: calls to the SparkLoop API per window.
+    pub rate_limit: RateLimit,
 }
 
 /// At most `requests` calls in any `per`.
@@ -149,6 +151,12 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
+    /// How long `calls` calls take at this rate.
+    pub fn time_for(&self, calls: u64) -> Duration {
+        let windows = calls.div_ceil(self.requests as u64);
+        self.per.saturating_mul(windows.min(u32::MAX as u64) as u32)
+    }
+
     /// Reads `120/60s`, `10/1s` or `5/s`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let bad = || format!("`{text}` is not a rate like 10/1s or 120/60s");
@@ -272,6 +280,7 @@ struct Raw {
     sparkloop_api_url: Option<String>,
     sparkloop_api_key: Option<String>,
     sparkloop_webhook_token: Option<String>,
+    sparkloop_rate_limit: Option<String>,
     esp_adapter: Option<String>,
     esp_webhook_secret: Option<String>,
     esp_api_url: Option<String>,
@@ -438,6 +447,12 @@ impl Settings {
             )?,
             api_key: secret(raw.sparkloop_api_key),
             webhook_token: secret(raw.sparkloop_webhook_token.clone()),
+            rate_limit: RateLimit::parse(
+                non_empty(raw.sparkloop_rate_limit.clone())
+                    .as_deref()
+                    .unwrap_or("120/60s"),
+            )
+            .map_err(|reason| invalid("SPARKLOOP_RATE_LIMIT", reason))?,
         };
 
         let adapter = non_empty(raw.esp_adapter).unwrap_or_else(|| "custom".into());

@@ -8,6 +8,7 @@ pub mod db;
 pub mod error;
 pub mod fields;
 pub mod http;
+pub mod import;
 pub mod ingest;
 pub mod metrics;
 pub mod sparkloop;

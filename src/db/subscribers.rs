@@ -426,3 +426,111 @@ pub fn apply_referral(
             .get_result(conn)?,
     })
 }
+
+/// A person as an import sees them: what a CSV row can set, and their status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedPerson {
+    /// Normalised email.
+    pub email: String,
+    /// The ESP's id as a JSON literal.
+    pub esp_id: Option<String>,
+    /// First name.
+    pub first_name: Option<String>,
+    /// Full name.
+    pub name: Option<String>,
+    /// `subscribed` or `unsubscribed`.
+    pub status: String,
+}
+
+impl From<&Subscriber> for ImportedPerson {
+    fn from(s: &Subscriber) -> Self {
+        ImportedPerson {
+            email: s.email.clone(),
+            esp_id: s.esp_id.clone(),
+            first_name: s.first_name.clone(),
+            name: s.name.clone(),
+            status: s.status.clone(),
+        }
+    }
+}
+
+impl From<&Person> for ImportedPerson {
+    fn from(p: &Person) -> Self {
+        ImportedPerson {
+            email: p.email.as_str().to_string(),
+            esp_id: p.esp_id.as_ref().map(|id| id.to_string()),
+            first_name: p.first_name.clone(),
+            name: p.name.clone(),
+            status: SUBSCRIBED.to_string(),
+        }
+    }
+}
+
+impl ImportedPerson {
+    /// This person with what `row` carries (values it lacks stay as they were).
+    pub fn merged(&self, row: &Person) -> ImportedPerson {
+        ImportedPerson {
+            email: self.email.clone(),
+            esp_id: row
+                .esp_id
+                .as_ref()
+                .map(|id| id.to_string())
+                .or_else(|| self.esp_id.clone()),
+            first_name: row.first_name.clone().or_else(|| self.first_name.clone()),
+            name: row.name.clone().or_else(|| self.name.clone()),
+            status: self.status.clone(),
+        }
+    }
+
+    /// The person as an ESP event would carry them.
+    pub fn to_person(&self) -> Option<Person> {
+        Some(Person {
+            email: Email::parse(&self.email).ok()?,
+            esp_id: self
+                .esp_id
+                .as_deref()
+                .and_then(|literal| serde_json::from_str(literal).ok()),
+            first_name: self.first_name.clone(),
+            name: self.name.clone(),
+        })
+    }
+}
+
+/// Writes an imported person's id and names over a stored subscriber's.
+pub fn update_imported(
+    conn: &mut DbConnection,
+    id: i64,
+    person: &ImportedPerson,
+    now: i64,
+) -> Result<(), StoreError> {
+    diesel::update(subscribers::table.find(id))
+        .set((
+            subscribers::esp_id.eq(&person.esp_id),
+            subscribers::first_name.eq(&person.first_name),
+            subscribers::name.eq(&person.name),
+            subscribers::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Inserts imported people, a few hundred per statement; returns their ids by email.
+pub fn insert_imported(
+    conn: &mut DbConnection,
+    people: &[&ImportedPerson],
+    now: i64,
+) -> Result<HashMap<String, i64>, StoreError> {
+    let rows: Vec<NewSubscriber<'_>> = people
+        .iter()
+        .map(|p| NewSubscriber {
+            email: &p.email,
+            esp_id: p.esp_id.as_deref(),
+            first_name: p.first_name.as_deref(),
+            name: p.name.as_deref(),
+            status: &p.status,
+            created_at: now,
+            updated_at: now,
+        })
+        .collect();
+    insert_all(conn, &rows)
+}

@@ -68,6 +68,17 @@ impl TestDb {
         self.postgres.is_some()
     }
 
+    /// Runs statements straight on the database.
+    pub fn execute(&self, sql: &str) {
+        if self.is_postgres() {
+            let mut c = diesel::PgConnection::establish(&self.url).unwrap();
+            c.batch_execute(sql).unwrap();
+        } else {
+            let mut c = diesel::SqliteConnection::establish(&self.url).unwrap();
+            c.batch_execute(sql).unwrap();
+        }
+    }
+
     /// Runs one query returning a single integer, straight on the database.
     pub fn count(&self, sql: &str) -> i64 {
         use diesel::sql_types::BigInt;

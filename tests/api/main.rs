@@ -7,5 +7,6 @@ mod configuration;
 mod delivery;
 mod esp_webhooks;
 mod helpers;
+mod import;
 mod operations;
 mod processes;
