@@ -485,12 +485,47 @@ async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
                 ),
             }
         }
-        Upstream::Api => report(
-            false,
-            "SPARKLOOP_INCOMING_WEBHOOK_URL is not set: this version forwards ESP events in \
-             webhook mode only, so they wait in the queue"
-                .into(),
-        ),
+        Upstream::Api => match &settings.sparkloop.api_key {
+            None => report(
+                false,
+                "neither SPARKLOOP_INCOMING_WEBHOOK_URL (webhook mode) nor SPARKLOOP_API_KEY (API \
+                 mode) is set: ESP events wait in the queue"
+                    .into(),
+            ),
+            Some(key) => {
+                // Listing one subscriber reads nothing it should not and writes nothing.
+                let url = format!(
+                    "{}/v2/subscribers?per_page=1",
+                    settings.sparkloop.api_url.trim_end_matches('/')
+                );
+                match client
+                    .get(url)
+                    .header("X-Api-Key", key.expose())
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => report(
+                        true,
+                        "SparkLoop API reachable, SPARKLOOP_API_KEY accepted".into(),
+                    ),
+                    Ok(r) if matches!(r.status().as_u16(), 401 | 403) => report(
+                        false,
+                        format!(
+                            "SPARKLOOP_API_KEY was refused (HTTP {})",
+                            r.status().as_u16()
+                        ),
+                    ),
+                    Ok(r) => report(
+                        false,
+                        format!("SparkLoop API answered HTTP {}", r.status().as_u16()),
+                    ),
+                    Err(e) => report(
+                        false,
+                        format!("SPARKLOOP_API_URL cannot be reached: {}", e.without_url()),
+                    ),
+                }
+            }
+        },
     }
 
     if problems == 0 {

@@ -11,6 +11,7 @@ pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod metrics;
+pub mod pace;
 pub mod sparkloop;
 pub mod startup;
 pub mod worker;

@@ -6,19 +6,19 @@ pub mod retry;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use referral_bridge_adapters::outbound::{self, FieldUpdate, MessageId, WriteVerdict};
 use referral_bridge_adapters::EspAdapter;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{RateLimit, Settings, Upstream};
+use crate::config::{Settings, Upstream};
 use crate::db::batch::BatchWriter;
 use crate::db::jobs::{self, ClaimedJob, NewAttempt, Outcome};
 use crate::db::{now_ms, subscribers, Db};
 use crate::fields;
 use crate::metrics::{DestinationLabels, JobLabels, Metrics};
+use crate::pace::SlidingWindow;
 use crate::sparkloop;
 use retry::Verdict;
 
@@ -40,17 +40,9 @@ pub struct Worker {
     /// The ESP adapter, for field writes.
     esp: Arc<dyn EspAdapter>,
     /// Paces field writes to `ESP_RATE_LIMIT`.
-    esp_pace: DefaultDirectRateLimiter,
-}
-
-/// A limiter allowing `limit.requests` calls in any `limit.per`, the whole window's worth at once.
-fn pace(limit: RateLimit) -> DefaultDirectRateLimiter {
-    let requests = std::num::NonZeroU32::new(limit.requests.max(1)).expect("at least 1");
-    let interval = (limit.per / requests.get()).max(Duration::from_nanos(1));
-    let quota = Quota::with_period(interval)
-        .expect("the interval is not zero")
-        .allow_burst(requests);
-    RateLimiter::direct(quota)
+    esp_pace: SlidingWindow,
+    /// Paces SparkLoop API calls to `SPARKLOOP_RATE_LIMIT`.
+    sparkloop_pace: SlidingWindow,
 }
 
 /// An attempt to record, with the job's outcome.
@@ -97,7 +89,8 @@ impl Worker {
             },
         );
         Ok(Worker {
-            esp_pace: pace(settings.esp.rate_limit),
+            esp_pace: SlidingWindow::new(settings.esp.rate_limit),
+            sparkloop_pace: SlidingWindow::new(settings.sparkloop.rate_limit),
             esp,
             recorder,
             db,
@@ -115,9 +108,12 @@ impl Worker {
         let mut destinations = Vec::new();
         match self.settings.sparkloop.upstream {
             Upstream::Webhook { .. } => destinations.push(sparkloop::DESTINATION),
+            Upstream::Api if self.settings.sparkloop.api_key.is_some() => {
+                destinations.push(sparkloop::DESTINATION)
+            }
             Upstream::Api => log::warn!(
-                "SparkLoop API mode is not delivered by this version: ESP events are stored and \
-                 queued, and are sent once SPARKLOOP_INCOMING_WEBHOOK_URL is set"
+                "SPARKLOOP_API_KEY is not set: ESP events are stored and queued for SparkLoop's \
+                 API, and are sent once it is (or SPARKLOOP_INCOMING_WEBHOOK_URL for webhook mode)"
             ),
         }
         match self.esp.outbound_problem() {
@@ -245,15 +241,38 @@ impl Worker {
 
     /// Sends one job and records the outcome.
     async fn deliver(&self, job: ClaimedJob) {
-        if job.destination == fields::DESTINATION {
-            if let Err(reason) = self.wait_for_esp_turn(&job).await {
+        let prepared = self.prepare(&job).await;
+        // Paced calls wait for their turn right before they go, so that the peer sees them
+        // spaced as they were counted.
+        let pace = match (job.destination.as_str(), &self.settings.sparkloop.upstream) {
+            (fields::DESTINATION, _) => Some((&self.esp_pace, "ESP_RATE_LIMIT")),
+            (sparkloop::DESTINATION, Upstream::Api) => {
+                Some((&self.sparkloop_pace, "SPARKLOOP_RATE_LIMIT"))
+            }
+            _ => None,
+        };
+        if let (Some((pace, variable)), Ok(_)) = (pace, &prepared) {
+            if let Err(reason) = self.wait_for_turn(&job, pace, variable).await {
                 log::warn!("job {} is due again, unsent: {reason}", job.id);
                 return;
             }
         }
         let started_at = now_ms();
         let clock = Instant::now();
-        let sent = self.send(&job).await.map_err(|SendError(error)| error);
+        let sent = match prepared {
+            Ok(request) => match request.send().await {
+                Ok(response) => {
+                    let answer = Answer::read(response).await;
+                    if let (Some((pace, _)), 429) = (pace, answer.status) {
+                        pace.pause(answer.retry_after);
+                    }
+                    let verdict = self.verdict(&job, &answer);
+                    Ok((answer, verdict))
+                }
+                Err(e) => Err(describe_send_error(&e)),
+            },
+            Err(SendError(error)) => Err(error),
+        };
         let elapsed = clock.elapsed();
         self.metrics
             .attempt_seconds
@@ -374,39 +393,17 @@ impl Worker {
         }
     }
 
-    /// Sends one job; the answer with how to take it, or what went wrong before there was one.
-    async fn send(&self, job: &ClaimedJob) -> Result<(Answer, WriteVerdict), SendError> {
-        match (&self.settings.sparkloop.upstream, job.destination.as_str()) {
-            (Upstream::Webhook { url }, sparkloop::DESTINATION) => {
-                let response = self
-                    .client
-                    .post(url)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(job.payload.clone())
-                    .send()
-                    .await
-                    .map_err(|e| SendError(describe_send_error(&e)))?;
-                let answer = Answer::read(response).await;
-                let verdict = match retry::verdict(answer.status) {
-                    Verdict::Delivered => WriteVerdict::Done,
-                    Verdict::Retryable => WriteVerdict::RetryLater {
-                        after: answer.retry_after,
-                    },
-                    Verdict::Refused => WriteVerdict::Failed,
-                };
-                Ok((answer, verdict))
-            }
-            (_, fields::DESTINATION) => self.write_fields(job).await,
-            _ => unreachable!("only deliverable destinations are claimed"),
-        }
-    }
-
-    /// Waits until `ESP_RATE_LIMIT` allows another call. A long wait must not outlast the claim:
-    /// the call and its recording need a request timeout and more before the lease ends, or
-    /// another claim might send the job too; so the claim is extended, or, if it has already
-    /// ended, the job is left unsent (it is due again).
-    async fn wait_for_esp_turn(&self, job: &ClaimedJob) -> Result<(), String> {
-        self.esp_pace.until_ready().await;
+    /// Waits until the peer's rate limit (`variable`) allows another call. A long wait must not
+    /// outlast the claim: the call and its recording need a request timeout and more before the
+    /// lease ends, or another claim might send the job too; so the claim is extended, or, if it
+    /// has already ended, the job is left unsent (it is due again).
+    async fn wait_for_turn(
+        &self,
+        job: &ClaimedJob,
+        pace: &SlidingWindow,
+        variable: &str,
+    ) -> Result<(), String> {
+        pace.acquire().await;
         let now = now_ms();
         let needed = (self.settings.worker.request_timeout + Duration::from_secs(1)).as_millis();
         if job.lease_expires_at - now >= needed as i64 {
@@ -422,13 +419,67 @@ impl Worker {
         if renewed {
             Ok(())
         } else {
-            Err("its claim ran out while it waited for ESP_RATE_LIMIT".into())
+            Err(format!("its claim ran out while it waited for {variable}"))
         }
     }
 
-    /// Writes the subscriber's referral fields as they are now (so that one job carries every
-    /// change made since it was queued), paced to `ESP_RATE_LIMIT`.
-    async fn write_fields(&self, job: &ClaimedJob) -> Result<(Answer, WriteVerdict), SendError> {
+    /// The request that sends a job, or what stopped it from being made.
+    async fn prepare(&self, job: &ClaimedJob) -> Result<reqwest::RequestBuilder, SendError> {
+        match (&self.settings.sparkloop.upstream, job.destination.as_str()) {
+            (Upstream::Webhook { url }, sparkloop::DESTINATION) => Ok(self
+                .client
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(job.payload.clone())),
+            (Upstream::Api, sparkloop::DESTINATION) => {
+                let settings = &self.settings.sparkloop;
+                let call = sparkloop::api_call(&settings.api_url, &job.kind, &job.payload)
+                    .map_err(SendError)?;
+                let method = reqwest::Method::from_bytes(call.method.as_bytes())
+                    .map_err(|_| SendError(format!("no HTTP method {}", call.method)))?;
+                let mut request = self
+                    .client
+                    .request(method, &call.url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(call.body);
+                if let Some(key) = &settings.api_key {
+                    request = request.header("X-Api-Key", key.expose());
+                }
+                Ok(request)
+            }
+            (_, fields::DESTINATION) => self.prepare_field_write(job).await,
+            _ => unreachable!("only deliverable destinations are claimed"),
+        }
+    }
+
+    /// How to take a job's answer, as its destination reads it.
+    fn verdict(&self, job: &ClaimedJob, answer: &Answer) -> WriteVerdict {
+        if job.destination == fields::DESTINATION {
+            return self.esp.read_answer(&outbound::Answer {
+                status: answer.status,
+                retry_after: answer.retry_after,
+                body: &answer.body,
+            });
+        }
+        let api = matches!(self.settings.sparkloop.upstream, Upstream::Api);
+        if api && sparkloop::already_done(&job.kind, answer.status, &answer.body) {
+            return WriteVerdict::Done;
+        }
+        match retry::verdict(answer.status) {
+            Verdict::Delivered => WriteVerdict::Done,
+            Verdict::Retryable => WriteVerdict::RetryLater {
+                after: answer.retry_after,
+            },
+            Verdict::Refused => WriteVerdict::Failed,
+        }
+    }
+
+    /// The request that writes the subscriber's referral fields as they are now (so that one
+    /// job carries every change made since it was queued).
+    async fn prepare_field_write(
+        &self,
+        job: &ClaimedJob,
+    ) -> Result<reqwest::RequestBuilder, SendError> {
         let id = job.subscriber_id;
         let state = self
             .db
@@ -459,17 +510,7 @@ impl Worker {
         for (name, value) in &request.headers {
             call = call.header(name, value);
         }
-        let response = call
-            .send()
-            .await
-            .map_err(|e| SendError(describe_send_error(&e)))?;
-        let answer = Answer::read(response).await;
-        let verdict = self.esp.read_answer(&outbound::Answer {
-            status: answer.status,
-            retry_after: answer.retry_after,
-            body: &answer.body,
-        });
-        Ok((answer, verdict))
+        Ok(call)
     }
 }
 

@@ -92,7 +92,9 @@ fn check_reports_problems_and_exits_non_zero() {
     assert!(!ok);
     assert!(stdout.contains("ESP_WEBHOOK_SECRET is not set"), "{stdout}");
     assert!(
-        stdout.contains("SPARKLOOP_INCOMING_WEBHOOK_URL is not set"),
+        stdout.contains(
+            "neither SPARKLOOP_INCOMING_WEBHOOK_URL (webhook mode) nor SPARKLOOP_API_KEY"
+        ),
         "{stdout}"
     );
     assert!(stdout.contains("ok      database answers"), "{stdout}");

@@ -9,4 +9,5 @@ mod esp_webhooks;
 mod helpers;
 mod import;
 mod operations;
+mod pacing;
 mod processes;
