@@ -114,7 +114,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Deliveries { action } => {
             let db = open_database(&settings).await?;
-            tokio::task::spawn_blocking(move || deliveries(&db, action))
+            tokio::task::spawn_blocking(move || deliveries(&db, &settings, action))
                 .await
                 .context("the database task panicked")?
         }
@@ -267,9 +267,28 @@ fn import(
     Ok(ExitCode::SUCCESS)
 }
 
-fn deliveries(db: &Db, action: Deliveries) -> anyhow::Result<ExitCode> {
+/// One line per destination with open jobs: how many, and how long they take at its limit.
+fn backlog(db: &Db, settings: &Settings) -> anyhow::Result<()> {
+    let depths = db.read(jobs::depth_by_destination)?;
+    for (destination, open) in depths.iter().filter(|(_, open)| *open > 0) {
+        let estimate = match settings.pace_of(destination) {
+            Some(limit) => format!(
+                "about {} at {}/{}",
+                humantime::format_duration(limit.time_for(*open as u64)),
+                limit.requests,
+                humantime::format_duration(limit.per)
+            ),
+            None => "not rate-limited".into(),
+        };
+        println!("backlog to {destination}: {open} open jobs, {estimate}");
+    }
+    Ok(())
+}
+
+fn deliveries(db: &Db, settings: &Settings, action: Deliveries) -> anyhow::Result<ExitCode> {
     match action {
         Deliveries::List { status, limit } => {
+            backlog(db, settings)?;
             let filter = match status {
                 None => ListFilter::All,
                 Some(StatusArg::Pending) => ListFilter::Open,

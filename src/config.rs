@@ -359,6 +359,16 @@ impl Raw {
 }
 
 impl Settings {
+    /// The rate limit jobs for `destination` are sent at, if they are paced.
+    pub fn pace_of(&self, destination: &str) -> Option<RateLimit> {
+        match destination {
+            crate::sparkloop::DESTINATION => matches!(self.sparkloop.upstream, Upstream::Api)
+                .then_some(self.sparkloop.rate_limit),
+            crate::fields::DESTINATION => Some(self.esp.rate_limit),
+            _ => None,
+        }
+    }
+
     /// Reads the process environment, after loading `.env` from the working directory (values
     /// already in the environment are kept).
     pub fn load() -> Result<Self, ConfigError> {

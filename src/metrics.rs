@@ -55,6 +55,7 @@ pub struct Metrics {
     /// Attempt latency by destination.
     pub attempt_seconds: Family<DestinationLabels, Histogram, LatencyBuckets>,
     queue_depth: Family<DestinationLabels, Gauge>,
+    drain_seconds: Family<DestinationLabels, Gauge<f64, AtomicU64>>,
     oldest_due_seconds: Gauge<f64, AtomicU64>,
 }
 
@@ -85,6 +86,12 @@ impl Default for Metrics {
             "Pending and running jobs per destination",
             queue_depth.clone(),
         );
+        let drain_seconds = Family::<DestinationLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "queue_drain_estimate_seconds",
+            "How long the open jobs take at the destination's rate limit (paced destinations)",
+            drain_seconds.clone(),
+        );
         let oldest_due_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "oldest_due_job_age_seconds",
@@ -97,6 +104,7 @@ impl Default for Metrics {
             jobs,
             attempt_seconds,
             queue_depth,
+            drain_seconds,
             oldest_due_seconds,
         }
     }
@@ -111,21 +119,25 @@ impl Metrics {
     }
 
     /// Renders the text exposition, after setting the queue gauges to `depths` (destination,
-    /// open jobs) and `oldest_due_seconds`.
-    pub fn render(&self, depths: &[(String, i64)], oldest_due_seconds: f64) -> String {
+    /// open jobs, and how long they take at its rate limit if it is paced) and
+    /// `oldest_due_seconds`.
+    pub fn render(&self, depths: &[(String, i64, Option<f64>)], oldest_due_seconds: f64) -> String {
         self.queue_depth.clear();
+        self.drain_seconds.clear();
         // An empty queue is reported as 0 rather than left out.
         self.queue_depth
             .get_or_create(&DestinationLabels {
                 destination: crate::sparkloop::DESTINATION.into(),
             })
             .set(0);
-        for (destination, depth) in depths {
-            self.queue_depth
-                .get_or_create(&DestinationLabels {
-                    destination: destination.clone(),
-                })
-                .set(*depth);
+        for (destination, depth, drain) in depths {
+            let labels = DestinationLabels {
+                destination: destination.clone(),
+            };
+            self.queue_depth.get_or_create(&labels).set(*depth);
+            if let Some(drain) = drain {
+                self.drain_seconds.get_or_create(&labels).set(*drain);
+            }
         }
         self.oldest_due_seconds.set(oldest_due_seconds);
         let mut text = String::new();

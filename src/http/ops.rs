@@ -49,6 +49,16 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         }
     };
     let oldest_due_seconds = oldest.map_or(0.0, |run_at| (now - run_at).max(0) as f64 / 1000.0);
+    let depths: Vec<(String, i64, Option<f64>)> = depths
+        .into_iter()
+        .map(|(destination, open)| {
+            let drain = state
+                .settings
+                .pace_of(&destination)
+                .map(|limit| limit.time_for(open as u64).as_secs_f64());
+            (destination, open, drain)
+        })
+        .collect();
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.render(&depths, oldest_due_seconds))

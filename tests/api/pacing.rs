@@ -263,3 +263,55 @@ async fn a_burst_of_callbacks_is_written_to_the_esp_within_its_limit() {
     assert!(busiest <= 400, "{busiest} writes in one second");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_backlog_and_its_time_to_drain_are_shown() {
+    // API mode without a key: the jobs wait, and the estimate is what they will take.
+    let app = TestApp::spawn_with(
+        &[
+            ("SPARKLOOP_INCOMING_WEBHOOK_URL", ""),
+            ("SPARKLOOP_RATE_LIMIT", "2/1m"),
+        ],
+        None,
+    )
+    .await;
+    for n in 0..5 {
+        let body =
+            json!({"type": "subscribe", "subscriber": {"email": format!("w{n}@example.com")}});
+        assert_eq!(app.post_esp(&body.to_string()).await.status(), 200);
+    }
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"bridge_queue_depth{destination="sparkloop"} 5"#,
+        r#"bridge_queue_drain_estimate_seconds{destination="sparkloop"} 180.0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    let vars: std::collections::HashMap<String, String> = [
+        ("DATABASE_URL", app.db.url.clone()),
+        ("SPARKLOOP_RATE_LIMIT", "2/1m".to_string()),
+        ("RUST_LOG", "warn".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        crate::helpers::run_command(&["deliveries", "list"], &vars)
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("backlog to sparkloop: 5 open jobs, about 3m at 2/1m"),
+        "{stdout}"
+    );
+    app.stop().await;
+}
