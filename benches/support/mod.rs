@@ -86,6 +86,8 @@ pub struct StandIn {
     pub esp_received: Arc<AtomicU64>,
     /// The fields of the last write per email.
     pub esp_last: Arc<Mutex<HashMap<String, Value>>>,
+    /// When each SparkLoop API call (`/v2/subscribers...`) arrived.
+    pub api_arrivals: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl StandIn {
@@ -94,18 +96,27 @@ impl StandIn {
         let sparkloop_received = Arc::new(AtomicU64::new(0));
         let esp_received = Arc::new(AtomicU64::new(0));
         let esp_last = Arc::new(Mutex::new(HashMap::new()));
-        let (sparkloop, esp, last) = (
+        let api_arrivals = Arc::new(Mutex::new(Vec::new()));
+        let (sparkloop, esp, last, api) = (
             sparkloop_received.clone(),
             esp_received.clone(),
             esp_last.clone(),
+            api_arrivals.clone(),
         );
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 let server = HttpServer::new(move || {
                     let sparkloop = sparkloop.clone();
-                    let (esp, last) = (esp.clone(), last.clone());
+                    let (esp, last, api) = (esp.clone(), last.clone(), api.clone());
                     App::new()
+                        .route(
+                            "/v2/subscribers",
+                            web::post().to(move || {
+                                api.lock().unwrap().push(Instant::now());
+                                async { HttpResponse::Ok().finish() }
+                            }),
+                        )
                         .route(
                             "/esp",
                             web::post().to(move |body: web::Bytes| {
@@ -134,6 +145,7 @@ impl StandIn {
             sparkloop_received,
             esp_received,
             esp_last,
+            api_arrivals,
         }
     }
 
@@ -365,4 +377,17 @@ pub async fn send_all(requests: Vec<reqwest::RequestBuilder>, in_flight: usize) 
 pub fn healthz(address: &str) -> MakeRequest {
     let url = format!("{address}/healthz");
     Arc::new(move |client, _| client.get(&url))
+}
+
+/// The most of `times` (sorted) in any window of `window`.
+pub fn busiest(times: &[Instant], window: Duration) -> usize {
+    let mut most = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end].duration_since(times[start]) >= window {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    most
 }
