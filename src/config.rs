@@ -193,6 +193,8 @@ pub struct EspSettings {
     pub api_key: Option<Secret>,
     /// `ESP_SIGNING_SECRET`.
     pub signing_secret: Option<Secret>,
+    /// `ESP_LIST_ID` (Mailchimp: the audience).
+    pub list_id: Option<String>,
     /// `ESP_RATE_LIMIT`: field writes are paced to it.
     pub rate_limit: RateLimit,
     /// `ESP_FIELD_*`: the fields written and their names.
@@ -209,6 +211,7 @@ impl EspSettings {
             api_url: self.api_url.clone(),
             api_key: self.api_key.as_ref().map(|s| s.expose().to_string()),
             signing_secret: self.signing_secret.as_ref().map(|s| s.expose().to_string()),
+            list_id: self.list_id.clone(),
         }
     }
 }
@@ -286,6 +289,7 @@ struct Raw {
     esp_api_url: Option<String>,
     esp_api_key: Option<String>,
     esp_signing_secret: Option<String>,
+    esp_list_id: Option<String>,
     esp_rate_limit: Option<String>,
     esp_write_delay: Option<String>,
     esp_field_subid: Option<String>,
@@ -475,6 +479,7 @@ impl Settings {
                 ),
             ));
         }
+        let default_rate = referral_bridge_adapters::default_rate_limit(&adapter);
         let esp = EspSettings {
             adapter,
             webhook_secret: secret(raw.esp_webhook_secret),
@@ -483,10 +488,11 @@ impl Settings {
                 .transpose()?,
             api_key: secret(raw.esp_api_key.clone()),
             signing_secret: secret(raw.esp_signing_secret.clone()),
+            list_id: non_empty(raw.esp_list_id.clone()),
             rate_limit: RateLimit::parse(
                 non_empty(raw.esp_rate_limit.clone())
                     .as_deref()
-                    .unwrap_or(DEFAULT_ESP_RATE_LIMIT),
+                    .unwrap_or(default_rate),
             )
             .map_err(|reason| invalid("ESP_RATE_LIMIT", reason))?,
             fields,
@@ -567,9 +573,6 @@ impl Settings {
         })
     }
 }
-
-/// `ESP_RATE_LIMIT` of the custom ESP, whose receiver is the newsletter's own code.
-const DEFAULT_ESP_RATE_LIMIT: &str = "10/1s";
 
 fn non_empty(value: Option<String>) -> Option<String> {
     value

@@ -292,6 +292,7 @@ mod tests {
             api_url: Some("http://esp.test/fields".into()),
             api_key: Some("k3y".into()),
             signing_secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+            list_id: None,
         });
         let id = json!(123);
         let fields = vec![

@@ -8,6 +8,7 @@
 
 pub mod custom;
 mod email;
+pub mod mailchimp;
 pub mod outbound;
 pub mod platform;
 mod secret;
@@ -46,6 +47,18 @@ impl<'a> InboundRequest<'a> {
             (percent_decode(key) == name).then(|| percent_decode(value))
         })
     }
+}
+
+/// The key/value pairs of an `application/x-www-form-urlencoded` body, decoded, in order.
+pub fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), percent_decode(value))
+        })
+        .collect()
 }
 
 /// Decodes `application/x-www-form-urlencoded` text (`+` is a space); invalid escapes are kept
@@ -172,13 +185,24 @@ pub trait EspAdapter: InboundEsp + outbound::OutboundEsp {}
 impl<T: InboundEsp + outbound::OutboundEsp> EspAdapter for T {}
 
 /// The names `ESP_ADAPTER` accepts.
-pub const KNOWN_ESP_ADAPTERS: &[&str] = &["custom"];
+pub const KNOWN_ESP_ADAPTERS: &[&str] = &["custom", "mailchimp"];
+
+/// The `ESP_RATE_LIMIT` an adapter uses unless told otherwise.
+pub fn default_rate_limit(adapter: &str) -> &'static str {
+    match adapter {
+        // Mailchimp limits connections (10 at once), not a rate; 10 calls a second keeps well
+        // within it for calls of about a second or less.
+        "mailchimp" => "10/1s",
+        _ => "10/1s",
+    }
+}
 
 /// The adapter called `name`, reaching the ESP as `config` says, or `None` when there is no
 /// such adapter.
 pub fn esp_adapter(name: &str, config: outbound::EspConfig) -> Option<Box<dyn EspAdapter>> {
     match name {
         "custom" => Some(Box::new(custom::CustomEsp::new(config))),
+        "mailchimp" => Some(Box::new(mailchimp::Mailchimp::new(config))),
         _ => None,
     }
 }

@@ -15,6 +15,8 @@ pub struct EspConfig {
     pub api_key: Option<String>,
     /// `ESP_SIGNING_SECRET` (`custom`): sign requests with Standard Webhooks headers.
     pub signing_secret: Option<String>,
+    /// `ESP_LIST_ID` (Mailchimp): the audience whose members are written.
+    pub list_id: Option<String>,
 }
 
 /// One subscriber's fields to write, already named and valued as configured.

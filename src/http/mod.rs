@@ -8,6 +8,7 @@ use actix_web::web;
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/webhooks/esp", web::post().to(webhooks::esp))
+        .route("/webhooks/esp", web::get().to(webhooks::esp_ping))
         .route("/webhooks/sparkloop", web::post().to(webhooks::sparkloop))
         .route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))

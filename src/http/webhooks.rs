@@ -78,6 +78,12 @@ pub async fn esp(
     Ok(HttpResponse::Ok().json(json!({"status": accepted.as_str()})))
 }
 
+/// `GET /webhooks/esp`: 200, for ESPs that check a webhook URL with a GET before using it
+/// (Mailchimp's validator); nothing is read or stored.
+pub async fn esp_ping() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
 /// `POST /webhooks/sparkloop`: a SparkLoop callback, answered 200 with an empty body as SparkLoop
 /// asks.
 pub async fn sparkloop(

@@ -152,8 +152,9 @@ impl TestApp {
         Self::spawn_with(&[], None).await
     }
 
-    /// A bridge with extra variables, and SparkLoop answering as `mock` says where it matches,
-    /// 200 everywhere else.
+    /// A bridge with extra variables (`{stand-in}` in a value is replaced by the stand-in's
+    /// address), and the stand-in answering as `mock` says where it matches, 200 to SparkLoop's
+    /// incoming webhook and the custom ESP's field writes elsewhere.
     pub async fn spawn_with(vars: &[(&str, &str)], mock: Option<Mock>) -> TestApp {
         let sparkloop = MockServer::start().await;
         if let Some(mock) = mock {
@@ -172,8 +173,9 @@ impl TestApp {
         }
         let db = TestDb::new();
         let mut all = base_vars(&db, &sparkloop);
+        // `{stand-in}` in a value is the stand-in's address, known only now.
         for (k, v) in vars {
-            all.insert(k.to_string(), v.to_string());
+            all.insert(k.to_string(), v.replace("{stand-in}", &sparkloop.uri()));
         }
         let settings = Settings::from_vars(all).expect("test settings are valid");
         let app = Application::build(settings).await.expect("the app builds");

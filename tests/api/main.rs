@@ -8,6 +8,7 @@ mod delivery;
 mod esp_webhooks;
 mod helpers;
 mod import;
+mod mailchimp;
 mod operations;
 mod pacing;
 mod processes;

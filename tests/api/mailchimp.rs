@@ -1,0 +1,131 @@
+//! `ESP_ADAPTER=mailchimp` end to end: Mailchimp's form-encoded webhooks in, forwarded to
+//! SparkLoop; SparkLoop's callbacks out as merge-field PATCHes; 404, 400 and the validator's GET.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{eventually, TestApp, ESP_SECRET};
+
+/// Mailchimp's documented `subscribe` webhook body.
+const SUBSCRIBE: &str = "type=subscribe&fired_at=2009-03-26+21%3A35%3A57&data%5Bid%5D=8a25ff1d98&data%5Blist_id%5D=a6b5da1054&data%5Bemail%5D=api%40mailchimp.com&data%5Bemail_type%5D=html&data%5Bmerges%5D%5BEMAIL%5D=api%40mailchimp.com&data%5Bmerges%5D%5BFNAME%5D=Mailchimp&data%5Bmerges%5D%5BLNAME%5D=API&data%5Bmerges%5D%5BINTERESTS%5D=Group1%2CGroup2&data%5Bip_opt%5D=10.20.10.30&data%5Bip_signup%5D=10.20.10.30";
+
+/// The member path of api@mailchimp.com: its md5 under the audience.
+const MEMBER: &str = "/mc/3.0/lists/a6b5da1054/members/6def22f266be37015519943ce0c3ae6b";
+
+async fn spawn(mock: Option<Mock>) -> TestApp {
+    TestApp::spawn_with(
+        &[
+            ("ESP_ADAPTER", "mailchimp"),
+            ("ESP_API_URL", "{stand-in}/mc"),
+            ("ESP_API_KEY", "0123abcd-us6"),
+            ("ESP_LIST_ID", "a6b5da1054"),
+            ("ESP_WRITE_DELAY", "10ms"),
+        ],
+        mock,
+    )
+    .await
+}
+
+async fn post_form(app: &TestApp, query: &str, body: &str) -> reqwest::Response {
+    app.client
+        .post(format!("{}/webhooks/esp{query}", app.address))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+fn sync_subscriber() -> String {
+    json!({"type": "sync_subscriber", "subscriber": {"id": "sub_1",
+        "email": "api@mailchimp.com", "referral_code": "ada90f39", "referred": true,
+        "tot_referrals": 4, "last_reward": "reward_cdebf4f013"}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn webhooks_in_and_merge_fields_out() {
+    let patched = Mock::given(method("PATCH"))
+        .and(path(MEMBER))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "6def"})));
+    let app = spawn(Some(patched)).await;
+    // Mailchimp checks the URL with a GET before it sends anything.
+    let ping = app
+        .client
+        .get(format!("{}/webhooks/esp", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), 200);
+    // Unsigned: the secret is the URL's token.
+    assert_eq!(post_form(&app, "", SUBSCRIBE).await.status(), 401);
+    let query = format!("?token={ESP_SECRET}");
+    assert_eq!(post_form(&app, &query, SUBSCRIBE).await.status(), 200);
+    let received = app.wait_for_requests(1).await;
+    assert_eq!(
+        received[0],
+        json!({"type": "subscribe", "subscriber": {"email": "api@mailchimp.com",
+            "id": "8a25ff1d98", "first_name": "Mailchimp", "name": "Mailchimp API",
+            "created_at": 1238103357}})
+    );
+
+    assert_eq!(app.post_sparkloop(&sync_subscriber()).await.status(), 200);
+    app.wait_until_esp_idle().await;
+    let writes = app.requests_to(MEMBER).await;
+    assert_eq!(writes.len(), 1);
+    let auth = writes[0]
+        .headers
+        .get("authorization")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(auth.starts_with("Basic "), "{auth}");
+    let body: Value = serde_json::from_slice(&writes[0].body).unwrap();
+    assert_eq!(
+        body,
+        json!({"merge_fields": {"RH_SUBID": "sub_1", "RH_CODE": "ada90f39", "RH_ISREF": "YES",
+            "RH_TOTREF": "4", "RH_LASTREW": "reward_cdebf4f013"}})
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_member_is_retried_and_a_refused_write_kept_dead() {
+    let not_yet = Mock::given(method("PATCH"))
+        .and(path(MEMBER))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+            "title": "Resource Not Found", "status": 404,
+            "detail": "The requested resource could not be found."})))
+        .up_to_n_times(1)
+        .with_priority(1);
+    let app = spawn(Some(not_yet)).await;
+    app.sparkloop
+        .register(Mock::given(method("PATCH")).and(path(MEMBER)).respond_with(
+            ResponseTemplate::new(400).set_body_json(json!({
+                    "title": "Invalid Resource", "status": 400,
+                    "detail": "Your merge fields were invalid.",
+                    "errors": [{"field": "RH_TOTREF", "message": "Please enter a number"}]})),
+        ))
+        .await;
+    assert_eq!(app.post_sparkloop(&sync_subscriber()).await.status(), 200);
+    let db = &app.db;
+    eventually("the write to go dead", Duration::from_secs(15), || {
+        db.count(
+            "SELECT COUNT(*) AS n FROM jobs WHERE destination = 'esp' AND status = 'dead' \
+             AND attempts = 2 AND last_error LIKE 'HTTP 400%'",
+        ) == 1
+    })
+    .await;
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) AS n FROM attempts WHERE status_code = 400 \
+             AND response_body LIKE '%Please enter a number%'"
+        ),
+        1,
+        "Mailchimp's message is kept for the operator"
+    );
+    app.stop().await;
+}
