@@ -6,6 +6,7 @@
 //! The service owns transport and storage; an adapter only sees raw bytes and headers, so it can
 //! be tested with the vendors' own payloads and nothing else.
 
+pub mod brevo;
 pub mod custom;
 mod email;
 pub mod mailchimp;
@@ -185,7 +186,7 @@ pub trait EspAdapter: InboundEsp + outbound::OutboundEsp {}
 impl<T: InboundEsp + outbound::OutboundEsp> EspAdapter for T {}
 
 /// The names `ESP_ADAPTER` accepts.
-pub const KNOWN_ESP_ADAPTERS: &[&str] = &["custom", "mailchimp"];
+pub const KNOWN_ESP_ADAPTERS: &[&str] = &["custom", "mailchimp", "brevo"];
 
 /// The `ESP_RATE_LIMIT` an adapter uses unless told otherwise.
 pub fn default_rate_limit(adapter: &str) -> &'static str {
@@ -193,6 +194,8 @@ pub fn default_rate_limit(adapter: &str) -> &'static str {
         // Mailchimp limits connections (10 at once), not a rate; 10 calls a second keeps well
         // within it for calls of about a second or less.
         "mailchimp" => "10/1s",
+        // Brevo's contacts endpoints: 10 requests a second on its General plans.
+        "brevo" => "10/1s",
         _ => "10/1s",
     }
 }
@@ -203,6 +206,7 @@ pub fn esp_adapter(name: &str, config: outbound::EspConfig) -> Option<Box<dyn Es
     match name {
         "custom" => Some(Box::new(custom::CustomEsp::new(config))),
         "mailchimp" => Some(Box::new(mailchimp::Mailchimp::new(config))),
+        "brevo" => Some(Box::new(brevo::Brevo::new(config))),
         _ => None,
     }
 }

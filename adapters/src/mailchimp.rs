@@ -1,7 +1,7 @@
 //! Mailchimp (Marketing API v3). In: the list webhook, `application/x-www-form-urlencoded` with
 //! PHP-style bracket keys, unsigned, so the secret travels as `?token=`. Out: a partial update of
 //! the member's merge fields, `PATCH /3.0/lists/{ESP_LIST_ID}/members/{md5 of the lower-cased
-//! email}`, with HTTP Basic authentication (any user name, the API key as password).
+//! email}` (`ESP_API_URL` is the base with `/3.0`), with HTTP Basic authentication (any user name, the API key as password).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -32,8 +32,8 @@ impl Mailchimp {
         Mailchimp { config }
     }
 
-    /// The API base: `ESP_API_URL`, else the data centre named by the key's suffix
-    /// (`…-us6` → `https://us6.api.mailchimp.com`).
+    /// The API base, version included: `ESP_API_URL`, else the data centre named by the key's
+    /// suffix (`…-us6` → `https://us6.api.mailchimp.com/3.0`).
     fn base(&self) -> Option<String> {
         if let Some(url) = &self.config.api_url {
             return Some(url.trim_end_matches('/').to_string());
@@ -42,7 +42,7 @@ impl Mailchimp {
         let (_, dc) = key.rsplit_once('-')?;
         dc.chars()
             .all(|c| c.is_ascii_alphanumeric())
-            .then(|| format!("https://{dc}.api.mailchimp.com"))
+            .then(|| format!("https://{dc}.api.mailchimp.com/3.0"))
     }
 }
 
@@ -98,7 +98,7 @@ impl OutboundEsp for Mailchimp {
             })
             .collect();
         let url = format!(
-            "{}/3.0/lists/{}/members/{}",
+            "{}/lists/{}/members/{}",
             self.base().unwrap_or_default(),
             self.config.list_id.as_deref().unwrap_or_default(),
             subscriber_hash(update.email)

@@ -19,7 +19,7 @@ async fn spawn(mock: Option<Mock>) -> TestApp {
     TestApp::spawn_with(
         &[
             ("ESP_ADAPTER", "mailchimp"),
-            ("ESP_API_URL", "{stand-in}/mc"),
+            ("ESP_API_URL", "{stand-in}/mc/3.0"),
             ("ESP_API_KEY", "0123abcd-us6"),
             ("ESP_LIST_ID", "a6b5da1054"),
             ("ESP_WRITE_DELAY", "10ms"),

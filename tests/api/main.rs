@@ -11,4 +11,5 @@ mod import;
 mod mailchimp;
 mod operations;
 mod pacing;
+mod prism;
 mod processes;

@@ -1,0 +1,228 @@
+//! Brevo (API v3). In: marketing webhooks (JSON `event` = `list_addition`, `contact_updated`,
+//! `unsubscribed`, `contact_deleted`), unsigned: the token configured on the webhook comes as
+//! `Authorization: Bearer` or `?token=`. Out: `PUT {ESP_API_URL}/contacts/{url-encoded email}`
+//! with the bridge's `attributes` only (Brevo changes just those), header `api-key`.
+
+use serde_json::{json, Map, Value};
+
+use crate::custom::CustomEsp;
+use crate::outbound::{
+    usual_verdict, Answer, EspConfig, FieldUpdate, MessageId, OutboundEsp, OutboundRequest,
+    WriteVerdict,
+};
+use crate::{Email, EspEvent, InboundEsp, InboundRequest, ParseError, Person, VerifyError};
+
+/// Brevo's API base, `/v3` included.
+pub const DEFAULT_API_URL: &str = "https://api.brevo.com/v3";
+
+/// The Brevo adapter.
+#[derive(Debug, Default, Clone)]
+pub struct Brevo {
+    config: EspConfig,
+}
+
+impl Brevo {
+    /// The adapter, reaching Brevo as `config` says.
+    pub fn new(config: EspConfig) -> Self {
+        Brevo { config }
+    }
+}
+
+/// Percent-encodes a path segment (an email address), leaving only unreserved characters.
+fn encode_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+impl OutboundEsp for Brevo {
+    fn outbound_problem(&self) -> Option<String> {
+        self.config.api_key.is_none().then(|| {
+            "ESP_API_KEY is not set: Brevo attributes are queued, and written once it holds an \
+             API key"
+                .into()
+        })
+    }
+
+    fn field_update(&self, update: &FieldUpdate<'_>, _: &MessageId) -> OutboundRequest {
+        // Attribute names are upper case; a value not known yet is left out, not cleared.
+        let attributes: Map<String, Value> = update
+            .fields
+            .iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(name, value)| (name.to_uppercase(), value.clone()))
+            .collect();
+        let base = self.config.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
+        OutboundRequest {
+            method: "PUT",
+            url: format!(
+                "{}/contacts/{}",
+                base.trim_end_matches('/'),
+                encode_segment(update.email)
+            ),
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                (
+                    "api-key".into(),
+                    self.config.api_key.clone().unwrap_or_default(),
+                ),
+            ],
+            body: json!({ "attributes": attributes }).to_string().into_bytes(),
+        }
+    }
+
+    fn read_answer(&self, answer: &Answer<'_>) -> WriteVerdict {
+        usual_verdict(answer)
+    }
+}
+
+impl InboundEsp for Brevo {
+    fn name(&self) -> &'static str {
+        "brevo"
+    }
+
+    fn verify(
+        &self,
+        request: &InboundRequest<'_>,
+        secret: Option<&str>,
+    ) -> Result<(), VerifyError> {
+        // The same credentials as the custom ESP: the webhook's bearer token, or ?token=.
+        CustomEsp::default().verify(request, secret)
+    }
+
+    fn parse(&self, request: &InboundRequest<'_>) -> Result<Vec<EspEvent>, ParseError> {
+        parse_webhook(request.body).map(|event| vec![event])
+    }
+}
+
+/// Reads one Brevo marketing webhook. `list_addition` is a signup, `unsubscribed` and
+/// `contact_deleted` a departure; `contact_updated` names the contact only (its `content` is
+/// loosely structured), so it is recorded and, changing nothing the platform is told of, not
+/// forwarded. Other events are ignored.
+pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))?;
+    let event_type = value
+        .get("event")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ParseError("the webhook has no `event`".into()))?;
+    let email = || -> Result<Email, ParseError> {
+        let raw = value
+            .get("email")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ParseError("the webhook has no `email`".into()))?;
+        Email::parse(raw).map_err(|_| ParseError("`email` is not a valid address".into()))
+    };
+    let person = || -> Result<Person, ParseError> {
+        Ok(Person {
+            email: email()?,
+            esp_id: value
+                .get("id")
+                .filter(|id| id.is_number() || id.is_string())
+                .cloned(),
+            first_name: None,
+            name: None,
+        })
+    };
+    Ok(match event_type {
+        "list_addition" => EspEvent::Subscribed {
+            person: person()?,
+            created_at: value.get("ts").and_then(Value::as_i64),
+        },
+        "contact_updated" => EspEvent::Updated {
+            person: person()?,
+            previous_email: None,
+            updated_at: value.get("ts").and_then(Value::as_i64),
+        },
+        "unsubscribed" | "contact_deleted" => EspEvent::Unsubscribed { email: email()? },
+        other => EspEvent::Ignored {
+            event_type: other.to_string(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_webhooks_are_understood() {
+        let addition = br#"{"id": 123456, "email": "Example@domain.com", "event": "list_addition",
+            "key": "x", "list_id": [34, 12], "date": "2020-10-09 00:00:00", "ts": 1604937111}"#;
+        let EspEvent::Subscribed { person, created_at } = parse_webhook(addition).unwrap() else {
+            panic!("not a signup")
+        };
+        assert_eq!(person.email.as_str(), "example@domain.com");
+        assert_eq!(person.esp_id, Some(json!(123456)));
+        assert_eq!(created_at, Some(1604937111));
+        let unsubscribed = br#"{"id": 123456, "camp_id": 12, "email": "example@domain.com",
+            "campaign name": "My First Campaign", "event": "unsubscribed", "list_id": [3, 42],
+            "ts_event": 1604933737, "ts": 1604937337}"#;
+        let deleted = br#"{"id": 123456, "email": "example@domain.com",
+            "event": "contact_deleted", "list_id": [35], "ts": 1604937111}"#;
+        for body in [&unsubscribed[..], &deleted[..]] {
+            assert!(matches!(
+                parse_webhook(body).unwrap(),
+                EspEvent::Unsubscribed { .. }
+            ));
+        }
+        let updated = br#"{"id": 123456, "email": "example@domain.com",
+            "event": "contact_updated", "content": [{"name": "John"}], "ts": 1604937111}"#;
+        assert!(matches!(
+            parse_webhook(updated).unwrap(),
+            EspEvent::Updated {
+                previous_email: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse_webhook(br#"{"event": "hard_bounce", "email": "a@b.co"}"#).unwrap(),
+            EspEvent::Ignored { .. }
+        ));
+        assert!(parse_webhook(br#"{"email": "a@b.co"}"#).is_err());
+    }
+
+    #[test]
+    fn a_field_update_puts_only_the_known_attributes_by_email() {
+        let brevo = Brevo::new(EspConfig {
+            api_key: Some("xkeysib-test".into()),
+            ..EspConfig::default()
+        });
+        let fields = vec![
+            ("RH_CODE".to_string(), json!("ab12cd")),
+            ("rh_totref".to_string(), json!(3)),
+            ("RH_COUPON".to_string(), Value::Null),
+        ];
+        let request = brevo.field_update(
+            &FieldUpdate {
+                email: "jane+x@example.com",
+                esp_id: None,
+                fields: &fields,
+            },
+            &MessageId {
+                id: "m".into(),
+                timestamp: 0,
+            },
+        );
+        assert_eq!(request.method, "PUT");
+        assert_eq!(
+            request.url,
+            "https://api.brevo.com/v3/contacts/jane%2Bx%40example.com"
+        );
+        assert!(request
+            .headers
+            .contains(&("api-key".into(), "xkeysib-test".into())));
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"attributes": {"RH_CODE": "ab12cd", "RH_TOTREF": 3}})
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! The ESP adapters against Stoplight Prism serving the vendors' own OpenAPI files, so that a
+//! request the real API would reject fails the test. Prism is installed by `.ci/run` (npm, into
+//! `target/prism`); `PRISM_BIN` names another one. Without it these tests say that they were
+//! skipped, unless `REQUIRE_PRISM=1` (as in CI), when they fail.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{eventually, skipped, TestApp, ESP_SECRET};
+
+/// A Prism mock server, killed when dropped.
+struct Prism {
+    child: Child,
+    url: String,
+}
+
+impl Prism {
+    /// Serves `spec` (under `tests/fixtures/specs/`), or `None` when Prism is not installed.
+    fn start(test: &str, spec: &str) -> Option<Prism> {
+        let bin = std::env::var("PRISM_BIN").unwrap_or_else(|_| {
+            format!(
+                "{}/target/prism/node_modules/.bin/prism",
+                env!("CARGO_MANIFEST_DIR")
+            )
+        });
+        if !std::path::Path::new(&bin).exists() {
+            if std::env::var("REQUIRE_PRISM").is_ok_and(|v| v == "1") {
+                panic!("REQUIRE_PRISM=1 but Prism is not at {bin}");
+            }
+            skipped(
+                test,
+                "needs Prism (npm install --prefix target/prism @stoplight/prism-cli)",
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let spec = format!("{}/tests/fixtures/specs/{spec}", env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new(&bin)
+            .args(["mock", "-h", "127.0.0.1", "-p", &port.to_string(), &spec])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Prism starts");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            // Read to the end, so that Prism never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("Prism is listening") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("Prism listens within a minute");
+        Some(Prism {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        })
+    }
+}
+
+impl Drop for Prism {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a callback and waits for its field write to end; returns (status, HTTP status).
+async fn write_through(app: &TestApp, email: &str) -> (String, i64) {
+    let callback = json!({"type": "sync_subscriber", "subscriber": {"id": "sub_1",
+        "email": email, "referral_code": "ada90f39",
+        "referral_link": "https://mywebsite.com?rh_ref=ada90f39", "referred": true,
+        "tot_referrals": 4, "last_reward": "reward_cdebf4f013"}});
+    assert_eq!(
+        app.post_sparkloop(&callback.to_string()).await.status(),
+        200
+    );
+    let db = &app.db;
+    eventually("the field write to end", Duration::from_secs(20), || {
+        db.count(
+            "SELECT COUNT(*) AS n FROM jobs WHERE destination = 'esp' \
+             AND status IN ('done', 'dead')",
+        ) == 1
+    })
+    .await;
+    let done =
+        db.count("SELECT COUNT(*) AS n FROM jobs WHERE destination = 'esp' AND status = 'done'");
+    let code = db.count("SELECT MAX(status_code) AS n FROM attempts");
+    ((if done == 1 { "done" } else { "dead" }).into(), code)
+}
+
+#[tokio::test]
+async fn brevo_attribute_writes_are_valid_for_brevos_own_spec() {
+    let Some(prism) = Prism::start(
+        "prism::brevo_attribute_writes_are_valid_for_brevos_own_spec",
+        "brevo_swagger_v3.yaml",
+    ) else {
+        return;
+    };
+    let app = TestApp::spawn_with(
+        &[
+            ("ESP_ADAPTER", "brevo"),
+            ("ESP_API_URL", &prism.url),
+            ("ESP_API_KEY", "xkeysib-test"),
+            ("ESP_WRITE_DELAY", "10ms"),
+        ],
+        None,
+    )
+    .await;
+    // Brevo's list_addition webhook, with the token configured on the webhook.
+    let addition = json!({"id": 123456, "email": "jane+x@example.com", "event": "list_addition",
+        "key": "x", "list_id": [34, 12], "date": "2020-10-09 00:00:00", "ts": 1604937111});
+    let response = app
+        .client
+        .post(format!("{}/webhooks/esp?token={ESP_SECRET}", app.address))
+        .json(&addition)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let received = app.wait_for_requests(1).await;
+    assert_eq!(
+        received[0],
+        json!({"type": "subscribe", "subscriber": {"email": "jane+x@example.com",
+            "id": 123456, "created_at": 1604937111}})
+    );
+    // Prism answers 204 only to a request its spec accepts (400 otherwise).
+    assert_eq!(
+        write_through(&app, "jane+x@example.com").await,
+        ("done".into(), 204)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn mailchimp_merge_field_writes_are_valid_for_mailchimps_own_spec() {
+    let Some(prism) = Prism::start(
+        "prism::mailchimp_merge_field_writes_are_valid_for_mailchimps_own_spec",
+        "mailchimp_members_openapi.yml",
+    ) else {
+        return;
+    };
+    let app = TestApp::spawn_with(
+        &[
+            ("ESP_ADAPTER", "mailchimp"),
+            ("ESP_API_URL", &prism.url),
+            ("ESP_API_KEY", "0123abcd-us6"),
+            ("ESP_LIST_ID", "a6b5da1054"),
+            ("ESP_WRITE_DELAY", "10ms"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        write_through(&app, "api@mailchimp.com").await,
+        ("done".into(), 200)
+    );
+    app.stop().await;
+}
