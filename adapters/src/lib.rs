@@ -10,6 +10,7 @@ pub mod brevo;
 pub mod custom;
 mod email;
 pub mod mailchimp;
+pub mod mailerlite;
 pub mod outbound;
 pub mod platform;
 mod secret;
@@ -186,7 +187,7 @@ pub trait EspAdapter: InboundEsp + outbound::OutboundEsp {}
 impl<T: InboundEsp + outbound::OutboundEsp> EspAdapter for T {}
 
 /// The names `ESP_ADAPTER` accepts.
-pub const KNOWN_ESP_ADAPTERS: &[&str] = &["custom", "mailchimp", "brevo"];
+pub const KNOWN_ESP_ADAPTERS: &[&str] = &["custom", "mailchimp", "mailerlite", "brevo"];
 
 /// The `ESP_RATE_LIMIT` an adapter uses unless told otherwise.
 pub fn default_rate_limit(adapter: &str) -> &'static str {
@@ -196,6 +197,8 @@ pub fn default_rate_limit(adapter: &str) -> &'static str {
         "mailchimp" => "10/1s",
         // Brevo's contacts endpoints: 10 requests a second on its General plans.
         "brevo" => "10/1s",
+        // MailerLite: 120 requests a minute per account.
+        "mailerlite" => "120/60s",
         _ => "10/1s",
     }
 }
@@ -207,6 +210,7 @@ pub fn esp_adapter(name: &str, config: outbound::EspConfig) -> Option<Box<dyn Es
         "custom" => Some(Box::new(custom::CustomEsp::new(config))),
         "mailchimp" => Some(Box::new(mailchimp::Mailchimp::new(config))),
         "brevo" => Some(Box::new(brevo::Brevo::new(config))),
+        "mailerlite" => Some(Box::new(mailerlite::MailerLite::new(config))),
         _ => None,
     }
 }

@@ -9,6 +9,7 @@ mod esp_webhooks;
 mod helpers;
 mod import;
 mod mailchimp;
+mod mailerlite;
 mod operations;
 mod pacing;
 mod prism;

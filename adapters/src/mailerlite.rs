@@ -1,0 +1,339 @@
+//! MailerLite (the new API, `connect.mailerlite.com`). In: webhooks, one event or a batch
+//! (`{"events": [...]}`), signed with `Signature` = hex HMAC-SHA256 of the raw body keyed with the
+//! webhook's secret. Out: the subscriber's `fields` (lower-case keys), `PUT /subscribers/{id}`
+//! when the bridge knows MailerLite's id, else the non-destructive upsert by email
+//! `POST /subscribers`; `Authorization: Bearer`.
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Map, Value};
+use sha2::Sha256;
+
+use crate::outbound::{
+    usual_verdict, Answer, EspConfig, FieldUpdate, MessageId, OutboundEsp, OutboundRequest,
+    WriteVerdict,
+};
+use crate::{Email, EspEvent, InboundEsp, InboundRequest, ParseError, Person, VerifyError};
+
+/// MailerLite's API base.
+pub const DEFAULT_API_URL: &str = "https://connect.mailerlite.com/api";
+
+/// The MailerLite adapter.
+#[derive(Debug, Default, Clone)]
+pub struct MailerLite {
+    config: EspConfig,
+}
+
+impl MailerLite {
+    /// The adapter, reaching MailerLite as `config` says.
+    pub fn new(config: EspConfig) -> Self {
+        MailerLite { config }
+    }
+}
+
+/// Bytes from hex text, or `None` if it is not hex.
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl InboundEsp for MailerLite {
+    fn name(&self) -> &'static str {
+        "mailerlite"
+    }
+
+    fn verify(
+        &self,
+        request: &InboundRequest<'_>,
+        secret: Option<&str>,
+    ) -> Result<(), VerifyError> {
+        let secret = secret.ok_or(VerifyError::NotConfigured)?;
+        let presented = request.header("signature").ok_or(VerifyError::Missing)?;
+        let presented = std::str::from_utf8(presented)
+            .ok()
+            .and_then(from_hex)
+            .ok_or(VerifyError::Wrong)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
+        mac.update(request.body);
+        // verify_slice compares in constant time.
+        mac.verify_slice(&presented).map_err(|_| VerifyError::Wrong)
+    }
+
+    fn parse(&self, request: &InboundRequest<'_>) -> Result<Vec<EspEvent>, ParseError> {
+        parse_webhook(request.body)
+    }
+}
+
+/// Reads a MailerLite webhook: one event (the subscriber's fields with `event` beside them) or
+/// a batch. `subscriber.created` (once active: an unconfirmed signup waits for
+/// `subscriber.active`) is a signup; `subscriber.updated` an update; `unsubscribed`, `deleted`,
+/// `bounced` and `spam_reported` a departure; other events are ignored.
+pub fn parse_webhook(body: &[u8]) -> Result<Vec<EspEvent>, ParseError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))?;
+    match value.get("events") {
+        Some(Value::Array(events)) => events
+            .iter()
+            .map(|event| {
+                let kind = event.get("type").and_then(Value::as_str);
+                let subscriber = event.get("subscriber").unwrap_or(&Value::Null);
+                parse_event(kind, subscriber)
+            })
+            .collect(),
+        Some(_) => Err(ParseError("`events` must be a list".into())),
+        None => parse_event(value.get("event").and_then(Value::as_str), &value).map(|e| vec![e]),
+    }
+}
+
+fn parse_event(kind: Option<&str>, subscriber: &Value) -> Result<EspEvent, ParseError> {
+    let kind = kind
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ParseError("the webhook has no event type".into()))?;
+    let email = || -> Result<Email, ParseError> {
+        let raw = subscriber
+            .get("email")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ParseError("the subscriber has no `email`".into()))?;
+        Email::parse(raw).map_err(|_| ParseError("`email` is not a valid address".into()))
+    };
+    let text = |value: Option<&Value>| {
+        value
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let person = || -> Result<Person, ParseError> {
+        let fields = subscriber.get("fields");
+        let first = text(fields.and_then(|f| f.get("name")));
+        let last = text(fields.and_then(|f| f.get("last_name")));
+        Ok(Person {
+            email: email()?,
+            esp_id: subscriber
+                .get("id")
+                .filter(|id| id.is_string() || id.is_number())
+                .cloned(),
+            name: match (&first, &last) {
+                (Some(first), Some(last)) => Some(format!("{first} {last}")),
+                _ => None,
+            },
+            first_name: first,
+        })
+    };
+    let status = subscriber.get("status").and_then(Value::as_str);
+    Ok(match kind {
+        "subscriber.created" if status != Some("unconfirmed") => EspEvent::Subscribed {
+            person: person()?,
+            created_at: None,
+        },
+        "subscriber.active" => EspEvent::Subscribed {
+            person: person()?,
+            created_at: None,
+        },
+        "subscriber.updated" => EspEvent::Updated {
+            person: person()?,
+            previous_email: None,
+            updated_at: None,
+        },
+        "subscriber.unsubscribed"
+        | "subscriber.deleted"
+        | "subscriber.bounced"
+        | "subscriber.spam_reported" => EspEvent::Unsubscribed { email: email()? },
+        other => EspEvent::Ignored {
+            event_type: other.to_string(),
+        },
+    })
+}
+
+impl OutboundEsp for MailerLite {
+    fn outbound_problem(&self) -> Option<String> {
+        self.config.api_key.is_none().then(|| {
+            "ESP_API_KEY is not set: MailerLite fields are queued, and written once it holds an \
+             API token"
+                .into()
+        })
+    }
+
+    fn field_update(&self, update: &FieldUpdate<'_>, _: &MessageId) -> OutboundRequest {
+        // Field keys are lower-case slugs; a value not known yet is left out, not cleared.
+        let fields: Map<String, Value> = update
+            .fields
+            .iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(name, value)| (name.to_lowercase(), value.clone()))
+            .collect();
+        let base = self
+            .config
+            .api_url
+            .as_deref()
+            .unwrap_or(DEFAULT_API_URL)
+            .trim_end_matches('/');
+        let id = update.esp_id.and_then(|id| match id {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        let (method, url, body) = match id {
+            Some(id) => (
+                "PUT",
+                format!("{base}/subscribers/{id}"),
+                json!({ "fields": fields }),
+            ),
+            None => (
+                "POST",
+                format!("{base}/subscribers"),
+                json!({ "email": update.email, "fields": fields }),
+            ),
+        };
+        OutboundRequest {
+            method,
+            url,
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("Accept".into(), "application/json".into()),
+                (
+                    "Authorization".into(),
+                    format!(
+                        "Bearer {}",
+                        self.config.api_key.as_deref().unwrap_or_default()
+                    ),
+                ),
+            ],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    fn read_answer(&self, answer: &Answer<'_>) -> WriteVerdict {
+        usual_verdict(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(headers: &'a [(&'a str, &'a [u8])], body: &'a [u8]) -> InboundRequest<'a> {
+        InboundRequest {
+            query: "",
+            headers,
+            body,
+        }
+    }
+
+    #[test]
+    fn signatures_are_checked_with_the_test_vector() {
+        let body = br#"{"event":"subscriber.created","id":"1"}"#;
+        let secret = Some("whsec_test_secret_123456");
+        let good: &[u8] = b"732f26e8683605f3e1bdc0d6cbe9dca89e648cef563973a4fb7a8c885739d861";
+        let ml = MailerLite::default();
+        assert_eq!(
+            ml.verify(&request(&[("Signature", good)], body), secret),
+            Ok(())
+        );
+        let tampered = br#"{"event":"subscriber.created","id":"2"}"#;
+        assert_eq!(
+            ml.verify(&request(&[("Signature", good)], tampered), secret),
+            Err(VerifyError::Wrong)
+        );
+        assert_eq!(
+            ml.verify(&request(&[("Signature", b"zz")], body), secret),
+            Err(VerifyError::Wrong)
+        );
+        assert_eq!(
+            ml.verify(&request(&[], body), secret),
+            Err(VerifyError::Missing)
+        );
+        assert_eq!(
+            ml.verify(&request(&[("Signature", good)], body), None),
+            Err(VerifyError::NotConfigured)
+        );
+    }
+
+    #[test]
+    fn single_and_batched_webhooks_are_understood() {
+        let created = br#"{"id": "100000000000000000", "email": "John.Doe@example.com",
+            "status": "active", "source": "ecommerce",
+            "fields": {"name": "John", "last_name": "Doe", "company": "", "country": ""},
+            "event": "subscriber.created", "account_id": 0}"#;
+        let events = parse_webhook(created).unwrap();
+        let EspEvent::Subscribed { person, .. } = &events[0] else {
+            panic!("not a signup")
+        };
+        assert_eq!(person.email.as_str(), "john.doe@example.com");
+        assert_eq!(person.esp_id, Some(json!("100000000000000000")));
+        assert_eq!(person.name.as_deref(), Some("John Doe"));
+        let batched = br#"{"events": [
+            {"type": "subscriber.unsubscribed", "subscriber": {"id": "1", "email": "a@example.com", "status": "unsubscribed"}},
+            {"type": "subscriber.created", "subscriber": {"id": "2", "email": "b@example.com", "status": "unconfirmed"}},
+            {"type": "subscriber.active", "subscriber": {"id": "2", "email": "b@example.com", "status": "active"}}
+        ], "total": 3}"#;
+        let events = parse_webhook(batched).unwrap();
+        assert!(matches!(events[0], EspEvent::Unsubscribed { .. }));
+        assert!(
+            matches!(events[1], EspEvent::Ignored { .. }),
+            "unconfirmed waits"
+        );
+        assert!(matches!(events[2], EspEvent::Subscribed { .. }));
+        assert!(parse_webhook(br#"{"email": "a@b.co"}"#).is_err());
+    }
+
+    #[test]
+    fn field_updates_go_by_id_when_known_else_by_upsert() {
+        let ml = MailerLite::new(EspConfig {
+            api_key: Some("ml-token".into()),
+            ..EspConfig::default()
+        });
+        let fields = vec![
+            ("RH_CODE".to_string(), json!("ab12cd")),
+            ("RH_TOTREF".to_string(), json!(3)),
+            ("RH_COUPON".to_string(), Value::Null),
+        ];
+        let message = MessageId {
+            id: "m".into(),
+            timestamp: 0,
+        };
+        let id = json!("100000000000000000");
+        let by_id = ml.field_update(
+            &FieldUpdate {
+                email: "a@example.com",
+                esp_id: Some(&id),
+                fields: &fields,
+            },
+            &message,
+        );
+        assert_eq!(
+            (by_id.method, by_id.url.as_str()),
+            (
+                "PUT",
+                "https://connect.mailerlite.com/api/subscribers/100000000000000000"
+            )
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&by_id.body).unwrap(),
+            json!({"fields": {"rh_code": "ab12cd", "rh_totref": 3}})
+        );
+        let upsert = ml.field_update(
+            &FieldUpdate {
+                email: "a@example.com",
+                esp_id: None,
+                fields: &fields,
+            },
+            &message,
+        );
+        assert_eq!(upsert.method, "POST");
+        assert_eq!(upsert.url, "https://connect.mailerlite.com/api/subscribers");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&upsert.body).unwrap(),
+            json!({"email": "a@example.com", "fields": {"rh_code": "ab12cd", "rh_totref": 3}})
+        );
+        assert!(upsert
+            .headers
+            .contains(&("Authorization".into(), "Bearer ml-token".into())));
+    }
+}

@@ -1,0 +1,123 @@
+//! `ESP_ADAPTER=mailerlite` end to end: a signed webhook in, forwarded to SparkLoop; a callback
+//! out as a field write by MailerLite's id, retried after MailerLite's 429 and `Retry-After`.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{eventually, TestApp, ESP_SECRET};
+
+const SUBSCRIBER: &str = "/ml/subscribers/100000000000000000";
+
+fn sign(body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(ESP_SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_signed_webhook_in_and_fields_out_by_id_after_a_429() {
+    let busy = Mock::given(method("PUT"))
+        .and(path(SUBSCRIBER))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "1")
+                .set_body_json(json!({"message": "Too Many Attempts."})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1);
+    let app = TestApp::spawn_with(
+        &[
+            ("ESP_ADAPTER", "mailerlite"),
+            ("ESP_API_URL", "{stand-in}/ml"),
+            ("ESP_API_KEY", "ml-token"),
+            ("ESP_WRITE_DELAY", "10ms"),
+            ("RETRY_MAX_DELAY", "5s"),
+        ],
+        Some(busy),
+    )
+    .await;
+    app.sparkloop
+        .register(
+            Mock::given(method("PUT"))
+                .and(path(SUBSCRIBER))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": {}}))),
+        )
+        .await;
+    let webhook = json!({"id": "100000000000000000", "email": "john.doe@example.com",
+        "status": "active", "source": "ecommerce",
+        "fields": {"name": "John", "last_name": "Doe", "company": "", "country": ""},
+        "event": "subscriber.created", "account_id": 0})
+    .to_string();
+    let url = format!("{}/webhooks/esp", app.address);
+    let unsigned = app
+        .client
+        .post(&url)
+        .body(webhook.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let forged = app
+        .client
+        .post(&url)
+        .header("Signature", sign("something else"))
+        .body(webhook.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let signed = app
+        .client
+        .post(&url)
+        .header("Signature", sign(&webhook))
+        .body(webhook.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 200);
+    let received = app.wait_for_requests(1).await;
+    assert_eq!(
+        received[0],
+        json!({"type": "subscribe", "subscriber": {"email": "john.doe@example.com",
+            "id": "100000000000000000", "first_name": "John", "name": "John Doe"}})
+    );
+
+    let callback = json!({"type": "sync_subscriber", "subscriber": {"id": "sub_1",
+        "email": "john.doe@example.com", "referral_code": "ada90f39", "tot_referrals": 4}});
+    assert_eq!(
+        app.post_sparkloop(&callback.to_string()).await.status(),
+        200
+    );
+    let db = &app.db;
+    eventually("the write to be done", Duration::from_secs(15), || {
+        db.count("SELECT COUNT(*) AS n FROM jobs WHERE destination = 'esp' AND status = 'done'")
+            == 1
+    })
+    .await;
+    let writes = app.requests_to(SUBSCRIBER).await;
+    assert_eq!(writes.len(), 2, "one 429, then the write");
+    let body: Value = serde_json::from_slice(&writes[1].body).unwrap();
+    assert_eq!(
+        body,
+        json!({"fields": {"rh_subid": "sub_1", "rh_code": "ada90f39", "rh_totref": 4}})
+    );
+    assert_eq!(
+        writes[1].headers.get("authorization").unwrap(),
+        "Bearer ml-token"
+    );
+    let gap = db.count(
+        "SELECT MAX(started_at) - MIN(started_at) AS n FROM attempts a \
+        JOIN jobs j ON j.id = a.job_id WHERE j.destination = 'esp'",
+    );
+    assert!(gap >= 1000, "retried {gap} ms after the 429");
+    app.stop().await;
+}
