@@ -33,7 +33,7 @@ impl MailerLite {
 /// Bytes from hex text, or `None` if it is not hex.
 fn from_hex(text: &str) -> Option<Vec<u8>> {
     let text = text.trim();
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
