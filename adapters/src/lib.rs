@@ -9,6 +9,7 @@
 pub mod brevo;
 pub mod custom;
 mod email;
+pub mod kit;
 pub mod mailchimp;
 pub mod mailerlite;
 pub mod outbound;
@@ -187,7 +188,7 @@ pub trait EspAdapter: InboundEsp + outbound::OutboundEsp {}
 impl<T: InboundEsp + outbound::OutboundEsp> EspAdapter for T {}
 
 /// The names `ESP_ADAPTER` accepts.
-pub const KNOWN_ESP_ADAPTERS: &[&str] = &["custom", "mailchimp", "mailerlite", "brevo"];
+pub const KNOWN_ESP_ADAPTERS: &[&str] = &["custom", "mailchimp", "kit", "mailerlite", "brevo"];
 
 /// The `ESP_RATE_LIMIT` an adapter uses unless told otherwise.
 pub fn default_rate_limit(adapter: &str) -> &'static str {
@@ -197,8 +198,8 @@ pub fn default_rate_limit(adapter: &str) -> &'static str {
         "mailchimp" => "10/1s",
         // Brevo's contacts endpoints: 10 requests a second on its General plans.
         "brevo" => "10/1s",
-        // MailerLite: 120 requests a minute per account.
-        "mailerlite" => "120/60s",
+        // MailerLite: 120 requests a minute per account; Kit: 120 per rolling minute per key.
+        "mailerlite" | "kit" => "120/60s",
         _ => "10/1s",
     }
 }
@@ -211,6 +212,7 @@ pub fn esp_adapter(name: &str, config: outbound::EspConfig) -> Option<Box<dyn Es
         "mailchimp" => Some(Box::new(mailchimp::Mailchimp::new(config))),
         "brevo" => Some(Box::new(brevo::Brevo::new(config))),
         "mailerlite" => Some(Box::new(mailerlite::MailerLite::new(config))),
+        "kit" => Some(Box::new(kit::Kit::new(config))),
         _ => None,
     }
 }

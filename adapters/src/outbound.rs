@@ -90,6 +90,19 @@ pub trait OutboundEsp: Send + Sync {
 
     /// How to take the ESP's answer to a field write.
     fn read_answer(&self, answer: &Answer<'_>) -> WriteVerdict;
+
+    /// For an ESP whose writes address the contact by its own id: the call that finds the id
+    /// of `email`, made when the bridge does not know it yet. `None` (the default): writes can
+    /// go by email.
+    fn id_lookup(&self, _email: &str) -> Option<OutboundRequest> {
+        None
+    }
+
+    /// The contact's id in the answer to [`OutboundEsp::id_lookup`], in the ESP's JSON type;
+    /// `None` when the ESP has no contact with that address (yet).
+    fn read_id(&self, _answer: &Answer<'_>) -> Option<Value> {
+        None
+    }
 }
 
 /// The usual reading of an answer: 2xx done, 404 not there yet, 408/429/5xx later, else failed.

@@ -534,3 +534,11 @@ pub fn insert_imported(
         .collect();
     insert_all(conn, &rows)
 }
+
+/// Keeps the ESP's id (a JSON literal) of a subscriber, found by looking them up.
+pub fn set_esp_id(conn: &mut DbConnection, id: i64, esp_id: &str) -> Result<(), StoreError> {
+    diesel::update(subscribers::table.find(id))
+        .set(subscribers::esp_id.eq(esp_id))
+        .execute(conn)?;
+    Ok(())
+}

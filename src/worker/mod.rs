@@ -25,6 +25,9 @@ use retry::Verdict;
 /// How much of an answer's body is kept with an attempt.
 const KEPT_BODY_BYTES: usize = 2048;
 
+/// The most of a contact lookup's answer that is read.
+const LOOKUP_BODY_BYTES: usize = 1 << 20;
+
 /// Runs delivery jobs until shut down.
 pub struct Worker {
     db: Db,
@@ -488,10 +491,15 @@ impl Worker {
             .map_err(|e| SendError(format!("cannot read the subscriber: {e}")))?
             .ok_or_else(|| SendError(format!("subscriber {id} is not in the database")))?;
         let values = self.settings.esp.fields.values(&state);
-        let esp_id = state
+        let mut esp_id = state
             .esp_id
             .as_deref()
             .and_then(|literal| serde_json::from_str::<serde_json::Value>(literal).ok());
+        if esp_id.is_none() {
+            if let Some(lookup) = self.esp.id_lookup(&state.email) {
+                esp_id = Some(self.look_up_id(job.subscriber_id, lookup).await?);
+            }
+        }
         let update = FieldUpdate {
             email: &state.email,
             esp_id: esp_id.as_ref(),
@@ -503,14 +511,68 @@ impl Worker {
             id: format!("msg_{}_{}", job.id, &hex::encode(digest)[..16]),
             timestamp: now_ms() / 1000,
         };
-        let request = self.esp.field_update(&update, &message);
+        self.outbound(self.esp.field_update(&update, &message))
+    }
+
+    /// An adapter's request, ready to send.
+    fn outbound(
+        &self,
+        request: outbound::OutboundRequest,
+    ) -> Result<reqwest::RequestBuilder, SendError> {
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| SendError(format!("the adapter asked for method {}", request.method)))?;
-        let mut call = self.client.request(method, &request.url).body(request.body);
+        let mut call = self.client.request(method, &request.url);
+        if !request.body.is_empty() {
+            call = call.body(request.body);
+        }
         for (name, value) in &request.headers {
             call = call.header(name, value);
         }
         Ok(call)
+    }
+
+    /// Finds the ESP's id of a subscriber with the adapter's `lookup` call (paced like any
+    /// call to the ESP), and keeps it. No contact yet is an error, so that the write is tried
+    /// again later with the usual back-off.
+    async fn look_up_id(
+        &self,
+        subscriber_id: i64,
+        lookup: outbound::OutboundRequest,
+    ) -> Result<serde_json::Value, SendError> {
+        self.esp_pace.acquire().await;
+        let response = self.outbound(lookup)?.send().await.map_err(|e| {
+            SendError(format!(
+                "looking up the contact: {}",
+                describe_send_error(&e)
+            ))
+        })?;
+        // The whole answer is read: the id may come after a lot of other data.
+        let answer = Answer::read_up_to(response, LOOKUP_BODY_BYTES).await;
+        if answer.status == 429 {
+            self.esp_pace.pause(answer.retry_after);
+        }
+        let id = self.esp.read_id(&outbound::Answer {
+            status: answer.status,
+            retry_after: answer.retry_after,
+            body: &answer.body,
+        });
+        match id {
+            Some(id) => {
+                let literal = id.to_string();
+                self.db
+                    .write_async(move |conn| subscribers::set_esp_id(conn, subscriber_id, &literal))
+                    .await
+                    .map_err(|e| SendError(format!("cannot keep the contact's id: {e}")))?;
+                Ok(id)
+            }
+            None if (200..300).contains(&answer.status) => Err(SendError(
+                "the ESP has no contact with this address yet".into(),
+            )),
+            None => Err(SendError(format!(
+                "HTTP {} looking up the contact",
+                answer.status
+            ))),
+        }
     }
 }
 
@@ -526,8 +588,13 @@ struct Answer {
 }
 
 impl Answer {
-    /// Reads the status, `Retry-After` and the start of the body.
-    async fn read(mut response: reqwest::Response) -> Answer {
+    /// Reads the status, `Retry-After` and the start of the body (what is kept with an attempt).
+    async fn read(response: reqwest::Response) -> Answer {
+        Self::read_up_to(response, KEPT_BODY_BYTES).await
+    }
+
+    /// Reads the status, `Retry-After` and the body up to `limit` bytes.
+    async fn read_up_to(mut response: reqwest::Response, limit: usize) -> Answer {
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -535,7 +602,7 @@ impl Answer {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
         let mut body = Vec::new();
-        while body.len() < KEPT_BODY_BYTES {
+        while body.len() < limit {
             match response.chunk().await {
                 Ok(Some(chunk)) => body.extend_from_slice(&chunk),
                 Ok(None) => break,
@@ -543,7 +610,7 @@ impl Answer {
                 Err(_) => break,
             }
         }
-        body.truncate(KEPT_BODY_BYTES);
+        body.truncate(limit);
         Answer {
             status,
             retry_after,

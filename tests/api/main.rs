@@ -8,6 +8,7 @@ mod delivery;
 mod esp_webhooks;
 mod helpers;
 mod import;
+mod kit;
 mod mailchimp;
 mod mailerlite;
 mod operations;
