@@ -39,6 +39,11 @@ enum Command {
     /// Validate the configuration and reach the database and SparkLoop; exits non-zero with
     /// the problems found.
     Check,
+    /// Work with the ESP's own configuration.
+    Esp {
+        #[command(subcommand)]
+        action: EspCommand,
+    },
     /// Import existing subscribers from a CSV file and queue the new ones for SparkLoop.
     ///
     /// The header row names the columns, matched case-insensitively: `email` (required), `id`
@@ -56,6 +61,14 @@ enum Command {
         #[arg(long)]
         no_push: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum EspCommand {
+    /// Create the configured referral fields in the ESP where they are missing (Mailchimp
+    /// merge fields, Kit custom fields, MailerLite fields, Brevo attributes); reports what it
+    /// created and what was already there.
+    ProvisionFields,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +132,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("the database task panicked")?
         }
         Command::Check => check(&settings).await,
+        Command::Esp {
+            action: EspCommand::ProvisionFields,
+        } => provision_fields(&settings).await,
         Command::Import {
             file,
             dry_run,
@@ -134,6 +150,48 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("the import task panicked")?
         }
     }
+}
+
+/// `esp provision-fields`: one line per field, non-zero when one could not be created.
+async fn provision_fields(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let esp =
+        referral_bridge_adapters::esp_adapter(&settings.esp.adapter, settings.esp.adapter_config())
+            .context("ESP_ADAPTER names no known adapter")?;
+    if let Some(problem) = esp.outbound_problem() {
+        anyhow::bail!("{problem}");
+    }
+    let client = reqwest::Client::builder()
+        .timeout(settings.worker.request_timeout)
+        .build()?;
+    let report = crate::provision::provision(settings, esp.as_ref(), &client, true)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let Some(report) = report else {
+        println!(
+            "the {} ESP has no field schema: it takes the fields it is sent",
+            settings.esp.adapter
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut failed = 0;
+    for (key, state) in report {
+        use crate::provision::FieldState;
+        let state = match state {
+            FieldState::Exists => "already there".to_string(),
+            FieldState::Created => "created".to_string(),
+            FieldState::Missing => "missing: this ESP cannot create it".to_string(),
+            FieldState::Failed(reason) => {
+                failed += 1;
+                format!("FAILED: {reason}")
+            }
+        };
+        println!("{key:<20} {state}");
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Shows an import's progress: a bar on a terminal, a line every few seconds otherwise.
@@ -462,6 +520,30 @@ async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
     let esp =
         referral_bridge_adapters::esp_adapter(&settings.esp.adapter, settings.esp.adapter_config())
             .context("ESP_ADAPTER names no known adapter")?;
+    if esp.outbound_problem().is_none() {
+        match crate::provision::provision(settings, esp.as_ref(), &client, false).await {
+            Ok(None) => {}
+            Ok(Some(fields)) => {
+                let missing: Vec<String> = fields
+                    .into_iter()
+                    .filter(|(_, state)| *state != crate::provision::FieldState::Exists)
+                    .map(|(key, _)| key)
+                    .collect();
+                report(
+                    missing.is_empty(),
+                    if missing.is_empty() {
+                        "every configured field exists in the ESP".into()
+                    } else {
+                        format!(
+                            "fields missing in the ESP: {} (referral-bridge esp provision-fields creates them)",
+                            missing.join(", ")
+                        )
+                    },
+                );
+            }
+            Err(e) => report(false, e),
+        }
+    }
     match (esp.outbound_problem(), &settings.esp.api_url) {
         (Some(problem), _) => report(false, problem),
         (None, Some(url)) => {

@@ -12,6 +12,7 @@ pub mod import;
 pub mod ingest;
 pub mod metrics;
 pub mod pace;
+pub mod provision;
 pub mod sparkloop;
 pub mod startup;
 pub mod worker;

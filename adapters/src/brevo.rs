@@ -79,6 +79,48 @@ impl OutboundEsp for Brevo {
     fn read_answer(&self, answer: &Answer<'_>) -> WriteVerdict {
         usual_verdict(answer)
     }
+
+    fn field_key(&self, name: &str) -> String {
+        name.to_uppercase()
+    }
+
+    fn list_fields(&self) -> Option<OutboundRequest> {
+        Some(self.call("GET", "contacts/attributes".into(), Vec::new()))
+    }
+
+    fn read_fields(&self, answer: &Answer<'_>) -> Result<Vec<String>, String> {
+        crate::outbound::strings_at(answer.body, &["attributes", "*", "name"])
+    }
+
+    fn create_field(&self, name: &str, numeric: bool) -> Option<OutboundRequest> {
+        let body = json!({"type": if numeric { "float" } else { "text" }});
+        Some(self.call(
+            "POST",
+            format!(
+                "contacts/attributes/normal/{}",
+                encode_segment(&name.to_uppercase())
+            ),
+            body.to_string().into_bytes(),
+        ))
+    }
+}
+
+impl Brevo {
+    fn call(&self, method: &'static str, rest: String, body: Vec<u8>) -> OutboundRequest {
+        let base = self.config.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
+        OutboundRequest {
+            method,
+            url: format!("{}/{rest}", base.trim_end_matches('/')),
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                (
+                    "api-key".into(),
+                    self.config.api_key.clone().unwrap_or_default(),
+                ),
+            ],
+            body,
+        }
+    }
 }
 
 impl InboundEsp for Brevo {

@@ -271,6 +271,35 @@ impl OutboundEsp for Kit {
         })
     }
 
+    fn field_key(&self, name: &str) -> String {
+        name.to_lowercase()
+    }
+
+    fn list_fields(&self) -> Option<OutboundRequest> {
+        Some(OutboundRequest {
+            method: "GET",
+            url: format!("{}/v4/custom_fields?per_page=1000", self.base()),
+            headers: self.headers(),
+            body: Vec::new(),
+        })
+    }
+
+    fn read_fields(&self, answer: &Answer<'_>) -> Result<Vec<String>, String> {
+        crate::outbound::strings_at(answer.body, &["custom_fields", "*", "key"])
+    }
+
+    fn create_field(&self, name: &str, _numeric: bool) -> Option<OutboundRequest> {
+        // Kit keys a field by its label, lower-cased: the label is the key wanted.
+        Some(OutboundRequest {
+            method: "POST",
+            url: format!("{}/v4/custom_fields", self.base()),
+            headers: self.headers(),
+            body: json!({ "label": name.to_lowercase() })
+                .to_string()
+                .into_bytes(),
+        })
+    }
+
     fn read_id(&self, answer: &Answer<'_>) -> Option<Value> {
         if !(200..300).contains(&answer.status) {
             return None;

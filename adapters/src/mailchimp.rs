@@ -120,6 +120,51 @@ impl OutboundEsp for Mailchimp {
     fn read_answer(&self, answer: &Answer<'_>) -> WriteVerdict {
         usual_verdict(answer)
     }
+
+    fn field_key(&self, name: &str) -> String {
+        merge_tag(name)
+    }
+
+    fn list_fields(&self) -> Option<OutboundRequest> {
+        Some(self.call(
+            "GET",
+            "merge-fields?count=1000&fields=merge_fields.tag",
+            Vec::new(),
+        ))
+    }
+
+    fn read_fields(&self, answer: &Answer<'_>) -> Result<Vec<String>, String> {
+        crate::outbound::strings_at(answer.body, &["merge_fields", "*", "tag"])
+    }
+
+    fn create_field(&self, name: &str, numeric: bool) -> Option<OutboundRequest> {
+        // Values are written as text; a number field takes text digits too.
+        let body = json!({"tag": merge_tag(name), "name": name,
+            "type": if numeric { "number" } else { "text" }, "required": false, "public": false});
+        Some(self.call("POST", "merge-fields", body.to_string().into_bytes()))
+    }
+}
+
+impl Mailchimp {
+    /// A call under the audience: `{base}/lists/{ESP_LIST_ID}/{rest}`.
+    fn call(&self, method: &'static str, rest: &str, body: Vec<u8>) -> OutboundRequest {
+        OutboundRequest {
+            method,
+            url: format!(
+                "{}/lists/{}/{rest}",
+                self.base().unwrap_or_default(),
+                self.config.list_id.as_deref().unwrap_or_default()
+            ),
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                (
+                    "Authorization".into(),
+                    basic_auth(self.config.api_key.as_deref().unwrap_or_default()),
+                ),
+            ],
+            body,
+        }
+    }
 }
 
 /// HTTP Basic credentials for an API key: Mailchimp takes any user name.

@@ -212,6 +212,53 @@ impl OutboundEsp for MailerLite {
     fn read_answer(&self, answer: &Answer<'_>) -> WriteVerdict {
         usual_verdict(answer)
     }
+
+    fn field_key(&self, name: &str) -> String {
+        name.to_lowercase()
+    }
+
+    fn list_fields(&self) -> Option<OutboundRequest> {
+        Some(self.call("GET", "fields?limit=100", Vec::new()))
+    }
+
+    fn read_fields(&self, answer: &Answer<'_>) -> Result<Vec<String>, String> {
+        crate::outbound::strings_at(answer.body, &["data", "*", "key"])
+    }
+
+    fn create_field(&self, name: &str, numeric: bool) -> Option<OutboundRequest> {
+        // MailerLite derives the key from the name; a lower-case name keeps it as written
+        // (upper-case letters would each be split off: "ZIP" becomes `z_i_p`).
+        let body = json!({"name": name.to_lowercase(),
+            "type": if numeric { "number" } else { "text" }});
+        Some(self.call("POST", "fields", body.to_string().into_bytes()))
+    }
+}
+
+impl MailerLite {
+    fn call(&self, method: &'static str, rest: &str, body: Vec<u8>) -> OutboundRequest {
+        let base = self
+            .config
+            .api_url
+            .as_deref()
+            .unwrap_or(DEFAULT_API_URL)
+            .trim_end_matches('/');
+        OutboundRequest {
+            method,
+            url: format!("{base}/{rest}"),
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("Accept".into(), "application/json".into()),
+                (
+                    "Authorization".into(),
+                    format!(
+                        "Bearer {}",
+                        self.config.api_key.as_deref().unwrap_or_default()
+                    ),
+                ),
+            ],
+            body,
+        }
+    }
 }
 
 #[cfg(test)]

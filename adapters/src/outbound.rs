@@ -103,6 +103,69 @@ pub trait OutboundEsp: Send + Sync {
     fn read_id(&self, _answer: &Answer<'_>) -> Option<Value> {
         None
     }
+
+    /// The name a configured field has in this ESP (Mailchimp's 10-character tag, Kit's
+    /// lower-case key...).
+    fn field_key(&self, name: &str) -> String {
+        name.to_string()
+    }
+
+    /// The call that lists the ESP's custom fields; `None` for an ESP without a field schema
+    /// (the custom ESP takes whatever it is sent).
+    fn list_fields(&self) -> Option<OutboundRequest> {
+        None
+    }
+
+    /// The field keys in the answer to [`OutboundEsp::list_fields`], or why it cannot be read.
+    fn read_fields(&self, _answer: &Answer<'_>) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+
+    /// The call that creates the field `name` (numeric for counts), as [`OutboundEsp::field_key`]
+    /// names it.
+    fn create_field(&self, _name: &str, _numeric: bool) -> Option<OutboundRequest> {
+        None
+    }
+}
+
+/// The error message in an ESP's answer, for the operator: `detail`, `message`, `errors`...
+pub fn error_text(body: &str) -> String {
+    let Ok(value) = serde_json::from_str::<Value>(body) else {
+        return body.chars().take(200).collect();
+    };
+    for key in ["detail", "message", "title"] {
+        if let Some(text) = value.get(key).and_then(Value::as_str) {
+            return text.to_string();
+        }
+    }
+    match value.get("errors") {
+        Some(errors) => errors.to_string(),
+        None => body.chars().take(200).collect(),
+    }
+}
+
+/// The strings at `path` (keys of objects along the way, `*` for every element of a list) in a
+/// JSON answer, e.g. `["merge_fields", "*", "tag"]`.
+pub fn strings_at(body: &str, path: &[&str]) -> Result<Vec<String>, String> {
+    let value: Value =
+        serde_json::from_str(body).map_err(|e| format!("the answer is not JSON: {e}"))?;
+    let mut found = vec![&value];
+    for step in path {
+        found = found
+            .into_iter()
+            .flat_map(|v| -> Vec<&Value> {
+                match (*step, v) {
+                    ("*", Value::Array(items)) => items.iter().collect(),
+                    (key, Value::Object(map)) => map.get(key).into_iter().collect(),
+                    _ => Vec::new(),
+                }
+            })
+            .collect();
+    }
+    Ok(found
+        .into_iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect())
 }
 
 /// The usual reading of an answer: 2xx done, 404 not there yet, 408/429/5xx later, else failed.

@@ -15,3 +15,4 @@ mod operations;
 mod pacing;
 mod prism;
 mod processes;
+mod provision;

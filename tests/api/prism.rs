@@ -200,3 +200,64 @@ async fn kit_lookups_and_field_writes_are_valid_for_kits_own_spec() {
     );
     app.stop().await;
 }
+
+/// Runs `esp provision-fields` against Prism serving `spec`, with `vars`.
+async fn provision_against(test: &str, spec: &str, vars: &[(&str, &str)]) {
+    let Some(prism) = Prism::start(test, spec) else {
+        return;
+    };
+    let db = crate::helpers::TestDb::new();
+    let mut all: std::collections::HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.replace("{prism}", &prism.url)))
+        .collect();
+    all.insert("DATABASE_URL".into(), db.url.clone());
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        crate::helpers::run_command(&["esp", "provision-fields"], &all)
+    })
+    .await
+    .unwrap();
+    // Prism answers an invalid listing or creation with 4xx, which fails the command.
+    assert!(ok, "{stdout}{stderr}");
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+    assert_eq!(
+        stdout.lines().count(),
+        7,
+        "one line per default field: {stdout}"
+    );
+}
+
+#[tokio::test]
+async fn provisioning_calls_are_valid_for_each_vendors_spec() {
+    provision_against(
+        "prism::provisioning (brevo)",
+        "brevo_swagger_v3.yaml",
+        &[
+            ("ESP_ADAPTER", "brevo"),
+            ("ESP_API_URL", "{prism}"),
+            ("ESP_API_KEY", "k"),
+        ],
+    )
+    .await;
+    provision_against(
+        "prism::provisioning (kit)",
+        "kit_v4_openapi.json",
+        &[
+            ("ESP_ADAPTER", "kit"),
+            ("ESP_API_URL", "{prism}"),
+            ("ESP_API_KEY", "k"),
+        ],
+    )
+    .await;
+    provision_against(
+        "prism::provisioning (mailchimp)",
+        "mailchimp_merge_fields_openapi.yml",
+        &[
+            ("ESP_ADAPTER", "mailchimp"),
+            ("ESP_API_URL", "{prism}"),
+            ("ESP_API_KEY", "k-us6"),
+            ("ESP_LIST_ID", "a6b5da1054"),
+        ],
+    )
+    .await;
+}

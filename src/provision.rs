@@ -1,0 +1,92 @@
+//! `referral-bridge esp provision-fields`: the configured fields, created in the ESP where they
+//! are missing; and the same comparison, without creating anything, for `check`.
+
+use referral_bridge_adapters::outbound::{self, OutboundRequest};
+use referral_bridge_adapters::EspAdapter;
+
+use crate::config::Settings;
+use crate::fields::Field;
+
+/// What became of one configured field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldState {
+    /// The ESP has it.
+    Exists,
+    /// It was missing and has been created.
+    Created,
+    /// It is missing (and was not to be created).
+    Missing,
+    /// Creating it failed: the ESP's reason.
+    Failed(String),
+}
+
+/// Compares the configured fields with the ESP's, creating the missing ones when `create`.
+/// Returns each field's name in the ESP with its state; `Ok(None)` for an ESP without a field
+/// schema; `Err` when the ESP's fields cannot be listed.
+pub async fn provision(
+    settings: &Settings,
+    esp: &dyn EspAdapter,
+    client: &reqwest::Client,
+    create: bool,
+) -> Result<Option<Vec<(String, FieldState)>>, String> {
+    let Some(list) = esp.list_fields() else {
+        return Ok(None);
+    };
+    let (status, body) = send(client, list).await?;
+    let answer = outbound::Answer {
+        status,
+        retry_after: None,
+        body: &body,
+    };
+    if !(200..300).contains(&status) {
+        return Err(format!(
+            "listing the ESP's fields: HTTP {status}: {}",
+            outbound::error_text(&body)
+        ));
+    }
+    let existing = esp.read_fields(&answer)?;
+    let mut report = Vec::new();
+    for (field, name) in &settings.esp.fields.0 {
+        let key = esp.field_key(name);
+        let state = if existing.iter().any(|e| e.eq_ignore_ascii_case(&key)) {
+            FieldState::Exists
+        } else if !create {
+            FieldState::Missing
+        } else {
+            let numeric = matches!(field, Field::ReferralCount | Field::NextReward);
+            match esp.create_field(name, numeric) {
+                None => FieldState::Missing,
+                Some(request) => match send(client, request).await {
+                    Ok((status, _)) if (200..300).contains(&status) => FieldState::Created,
+                    Ok((status, body)) => FieldState::Failed(format!(
+                        "HTTP {status}: {}",
+                        outbound::error_text(&body)
+                    )),
+                    Err(e) => FieldState::Failed(e),
+                },
+            }
+        };
+        report.push((key, state));
+    }
+    Ok(Some(report))
+}
+
+/// Sends an adapter's request; the status and body, or the network error.
+async fn send(client: &reqwest::Client, request: OutboundRequest) -> Result<(u16, String), String> {
+    let method = reqwest::Method::from_bytes(request.method.as_bytes())
+        .map_err(|_| format!("no HTTP method {}", request.method))?;
+    let mut call = client.request(method, &request.url);
+    for (name, value) in &request.headers {
+        call = call.header(name, value);
+    }
+    if !request.body.is_empty() {
+        call = call.body(request.body);
+    }
+    let response = call
+        .send()
+        .await
+        .map_err(|e| format!("the ESP cannot be reached: {}", e.without_url()))?;
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    Ok((status, body))
+}

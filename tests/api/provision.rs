@@ -1,0 +1,120 @@
+//! `referral-bridge esp provision-fields` and `check`'s field report, against a stand-in ESP.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+use wiremock::matchers::{body_partial_json, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{run_command, TestDb};
+
+const FIELDS: &str = "/mc/3.0/lists/a6b5da1054/merge-fields";
+
+async fn mailchimp() -> MockServer {
+    let server = MockServer::start().await;
+    server
+        .register(Mock::given(method("GET")).and(path(FIELDS)).respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"merge_fields": [
+                {"tag": "FNAME"}, {"tag": "RH_SUBID"}, {"tag": "RH_CODE"}]})),
+        ))
+        .await;
+    server
+        .register(
+            Mock::given(method("POST"))
+                .and(path(FIELDS))
+                .and(body_partial_json(json!({"tag": "RH_COUPON"})))
+                .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+                    "title": "Invalid Resource", "status": 400,
+                    "detail": "This account has reached its merge field limit."})))
+                .with_priority(1),
+        )
+        .await;
+    server
+        .register(
+            Mock::given(method("POST"))
+                .and(path(FIELDS))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({"merge_id": 9}))),
+        )
+        .await;
+    server
+}
+
+fn vars(db: &TestDb, server: &MockServer) -> HashMap<String, String> {
+    [
+        ("DATABASE_URL", db.url.clone()),
+        ("ESP_ADAPTER", "mailchimp".into()),
+        ("ESP_API_URL", format!("{}/mc/3.0", server.uri())),
+        ("ESP_API_KEY", "0123abcd-us6".into()),
+        ("ESP_LIST_ID", "a6b5da1054".into()),
+        ("RUST_LOG", "warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+#[tokio::test]
+async fn missing_fields_are_created_and_reported() {
+    let (db, server) = (TestDb::new(), mailchimp().await);
+    let vars = vars(&db, &server);
+    let (ok, stdout, stderr) =
+        tokio::task::spawn_blocking(move || run_command(&["esp", "provision-fields"], &vars))
+            .await
+            .unwrap();
+    assert!(
+        !ok,
+        "a field that could not be created fails the command: {stdout}{stderr}"
+    );
+    for line in [
+        "RH_SUBID             already there",
+        "RH_CODE              already there",
+        "RH_REFLINK           created",
+        "RH_TOTREF            created",
+        "RH_LASTREW           created",
+        "RH_COUPON            FAILED: HTTP 400: This account has reached its merge field limit.",
+    ] {
+        assert!(stdout.contains(line), "{line} in {stdout}");
+    }
+    let created: Vec<Value> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert!(created.contains(
+        &json!({"tag": "RH_TOTREF", "name": "RH_TOTREF", "type": "number",
+        "required": false, "public": false})
+    ));
+    assert!(
+        created.contains(&json!({"tag": "RH_LASTREW", "name": "RH_LASTREWARD",
+        "type": "text", "required": false, "public": false}))
+    );
+}
+
+#[tokio::test]
+async fn check_names_the_missing_fields() {
+    let (db, server) = (TestDb::new(), mailchimp().await);
+    let vars = vars(&db, &server);
+    let (ok, stdout, _) = tokio::task::spawn_blocking(move || run_command(&["check"], &vars))
+        .await
+        .unwrap();
+    assert!(!ok);
+    assert!(
+        stdout.contains(
+            "fields missing in the ESP: RH_REFLINK, RH_ISREF, RH_TOTREF, RH_COUPON, RH_LASTREW \
+             (referral-bridge esp provision-fields creates them)"
+        ),
+        "{stdout}"
+    );
+    // check creates nothing.
+    let posts = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count();
+    assert_eq!(posts, 0);
+}
