@@ -173,8 +173,14 @@ async fn provision_fields(settings: &Settings) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     };
+    for key in &report.required_elsewhere {
+        println!(
+            "warning: the ESP requires `{key}` on every contact; the bridge does not write it, \
+             so writes to contacts without it may fail"
+        );
+    }
     let mut failed = 0;
-    for (key, state) in report {
+    for (key, state) in report.fields {
         use crate::provision::FieldState;
         let state = match state {
             FieldState::Exists => "already there".to_string(),
@@ -523,8 +529,18 @@ async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
     if esp.outbound_problem().is_none() {
         match crate::provision::provision(settings, esp.as_ref(), &client, false).await {
             Ok(None) => {}
-            Ok(Some(fields)) => {
-                let missing: Vec<String> = fields
+            Ok(Some(found)) => {
+                for key in &found.required_elsewhere {
+                    report(
+                        false,
+                        format!(
+                            "the ESP requires `{key}` on every contact, which the bridge does \
+                             not write: writes to contacts without it may fail"
+                        ),
+                    );
+                }
+                let missing: Vec<String> = found
+                    .fields
                     .into_iter()
                     .filter(|(_, state)| *state != crate::provision::FieldState::Exists)
                     .map(|(key, _)| key)

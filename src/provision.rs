@@ -20,15 +20,24 @@ pub enum FieldState {
     Failed(String),
 }
 
+/// What the comparison found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provisioned {
+    /// Each configured field's name in the ESP, with its state.
+    pub fields: Vec<(String, FieldState)>,
+    /// Fields the ESP requires on every contact that the bridge does not write: a write may
+    /// fail while one is empty.
+    pub required_elsewhere: Vec<String>,
+}
+
 /// Compares the configured fields with the ESP's, creating the missing ones when `create`.
-/// Returns each field's name in the ESP with its state; `Ok(None)` for an ESP without a field
-/// schema; `Err` when the ESP's fields cannot be listed.
+/// `Ok(None)` for an ESP without a field schema; `Err` when the ESP's fields cannot be listed.
 pub async fn provision(
     settings: &Settings,
     esp: &dyn EspAdapter,
     client: &reqwest::Client,
     create: bool,
-) -> Result<Option<Vec<(String, FieldState)>>, String> {
+) -> Result<Option<Provisioned>, String> {
     let Some(list) = esp.list_fields() else {
         return Ok(None);
     };
@@ -45,6 +54,19 @@ pub async fn provision(
         ));
     }
     let existing = esp.read_fields(&answer)?;
+    let ours: Vec<String> = settings
+        .esp
+        .fields
+        .0
+        .iter()
+        .map(|(_, name)| esp.field_key(name))
+        .collect();
+    // EMAIL is the address itself, which every write carries.
+    let required_elsewhere = esp
+        .required_fields(&answer)
+        .into_iter()
+        .filter(|key| !key.eq_ignore_ascii_case("EMAIL") && !ours.contains(key))
+        .collect();
     let mut report = Vec::new();
     for (field, name) in &settings.esp.fields.0 {
         let key = esp.field_key(name);
@@ -68,7 +90,10 @@ pub async fn provision(
         };
         report.push((key, state));
     }
-    Ok(Some(report))
+    Ok(Some(Provisioned {
+        fields: report,
+        required_elsewhere,
+    }))
 }
 
 /// Sends an adapter's request; the status and body, or the network error.

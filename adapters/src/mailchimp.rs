@@ -128,9 +128,22 @@ impl OutboundEsp for Mailchimp {
     fn list_fields(&self) -> Option<OutboundRequest> {
         Some(self.call(
             "GET",
-            "merge-fields?count=1000&fields=merge_fields.tag",
+            "merge-fields?count=1000&fields=merge_fields.tag,merge_fields.required",
             Vec::new(),
         ))
+    }
+
+    fn required_fields(&self, answer: &Answer<'_>) -> Vec<String> {
+        let Ok(value) = serde_json::from_str::<Value>(answer.body) else {
+            return Vec::new();
+        };
+        value["merge_fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|field| field["required"] == Value::Bool(true))
+            .filter_map(|field| field["tag"].as_str().map(str::to_string))
+            .collect()
     }
 
     fn read_fields(&self, answer: &Answer<'_>) -> Result<Vec<String>, String> {

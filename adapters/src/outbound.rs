@@ -121,6 +121,12 @@ pub trait OutboundEsp: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// The fields the ESP requires on every contact, from the answer to
+    /// [`OutboundEsp::list_fields`]: a write may fail while one of them is empty.
+    fn required_fields(&self, _answer: &Answer<'_>) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The call that creates the field `name` (numeric for counts), as [`OutboundEsp::field_key`]
     /// names it.
     fn create_field(&self, _name: &str, _numeric: bool) -> Option<OutboundRequest> {

@@ -596,11 +596,21 @@ impl Answer {
     /// Reads the status, `Retry-After` and the body up to `limit` bytes.
     async fn read_up_to(mut response: reqwest::Response, limit: usize) -> Answer {
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        // Brevo says when its window resets instead of sending Retry-After.
+        let retry_after = header("retry-after")
+            .and_then(|v| retry::parse_retry_after(&v, SystemTime::now()))
+            .or_else(|| {
+                header("x-sib-ratelimit-reset")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs)
+            });
         let mut body = Vec::new();
         while body.len() < limit {
             match response.chunk().await {

@@ -15,7 +15,9 @@ async fn mailchimp() -> MockServer {
     server
         .register(Mock::given(method("GET")).and(path(FIELDS)).respond_with(
             ResponseTemplate::new(200).set_body_json(json!({"merge_fields": [
-                {"tag": "FNAME"}, {"tag": "RH_SUBID"}, {"tag": "RH_CODE"}]})),
+                {"tag": "EMAIL", "required": true}, {"tag": "FNAME", "required": false},
+                {"tag": "BIRTHDAY", "required": true},
+                {"tag": "RH_SUBID", "required": false}, {"tag": "RH_CODE"}]})),
         ))
         .await;
     server
@@ -72,6 +74,7 @@ async fn missing_fields_are_created_and_reported() {
         "RH_TOTREF            created",
         "RH_LASTREW           created",
         "RH_COUPON            FAILED: HTTP 400: This account has reached its merge field limit.",
+        "warning: the ESP requires `BIRTHDAY` on every contact",
     ] {
         assert!(stdout.contains(line), "{line} in {stdout}");
     }
