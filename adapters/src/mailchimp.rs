@@ -125,6 +125,11 @@ impl OutboundEsp for Mailchimp {
         merge_tag(name)
     }
 
+    fn max_connections(&self) -> Option<usize> {
+        // Mailchimp answers 429 beyond 10 simultaneous connections per user.
+        Some(10)
+    }
+
     fn list_fields(&self) -> Option<OutboundRequest> {
         Some(self.call(
             "GET",

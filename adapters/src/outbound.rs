@@ -104,6 +104,12 @@ pub trait OutboundEsp: Send + Sync {
         None
     }
 
+    /// How many calls the ESP allows in flight at once, when it limits that rather than (or as
+    /// well as) a rate; `None`: no such limit.
+    fn max_connections(&self) -> Option<usize> {
+        None
+    }
+
     /// The name a configured field has in this ESP (Mailchimp's 10-character tag, Kit's
     /// lower-case key...).
     fn field_key(&self, name: &str) -> String {

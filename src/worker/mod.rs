@@ -44,6 +44,8 @@ pub struct Worker {
     esp: Arc<dyn EspAdapter>,
     /// Paces field writes to `ESP_RATE_LIMIT`.
     esp_pace: SlidingWindow,
+    /// Caps the calls in flight to an ESP that limits connections (Mailchimp: 10).
+    esp_connections: Option<Semaphore>,
     /// Paces SparkLoop API calls to `SPARKLOOP_RATE_LIMIT`.
     sparkloop_pace: SlidingWindow,
 }
@@ -93,6 +95,7 @@ impl Worker {
         );
         Ok(Worker {
             esp_pace: SlidingWindow::new(settings.esp.rate_limit),
+            esp_connections: esp.max_connections().map(Semaphore::new),
             sparkloop_pace: SlidingWindow::new(settings.sparkloop.rate_limit),
             esp,
             recorder,
@@ -260,6 +263,10 @@ impl Worker {
                 return;
             }
         }
+        let connection = match (&self.esp_connections, job.destination.as_str()) {
+            (Some(connections), fields::DESTINATION) => connections.acquire().await.ok(),
+            _ => None,
+        };
         let started_at = now_ms();
         let clock = Instant::now();
         let sent = match prepared {
@@ -277,6 +284,7 @@ impl Worker {
             Err(SendError(error)) => Err(error),
         };
         let elapsed = clock.elapsed();
+        drop(connection);
         self.metrics
             .attempt_seconds
             .get_or_create(&DestinationLabels {
