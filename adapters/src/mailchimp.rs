@@ -83,20 +83,7 @@ impl OutboundEsp for Mailchimp {
     }
 
     fn field_update(&self, update: &FieldUpdate<'_>, _: &MessageId) -> OutboundRequest {
-        // Mailchimp's merge values are text; a value not known yet is left out rather than
-        // written empty over what the field holds.
-        let merge_fields: Map<String, Value> = update
-            .fields
-            .iter()
-            .filter_map(|(name, value)| {
-                let text = match value {
-                    Value::Null => return None,
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                Some((merge_tag(name), Value::String(text)))
-            })
-            .collect();
+        let merge_fields = merge_fields(update);
         let url = format!(
             "{}/lists/{}/members/{}",
             self.base().unwrap_or_default(),
@@ -123,6 +110,45 @@ impl OutboundEsp for Mailchimp {
 
     fn field_key(&self, name: &str) -> String {
         merge_tag(name)
+    }
+
+    fn max_batch(&self) -> usize {
+        // `POST /lists/{id}` takes at most 500 members.
+        500
+    }
+
+    fn batch_update(&self, updates: &[FieldUpdate<'_>]) -> Option<OutboundRequest> {
+        // Members that exist are updated (only the merge fields sent); one that does not
+        // exist is refused for want of a status, reported in `errors`, and written alone later.
+        let members: Vec<Value> = updates
+            .iter()
+            .map(|update| json!({"email_address": update.email, "merge_fields": merge_fields(update)}))
+            .collect();
+        let body = json!({"members": members, "update_existing": true});
+        Some(self.call_list("POST", body.to_string().into_bytes()))
+    }
+
+    fn read_batch(&self, answer: &Answer<'_>, emails: &[&str]) -> Vec<Result<(), String>> {
+        let errors: Vec<(String, String)> = serde_json::from_str::<Value>(answer.body)
+            .ok()
+            .and_then(|v| v["errors"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| {
+                let email = e["email_address"].as_str()?.to_lowercase();
+                let reason = e["error"].as_str().unwrap_or("refused").to_string();
+                Some((email, reason))
+            })
+            .collect();
+        emails
+            .iter()
+            .map(
+                |email| match errors.iter().find(|(e, _)| e.eq_ignore_ascii_case(email)) {
+                    Some((_, reason)) => Err(reason.clone()),
+                    None => Ok(()),
+                },
+            )
+            .collect()
     }
 
     fn max_connections(&self) -> Option<usize> {
@@ -163,13 +189,37 @@ impl OutboundEsp for Mailchimp {
     }
 }
 
+/// An update's merge fields: Mailchimp's merge values are text; a value not known yet is left
+/// out rather than written empty over what the field holds.
+fn merge_fields(update: &FieldUpdate<'_>) -> Map<String, Value> {
+    update
+        .fields
+        .iter()
+        .filter_map(|(name, value)| {
+            let text = match value {
+                Value::Null => return None,
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Some((merge_tag(name), Value::String(text)))
+        })
+        .collect()
+}
+
 impl Mailchimp {
     /// A call under the audience: `{base}/lists/{ESP_LIST_ID}/{rest}`.
     fn call(&self, method: &'static str, rest: &str, body: Vec<u8>) -> OutboundRequest {
+        let mut request = self.call_list(method, body);
+        request.url = format!("{}/{rest}", request.url);
+        request
+    }
+
+    /// A call on the audience itself: `{base}/lists/{ESP_LIST_ID}`.
+    fn call_list(&self, method: &'static str, body: Vec<u8>) -> OutboundRequest {
         OutboundRequest {
             method,
             url: format!(
-                "{}/lists/{}/{rest}",
+                "{}/lists/{}",
                 self.base().unwrap_or_default(),
                 self.config.list_id.as_deref().unwrap_or_default()
             ),

@@ -104,6 +104,23 @@ pub trait OutboundEsp: Send + Sync {
         None
     }
 
+    /// The most field updates one batch call carries; 1 (the default): no batch endpoint.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// The call that writes several subscribers' fields at once (at most
+    /// [`OutboundEsp::max_batch`]); `None` when the ESP has no batch endpoint.
+    fn batch_update(&self, _updates: &[FieldUpdate<'_>]) -> Option<OutboundRequest> {
+        None
+    }
+
+    /// Each update's result in a successful (2xx) answer to [`OutboundEsp::batch_update`], in
+    /// the order of `emails`: `Err` with the ESP's reason for a contact it refused.
+    fn read_batch(&self, _answer: &Answer<'_>, emails: &[&str]) -> Vec<Result<(), String>> {
+        emails.iter().map(|_| Ok(())).collect()
+    }
+
     /// How many calls the ESP allows in flight at once, when it limits that rather than (or as
     /// well as) a rate; `None`: no such limit.
     fn max_connections(&self) -> Option<usize> {

@@ -164,6 +164,7 @@ impl Worker {
                 continue;
             }
             let mut first = Some(first);
+            let mut batch = Vec::new();
             for job in jobs {
                 let permit = match first.take() {
                     Some(permit) => permit,
@@ -172,10 +173,29 @@ impl Worker {
                         .try_acquire_owned()
                         .expect("a slot was counted free before claiming"),
                 };
+                // First tries of field writes go together where the ESP has a batch endpoint;
+                // a job that failed once (perhaps alone in a batch) is sent on its own.
+                if this.esp.max_batch() > 1
+                    && job.destination == fields::DESTINATION
+                    && job.attempts == 0
+                {
+                    batch.push((job, permit));
+                    continue;
+                }
                 let this = this.clone();
                 tokio::spawn(async move {
                     this.deliver(job).await;
                     drop(permit);
+                });
+            }
+            while !batch.is_empty() {
+                let size = batch.len().min(this.esp.max_batch());
+                let part: Vec<_> = batch.drain(..size).collect();
+                let this = this.clone();
+                tokio::spawn(async move {
+                    let (jobs, permits): (Vec<_>, Vec<_>) = part.into_iter().unzip();
+                    this.deliver_batch(jobs).await;
+                    drop(permits);
                 });
             }
         }
@@ -291,6 +311,171 @@ impl Worker {
                 destination: job.destination.clone(),
             })
             .observe(elapsed.as_secs_f64());
+        self.conclude(job, started_at, elapsed, sent).await;
+    }
+
+    /// Sends first tries of field writes in one batch call (one alone goes as usual), then
+    /// records each with its own result: a contact the ESP refused in the batch is tried again
+    /// later on its own, where its own answer (not there yet, invalid...) decides.
+    async fn deliver_batch(&self, jobs: Vec<ClaimedJob>) {
+        if jobs.len() < 2 {
+            for job in jobs {
+                self.deliver(job).await;
+            }
+            return;
+        }
+        let ids: Vec<i64> = jobs.iter().map(|job| job.subscriber_id).collect();
+        let states = self
+            .db
+            .read_async(move |conn| {
+                ids.iter()
+                    .map(|id| subscribers::referral_state(conn, *id))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+        let states = match states {
+            Ok(states) => states,
+            Err(e) => {
+                let error = format!("cannot read the subscribers: {e}");
+                for job in jobs {
+                    self.conclude(job, now_ms(), Duration::ZERO, Err(error.clone()))
+                        .await;
+                }
+                return;
+            }
+        };
+        // The pace counts the batch as one call; every claim must outlast it.
+        self.esp_pace.acquire().await;
+        let mut ready = Vec::new();
+        for (job, state) in jobs.into_iter().zip(states) {
+            let Some(state) = state else {
+                let error = format!("subscriber {} is not in the database", job.subscriber_id);
+                self.conclude(job, now_ms(), Duration::ZERO, Err(error))
+                    .await;
+                continue;
+            };
+            match self.keep_claim(&job).await {
+                Ok(()) => ready.push((job, state)),
+                Err(reason) => log::warn!("job {} is due again, unsent: {reason}", job.id),
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        let values: Vec<_> = ready
+            .iter()
+            .map(|(_, state)| self.settings.esp.fields.values(state))
+            .collect();
+        let esp_ids: Vec<Option<serde_json::Value>> = ready
+            .iter()
+            .map(|(_, state)| {
+                state
+                    .esp_id
+                    .as_deref()
+                    .and_then(|l| serde_json::from_str(l).ok())
+            })
+            .collect();
+        let updates: Vec<FieldUpdate<'_>> = ready
+            .iter()
+            .zip(&values)
+            .zip(&esp_ids)
+            .map(|(((_, state), values), esp_id)| FieldUpdate {
+                email: &state.email,
+                esp_id: esp_id.as_ref(),
+                fields: values,
+            })
+            .collect();
+        let emails: Vec<&str> = updates.iter().map(|u| u.email).collect();
+        let request = self.esp.batch_update(&updates).map(|r| self.outbound(r));
+        let connection = match &self.esp_connections {
+            Some(connections) => connections.acquire().await.ok(),
+            None => None,
+        };
+        let started_at = now_ms();
+        let clock = Instant::now();
+        let sent = match request {
+            Some(Ok(request)) => match request.send().await {
+                Ok(response) => Ok(Answer::read_up_to(response, LOOKUP_BODY_BYTES).await),
+                Err(e) => Err(describe_send_error(&e)),
+            },
+            Some(Err(SendError(e))) => Err(e),
+            None => Err("the ESP has no batch endpoint".into()),
+        };
+        let elapsed = clock.elapsed();
+        drop(connection);
+        self.metrics
+            .attempt_seconds
+            .get_or_create(&DestinationLabels {
+                destination: fields::DESTINATION.into(),
+            })
+            .observe(elapsed.as_secs_f64());
+        let results: Vec<Result<(Answer, WriteVerdict), String>> = match &sent {
+            Ok(answer) if (200..300).contains(&answer.status) => {
+                let read = self.esp.read_batch(
+                    &outbound::Answer {
+                        status: answer.status,
+                        retry_after: answer.retry_after,
+                        body: &answer.body,
+                    },
+                    &emails,
+                );
+                let mut kept = answer.clone();
+                kept.body.truncate(KEPT_BODY_BYTES);
+                read.into_iter()
+                    .map(|result| match result {
+                        Ok(()) => Ok((kept.clone(), WriteVerdict::Done)),
+                        Err(reason) => Err(format!(
+                            "HTTP {} for the batch, refused for this contact: {reason}",
+                            answer.status
+                        )),
+                    })
+                    .collect()
+            }
+            Ok(answer) => {
+                if answer.status == 429 {
+                    self.esp_pace.pause(answer.retry_after);
+                }
+                let error = format!("HTTP {} for the batch", answer.status);
+                emails.iter().map(|_| Err(error.clone())).collect()
+            }
+            Err(error) => emails.iter().map(|_| Err(error.clone())).collect(),
+        };
+        drop(updates);
+        for ((job, _), result) in ready.into_iter().zip(results) {
+            self.conclude(job, started_at, elapsed, result).await;
+        }
+    }
+
+    /// Makes sure a claim outlasts a call and its recording: extends it when it is short, or
+    /// says why the job is no longer this worker's to send.
+    async fn keep_claim(&self, job: &ClaimedJob) -> Result<(), String> {
+        let now = now_ms();
+        let needed = (self.settings.worker.request_timeout + Duration::from_secs(1)).as_millis();
+        if job.lease_expires_at - now >= needed as i64 {
+            return Ok(());
+        }
+        let (claim, token) = (job.clone(), self.lease_token.clone());
+        let until = now + self.settings.worker.lease.as_millis() as i64;
+        let renewed = self
+            .db
+            .write_async(move |conn| jobs::renew_lease(conn, &claim, &token, now, until))
+            .await
+            .map_err(|e| format!("cannot extend its claim: {e}"))?;
+        if renewed {
+            Ok(())
+        } else {
+            Err("its claim ran out while it waited for its turn".into())
+        }
+    }
+
+    /// Turns what came of an attempt into the job's outcome, and records both.
+    async fn conclude(
+        &self,
+        job: ClaimedJob,
+        started_at: i64,
+        elapsed: Duration,
+        sent: Result<(Answer, WriteVerdict), String>,
+    ) {
         let now = now_ms();
         let failures = job.attempts as u32 + 1;
         let policy = self.settings.retry;
@@ -415,23 +600,9 @@ impl Worker {
         variable: &str,
     ) -> Result<(), String> {
         pace.acquire().await;
-        let now = now_ms();
-        let needed = (self.settings.worker.request_timeout + Duration::from_secs(1)).as_millis();
-        if job.lease_expires_at - now >= needed as i64 {
-            return Ok(());
-        }
-        let (claim, token) = (job.clone(), self.lease_token.clone());
-        let until = now + self.settings.worker.lease.as_millis() as i64;
-        let renewed = self
-            .db
-            .write_async(move |conn| jobs::renew_lease(conn, &claim, &token, now, until))
+        self.keep_claim(job)
             .await
-            .map_err(|e| format!("cannot extend its claim: {e}"))?;
-        if renewed {
-            Ok(())
-        } else {
-            Err(format!("its claim ran out while it waited for {variable}"))
-        }
+            .map_err(|reason| format!("{reason} ({variable})"))
     }
 
     /// The request that sends a job, or what stopped it from being made.
@@ -589,6 +760,7 @@ impl Worker {
 struct SendError(String);
 
 /// What came back from a call.
+#[derive(Clone)]
 struct Answer {
     status: u16,
     retry_after: Option<Duration>,

@@ -281,6 +281,35 @@ impl TestApp {
         wait_for(&self.sparkloop, n, Duration::from_secs(15)).await
     }
 
+    /// Stops the bridge and starts another on the same database and stand-in, with the base
+    /// variables and `vars` (as [`TestApp::spawn_with`] takes them).
+    pub async fn restart_with(mut self, vars: &[(&str, &str)]) -> TestApp {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        let mut all = base_vars(&self.db, &self.sparkloop);
+        for (k, v) in vars {
+            all.insert(
+                k.to_string(),
+                v.replace("{stand-in}", &self.sparkloop.uri()),
+            );
+        }
+        let settings = Settings::from_vars(all).expect("test settings are valid");
+        let app = Application::build(settings).await.expect("the app builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = app.shutdown_handle();
+        let task = tokio::spawn(app.run_until_stopped());
+        TestApp {
+            address,
+            db: self.db,
+            sparkloop: self.sparkloop,
+            client: self.client,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
     /// Stops the bridge as SIGTERM would and waits for it.
     pub async fn stop(mut self) {
         self.shutdown.cancel();

@@ -129,3 +129,91 @@ async fn a_missing_member_is_retried_and_a_refused_write_kept_dead() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_backlog_goes_in_batches_and_a_contact_refused_in_one_is_retried_alone() {
+    // The writes queue while no key is set; the bridge that has one finds them all due.
+    let app = spawn(None).await;
+    let app = app
+        .restart_with(&[
+            ("ESP_ADAPTER", "mailchimp"),
+            ("ESP_API_URL", "{stand-in}/mc/3.0"),
+            ("ESP_API_KEY", ""),
+            ("ESP_LIST_ID", "a6b5da1054"),
+            ("ESP_WRITE_DELAY", "10ms"),
+        ])
+        .await;
+    for email in ["ann@example.com", "bob@example.com", "new@example.com"] {
+        let callback = json!({"type": "sync_subscriber",
+            "subscriber": {"email": email, "referral_code": "c1", "tot_referrals": 2}});
+        assert_eq!(
+            app.post_sparkloop(&callback.to_string()).await.status(),
+            200
+        );
+    }
+    app.sparkloop
+        .register(
+            Mock::given(method("POST"))
+                .and(path("/mc/3.0/lists/a6b5da1054"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                    "new_members": [], "updated_members": [{"email_address": "ann@example.com"},
+                        {"email_address": "bob@example.com"}],
+                    "errors": [{"email_address": "new@example.com",
+                        "error": "new@example.com is not subscribed: a status is required",
+                        "error_code": "ERROR_GENERIC"}],
+                    "total_created": 0, "total_updated": 2, "error_count": 1}))),
+        )
+        .await;
+    // All three are due before the bridge that can send them starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alone = "/mc/3.0/lists/a6b5da1054/members/b681d72feaf8bf6a93d9a8ab86679ec3";
+    app.sparkloop
+        .register(
+            Mock::given(method("PATCH"))
+                .and(path(alone))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({}))),
+        )
+        .await;
+    let app = app
+        .restart_with(&[
+            ("ESP_ADAPTER", "mailchimp"),
+            ("ESP_API_URL", "{stand-in}/mc/3.0"),
+            ("ESP_API_KEY", "0123abcd-us6"),
+            ("ESP_LIST_ID", "a6b5da1054"),
+            ("ESP_WRITE_DELAY", "10ms"),
+        ])
+        .await;
+    let db = &app.db;
+    let start = std::time::Instant::now();
+    while db.count("SELECT COUNT(*) AS n FROM jobs WHERE destination = 'esp' AND status = 'done'")
+        < 3
+    {
+        if start.elapsed() > Duration::from_secs(15) {
+            let seen: Vec<String> = app
+                .sparkloop
+                .received_requests()
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| format!("{} {}", r.method, r.url.path()))
+                .collect();
+            panic!("the writes did not all end: {seen:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let batches = app.requests_to("/mc/3.0/lists/a6b5da1054").await;
+    assert_eq!(batches.len(), 1, "one call for the three");
+    let body: Value = serde_json::from_slice(&batches[0].body).unwrap();
+    assert_eq!(body["update_existing"], true);
+    let members = body["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    assert!(members.contains(&json!({"email_address": "ann@example.com",
+        "merge_fields": {"RH_CODE": "c1", "RH_TOTREF": "2"}})));
+    // Only the refused contact was sent again, alone.
+    assert_eq!(app.requests_to(alone).await.len(), 1);
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM jobs WHERE destination = 'esp' AND attempts = 2"),
+        1
+    );
+    app.stop().await;
+}
