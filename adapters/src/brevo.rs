@@ -49,14 +49,27 @@ impl OutboundEsp for Brevo {
         })
     }
 
-    fn field_update(&self, update: &FieldUpdate<'_>, _: &MessageId) -> OutboundRequest {
-        // Attribute names are upper case; a value not known yet is left out, not cleared.
-        let attributes: Map<String, Value> = update
-            .fields
+    fn max_batch(&self) -> usize {
+        100
+    }
+
+    fn batch_update(&self, updates: &[FieldUpdate<'_>]) -> Option<OutboundRequest> {
+        // `POST /contacts/batch` answers 204 for all or an error for all: a refused batch is
+        // sent again contact by contact, where each answer decides.
+        let contacts: Vec<Value> = updates
             .iter()
-            .filter(|(_, value)| !value.is_null())
-            .map(|(name, value)| (name.to_uppercase(), value.clone()))
+            .map(|update| json!({"email": update.email, "attributes": attributes(update)}))
             .collect();
+        let body = json!({ "contacts": contacts });
+        Some(self.call(
+            "POST",
+            "contacts/batch".into(),
+            body.to_string().into_bytes(),
+        ))
+    }
+
+    fn field_update(&self, update: &FieldUpdate<'_>, _: &MessageId) -> OutboundRequest {
+        let attributes = attributes(update);
         let base = self.config.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
         OutboundRequest {
             method: "PUT",
@@ -103,6 +116,16 @@ impl OutboundEsp for Brevo {
             body.to_string().into_bytes(),
         ))
     }
+}
+
+/// An update's attributes: names upper case; a value not known yet is left out, not cleared.
+fn attributes(update: &FieldUpdate<'_>) -> Map<String, Value> {
+    update
+        .fields
+        .iter()
+        .filter(|(_, value)| !value.is_null())
+        .map(|(name, value)| (name.to_uppercase(), value.clone()))
+        .collect()
 }
 
 impl Brevo {

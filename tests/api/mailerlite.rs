@@ -121,3 +121,89 @@ async fn a_signed_webhook_in_and_fields_out_by_id_after_a_429() {
     assert!(gap >= 1000, "retried {gap} ms after the 429");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_backlog_goes_in_a_batch_and_a_refused_write_is_retried_alone() {
+    let ml = |key: &'static str| {
+        vec![
+            ("ESP_ADAPTER", "mailerlite"),
+            ("ESP_API_URL", "{stand-in}/ml"),
+            ("ESP_API_KEY", key),
+            ("ESP_WRITE_DELAY", "10ms"),
+        ]
+    };
+    let app = TestApp::spawn_with(&ml(""), None).await;
+    // MailerLite told the bridge both ids; the writes queue while no key is set.
+    for (id, email) in [("11", "a@example.com"), ("22", "b@example.com")] {
+        let webhook = json!({"id": id, "email": email, "status": "active",
+            "event": "subscriber.created", "fields": {}})
+        .to_string();
+        let response = app
+            .client
+            .post(format!("{}/webhooks/esp", app.address))
+            .header("Signature", sign(&webhook))
+            .body(webhook)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let callback = json!({"type": "sync_subscriber",
+            "subscriber": {"email": email, "referral_code": "c1"}});
+        assert_eq!(
+            app.post_sparkloop(&callback.to_string()).await.status(),
+            200
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.sparkloop
+        .register(
+            Mock::given(method("POST"))
+                .and(path("/ml/batch"))
+                // One result per request, in their order: b's write is refused.
+                .respond_with(|request: &wiremock::Request| {
+                    let body: Value = serde_json::from_slice(&request.body).unwrap();
+                    let responses: Vec<Value> = body["requests"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|r| match r["path"].as_str() {
+                            Some("api/subscribers/22") => json!({"code": 422,
+                                "body": {"message": "The given data was invalid."}}),
+                            _ => json!({"code": 200, "body": {"data": {}}}),
+                        })
+                        .collect();
+                    ResponseTemplate::new(200).set_body_json(json!({"responses": responses}))
+                }),
+        )
+        .await;
+    app.sparkloop
+        .register(
+            Mock::given(method("PUT"))
+                .and(path("/ml/subscribers/22"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": {}}))),
+        )
+        .await;
+    let app = app.restart_with(&ml("ml-token")).await;
+    let db = &app.db;
+    eventually("both writes done", Duration::from_secs(15), || {
+        db.count("SELECT COUNT(*) AS n FROM jobs WHERE destination = 'esp' AND status = 'done'")
+            == 2
+    })
+    .await;
+    let batches = app.requests_to("/ml/batch").await;
+    assert_eq!(batches.len(), 1);
+    let body: Value = serde_json::from_slice(&batches[0].body).unwrap();
+    let requests = body["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests.contains(&json!({"method": "PUT", "path": "api/subscribers/11",
+        "body": {"fields": {"rh_code": "c1"}}}))
+    );
+    assert_eq!(
+        app.requests_to("/ml/subscribers/22").await.len(),
+        1,
+        "retried alone"
+    );
+    assert_eq!(app.requests_to("/ml/subscribers/11").await.len(), 0);
+    app.stop().await;
+}

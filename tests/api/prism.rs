@@ -261,3 +261,50 @@ async fn provisioning_calls_are_valid_for_each_vendors_spec() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_brevo_backlog_goes_in_one_batch_valid_for_brevos_own_spec() {
+    let Some(prism) = Prism::start(
+        "prism::a_brevo_backlog_goes_in_one_batch_valid_for_brevos_own_spec",
+        "brevo_swagger_v3.yaml",
+    ) else {
+        return;
+    };
+    let brevo = |key: &'static str| {
+        [
+            ("ESP_ADAPTER", "brevo".to_string()),
+            ("ESP_API_URL", prism.url.clone()),
+            ("ESP_API_KEY", key.to_string()),
+            ("ESP_WRITE_DELAY", "10ms".to_string()),
+        ]
+    };
+    let vars = brevo("");
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Queued while no key is set, so that they are all due when the sender starts.
+    let app = TestApp::spawn_with(&vars, None).await;
+    for n in 0..3 {
+        let callback = json!({"type": "sync_subscriber", "subscriber": {
+            "email": format!("p{n}@example.com"), "referral_code": "c1", "tot_referrals": n}});
+        assert_eq!(
+            app.post_sparkloop(&callback.to_string()).await.status(),
+            200
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let vars = brevo("xkeysib-test");
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = app.restart_with(&vars).await;
+    let db = &app.db;
+    eventually("the batch to be written", Duration::from_secs(20), || {
+        db.count("SELECT COUNT(*) AS n FROM jobs WHERE destination = 'esp' AND status = 'done'")
+            == 3
+    })
+    .await;
+    // One call: the three attempts share its start and its answer, 204 "All contacts updated".
+    assert_eq!(
+        db.count("SELECT COUNT(DISTINCT started_at) AS n FROM attempts WHERE status_code = 204"),
+        1
+    );
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM attempts"), 3);
+    app.stop().await;
+}
