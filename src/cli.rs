@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default), `migrate`, `deliveries`, `check`.
+//! The command line: `serve` (the default), `migrate`, `import`, `deliveries`, `esp`, `check`.
 
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
@@ -14,7 +14,9 @@ use crate::startup::{open_database, Application};
 /// Integration middleware between an email service provider (ESP) and a referral platform.
 ///
 /// Receives the ESP's signup, email-change and unsubscribe webhooks on POST /webhooks/esp,
-/// stores each one durably, and forwards it to SparkLoop, retrying for up to a month.
+/// stores each one durably, and forwards it to SparkLoop, retrying for up to a month; receives
+/// SparkLoop's callbacks on POST /webhooks/sparkloop and writes each subscriber's referral code,
+/// link, count and rewards into the ESP's custom fields.
 /// Configuration comes from environment variables, a .env file and an optional TOML file named
 /// by BRIDGE_CONFIG (see README.md and .env.example).
 #[derive(Debug, Parser)]
