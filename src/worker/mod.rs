@@ -324,6 +324,9 @@ impl Worker {
             }
             return;
         }
+        // The pace counts the batch as one call; the states are read once it is its turn, so
+        // that they are as fresh as they can be.
+        self.esp_pace.acquire().await;
         let ids: Vec<i64> = jobs.iter().map(|job| job.subscriber_id).collect();
         let states = self
             .db
@@ -344,8 +347,7 @@ impl Worker {
                 return;
             }
         };
-        // The pace counts the batch as one call; every claim must outlast it.
-        self.esp_pace.acquire().await;
+        // Every claim must outlast the call.
         let mut ready = Vec::new();
         for (job, state) in jobs.into_iter().zip(states) {
             let Some(state) = state else {
