@@ -93,6 +93,11 @@ async fn readyz_is_503_when_the_database_does_not_answer() {
         "an event that cannot be stored is refused"
     );
     assert!(stored.headers().contains_key("retry-after"));
+    let callback = app
+        .post_sparkloop(r#"{"type": "sync_subscriber", "subscriber": {"email": "x@b.co"}}"#)
+        .await;
+    assert_eq!(callback.status(), 503, "so is a callback");
+    assert!(callback.headers().contains_key("retry-after"));
     admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
     let mut ready = 0;
     for _ in 0..50 {

@@ -7,7 +7,7 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    base_vars, received_bodies, subscribe, wait_for, BridgeProcess, TestDb, ESP_SECRET,
+    base_vars, received_bodies, run_command, subscribe, wait_for, BridgeProcess, TestDb, ESP_SECRET,
 };
 
 async fn post_all(client: &reqwest::Client, address: &str, emails: &[String]) {
@@ -143,5 +143,39 @@ async fn two_processes_on_one_postgres_never_send_a_job_twice() {
     assert_eq!(
         db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'done'"),
         1000
+    );
+}
+
+#[test]
+fn instances_migrating_one_new_postgres_database_at_once_take_turns() {
+    if std::env::var("TEST_DATABASE_URL").is_err() {
+        crate::helpers::skipped(
+            "instances_migrating_one_new_postgres_database_at_once_take_turns",
+            "needs Postgres (set TEST_DATABASE_URL)",
+        );
+        return;
+    }
+    let db = TestDb::new();
+    let vars: HashMap<String, String> = [
+        ("DATABASE_URL", db.url.clone()),
+        ("RUST_LOG", "warn".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    // Four at once: without the advisory lock, all would try to create the same tables.
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let vars = vars.clone();
+            std::thread::spawn(move || run_command(&["migrate"], &vars))
+        })
+        .collect();
+    for run in runs {
+        let (ok, stdout, stderr) = run.join().unwrap();
+        assert!(ok, "{stdout}{stderr}");
+    }
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM __diesel_schema_migrations"),
+        2
     );
 }
