@@ -28,18 +28,6 @@ impl Brevo {
     }
 }
 
-/// Percent-encodes a path segment (an email address), leaving only unreserved characters.
-fn encode_segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
 impl OutboundEsp for Brevo {
     fn outbound_problem(&self) -> Option<String> {
         self.config.api_key.is_none().then(|| {
@@ -76,7 +64,7 @@ impl OutboundEsp for Brevo {
             url: format!(
                 "{}/contacts/{}",
                 base.trim_end_matches('/'),
-                encode_segment(update.email)
+                crate::encode_component(update.email)
             ),
             headers: vec![
                 ("Content-Type".into(), "application/json".into()),
@@ -111,7 +99,7 @@ impl OutboundEsp for Brevo {
             "POST",
             format!(
                 "contacts/attributes/normal/{}",
-                encode_segment(&name.to_uppercase())
+                crate::encode_component(&name.to_uppercase())
             ),
             body.to_string().into_bytes(),
         ))

@@ -254,15 +254,7 @@ impl OutboundEsp for Kit {
     }
 
     fn id_lookup(&self, email: &str) -> Option<OutboundRequest> {
-        let encoded: String = email
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    (b as char).to_string()
-                }
-                other => format!("%{other:02X}"),
-            })
-            .collect();
+        let encoded = crate::encode_component(email);
         Some(OutboundRequest {
             method: "GET",
             url: format!("{}/v4/subscribers?email_address={encoded}", self.base()),

@@ -64,6 +64,19 @@ pub fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Percent-encodes text for a URL path segment or query value, leaving only unreserved
+/// characters (an email's `@` and `+` are encoded).
+pub fn encode_component(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 /// Decodes `application/x-www-form-urlencoded` text (`+` is a space); invalid escapes are kept
 /// as they are.
 fn percent_decode(text: &str) -> String {

@@ -54,6 +54,37 @@ async fn drain(payload: &mut web::Payload, bound: usize) {
     }
 }
 
+/// Counts and logs one webhook request on `endpoint` (`esp`, `sparkloop`), with its outcome
+/// and latency, and why it could not be stored when it could not.
+fn observe(
+    state: &AppState,
+    endpoint: &'static str,
+    started: Instant,
+    result: &Result<ingest::Accepted, WebhookError>,
+) {
+    let outcome = match result {
+        Ok(accepted) => accepted.as_str(),
+        Err(e) => e.outcome(),
+    };
+    state.metrics.inbound(endpoint, outcome);
+    log::info!(
+        "POST /webhooks/{endpoint} {outcome} in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    if let Err(WebhookError::Unavailable(e)) = result {
+        log::error!("a webhook to /webhooks/{endpoint} could not be stored: {e}");
+    }
+}
+
+/// The request's headers as an adapter sees them.
+fn raw_headers(request: &HttpRequest) -> Vec<(&str, &[u8])> {
+    request
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect()
+}
+
 /// `POST /webhooks/esp`: an ESP event, through the configured adapter.
 pub async fn esp(
     request: HttpRequest,
@@ -62,18 +93,7 @@ pub async fn esp(
 ) -> Result<HttpResponse, WebhookError> {
     let started = Instant::now();
     let result = accept_esp(&request, payload, &state).await;
-    let outcome = match &result {
-        Ok(accepted) => accepted.as_str(),
-        Err(e) => e.outcome(),
-    };
-    state.metrics.inbound("esp", outcome);
-    log::info!(
-        "POST /webhooks/esp {outcome} in {:.1} ms",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
-    if let Err(WebhookError::Unavailable(e)) = &result {
-        log::error!("an ESP webhook could not be stored: {e}");
-    }
+    observe(&state, "esp", started, &result);
     let accepted = result?;
     Ok(HttpResponse::Ok().json(json!({"status": accepted.as_str()})))
 }
@@ -93,18 +113,7 @@ pub async fn sparkloop(
 ) -> Result<HttpResponse, WebhookError> {
     let started = Instant::now();
     let result = accept_callback(&request, payload, &state).await;
-    let outcome = match &result {
-        Ok(accepted) => accepted.as_str(),
-        Err(e) => e.outcome(),
-    };
-    state.metrics.inbound("sparkloop", outcome);
-    log::info!(
-        "POST /webhooks/sparkloop {outcome} in {:.1} ms",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
-    if let Err(WebhookError::Unavailable(e)) = &result {
-        log::error!("a SparkLoop callback could not be stored: {e}");
-    }
+    observe(&state, "sparkloop", started, &result);
     result?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -115,11 +124,7 @@ async fn accept_callback(
     state: &AppState,
 ) -> Result<ingest::Accepted, WebhookError> {
     let body = read_body(request, payload, state.settings.max_body).await?;
-    let headers: Vec<(&str, &[u8])> = request
-        .headers()
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_bytes()))
-        .collect();
+    let headers = raw_headers(request);
     let inbound = InboundRequest {
         query: request.query_string(),
         headers: &headers,
@@ -170,11 +175,7 @@ async fn accept_esp(
     state: &AppState,
 ) -> Result<ingest::Accepted, WebhookError> {
     let body = read_body(request, payload, state.settings.max_body).await?;
-    let headers: Vec<(&str, &[u8])> = request
-        .headers()
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_bytes()))
-        .collect();
+    let headers = raw_headers(request);
     let inbound = InboundRequest {
         query: request.query_string(),
         headers: &headers,
