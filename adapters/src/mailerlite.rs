@@ -404,4 +404,33 @@ mod tests {
             .headers
             .contains(&("Authorization".into(), "Bearer ml-token".into())));
     }
+
+    #[test]
+    fn fields_are_listed_and_created_with_lower_case_names() {
+        let ml = MailerLite::new(EspConfig {
+            api_key: Some("ml-token".into()),
+            ..EspConfig::default()
+        });
+        let list = ml.list_fields().unwrap();
+        assert_eq!(
+            (list.method, list.url.as_str()),
+            ("GET", "https://connect.mailerlite.com/api/fields?limit=100")
+        );
+        let answer = Answer {
+            status: 200,
+            retry_after: None,
+            body: r#"{"data": [{"id": "1", "name": "Referral code", "key": "rh_code", "type": "text"}]}"#,
+        };
+        assert_eq!(ml.read_fields(&answer).unwrap(), ["rh_code"]);
+        assert_eq!(ml.field_key("RH_CODE"), "rh_code");
+        let create = ml.create_field("RH_TOTREF", true).unwrap();
+        assert_eq!(
+            (create.method, create.url.as_str()),
+            ("POST", "https://connect.mailerlite.com/api/fields")
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&create.body).unwrap(),
+            json!({"name": "rh_totref", "type": "number"})
+        );
+    }
 }
