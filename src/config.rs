@@ -265,6 +265,8 @@ pub struct Settings {
     pub dedupe_window: Duration,
     /// Job workers.
     pub worker: WorkerSettings,
+    /// `REFERRALLOOP_WEBHOOK_SECRET`: ReferralLoop's webhooks are refused while unset.
+    pub referralloop_secret: Option<Secret>,
 }
 
 /// Every variable as text, before checking; keys are the variables' names in lower case, which
@@ -302,6 +304,9 @@ struct Raw {
     esp_field_nextreward: Option<String>,
     esp_field_lastref: Option<String>,
     esp_field_partner_status: Option<String>,
+    esp_field_position: Option<String>,
+    esp_field_removed: Option<String>,
+    referralloop_webhook_secret: Option<String>,
     retry_base_delay: Option<String>,
     retry_max_delay: Option<String>,
     retry_max_age: Option<String>,
@@ -326,6 +331,8 @@ impl Raw {
             "ESP_FIELD_NEXTREWARD" => self.esp_field_nextreward.clone(),
             "ESP_FIELD_LASTREF" => self.esp_field_lastref.clone(),
             "ESP_FIELD_PARTNER_STATUS" => self.esp_field_partner_status.clone(),
+            "ESP_FIELD_POSITION" => self.esp_field_position.clone(),
+            "ESP_FIELD_REMOVED" => self.esp_field_removed.clone(),
             _ => None,
         }
     }
@@ -570,6 +577,7 @@ impl Settings {
             retry,
             dedupe_window: duration("DEDUPE_WINDOW", raw.dedupe_window, "1h")?,
             worker,
+            referralloop_secret: secret(raw.referralloop_webhook_secret),
         })
     }
 }

@@ -34,6 +34,10 @@ pub enum Field {
     LastReferral,
     /// Status of their partner referral (off by default).
     PartnerStatus,
+    /// Their place in a waitlist, an integer (ReferralLoop; off by default).
+    Position,
+    /// `"YES"` / `"NO"`: whether the platform removed them (ReferralLoop; off by default).
+    Removed,
 }
 
 /// Every field: its variable, default name (`None`: off unless named), and value.
@@ -52,6 +56,8 @@ pub const FIELDS: &[(Field, &str, Option<&str>)] = &[
     (Field::NextReward, "ESP_FIELD_NEXTREWARD", None),
     (Field::LastReferral, "ESP_FIELD_LASTREF", None),
     (Field::PartnerStatus, "ESP_FIELD_PARTNER_STATUS", None),
+    (Field::Position, "ESP_FIELD_POSITION", None),
+    (Field::Removed, "ESP_FIELD_REMOVED", None),
 ];
 
 /// The fields switched on, with their names, in the order of [`FIELDS`].
@@ -72,16 +78,20 @@ fn text(value: &Option<String>) -> Value {
     value.clone().map_or(Value::Null, Value::String)
 }
 
+fn yes_no(value: Option<bool>) -> Value {
+    match value {
+        Some(true) => "YES".into(),
+        Some(false) => "NO".into(),
+        None => Value::Null,
+    }
+}
+
 fn value(field: Field, state: &ReferralState) -> Value {
     match field {
         Field::SubscriberId => text(&state.platform_id),
         Field::Code => text(&state.referral_code),
         Field::Link => text(&state.referral_link),
-        Field::IsReferred => match state.referred {
-            Some(true) => "YES".into(),
-            Some(false) => "NO".into(),
-            None => Value::Null,
-        },
+        Field::IsReferred => yes_no(state.referred),
         Field::ReferralCount => state.referral_count.map_or(Value::Null, Value::from),
         Field::Coupon => text(&state.last_coupon),
         Field::LastReward => text(&state.last_reward),
@@ -94,5 +104,7 @@ fn value(field: Field, state: &ReferralState) -> Value {
                 humantime::format_rfc3339_seconds(at).to_string().into()
             }),
         Field::PartnerStatus => text(&state.partner_status),
+        Field::Position => state.position.map_or(Value::Null, Value::from),
+        Field::Removed => yes_no(state.platform_removed),
     }
 }

@@ -27,6 +27,8 @@ pub struct AppState {
     pub esp: Arc<dyn EspAdapter>,
     /// SparkLoop's callbacks.
     pub sparkloop: Box<dyn PlatformCallbacks>,
+    /// ReferralLoop's webhooks.
+    pub referralloop: Box<dyn PlatformCallbacks>,
     /// Writes inbound deliveries in batched transactions.
     pub ingest: crate::ingest::IngestQueue,
     /// Writes platform callbacks in batched transactions.
@@ -89,6 +91,8 @@ impl Application {
         .into();
         let sparkloop = referral_bridge_adapters::platform_callbacks("sparkloop")
             .context("the SparkLoop callbacks are missing")?;
+        let referralloop = referral_bridge_adapters::platform_callbacks("referralloop")
+            .context("the ReferralLoop callbacks are missing")?;
         let worker = Worker::new(
             db.clone(),
             settings.clone(),
@@ -119,6 +123,7 @@ impl Application {
             ingest,
             callbacks,
             sparkloop,
+            referralloop,
             settings,
             metrics,
             esp,

@@ -14,6 +14,7 @@ pub mod mailchimp;
 pub mod mailerlite;
 pub mod outbound;
 pub mod platform;
+pub mod referralloop;
 mod secret;
 pub mod sparkloop;
 pub mod standard_webhooks;
@@ -230,10 +231,12 @@ pub fn esp_adapter(name: &str, config: outbound::EspConfig) -> Option<Box<dyn Es
     }
 }
 
-/// The callbacks of the platform called `name` (`sparkloop`), or `None` when there is none.
+/// The callbacks of the platform called `name` (`sparkloop`, `referralloop`), or `None` when
+/// there is none.
 pub fn platform_callbacks(name: &str) -> Option<Box<dyn platform::PlatformCallbacks>> {
     match name {
         "sparkloop" => Some(Box::new(sparkloop::SparkLoopCallbacks)),
+        "referralloop" => Some(Box::new(referralloop::ReferralLoopCallbacks)),
         _ => None,
     }
 }

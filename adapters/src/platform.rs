@@ -33,6 +33,10 @@ pub struct ReferralData {
     pub partner_status: Option<String>,
     /// When they last referred someone (unix seconds): set on the referrer of a new referral.
     pub last_referral_at: Option<i64>,
+    /// Their place in a waitlist (ReferralLoop).
+    pub position: Option<i64>,
+    /// Whether the platform removed them (a ReferralLoop signup deleted).
+    pub removed: Option<bool>,
 }
 
 /// One person a callback is about, and what it says of them.

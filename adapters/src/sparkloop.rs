@@ -147,6 +147,8 @@ fn person(value: Option<&Value>) -> Option<PersonUpdate> {
             last_coupon: None,
             partner_status: text(object.get("referral_status")),
             last_referral_at: None,
+            position: None,
+            removed: None,
         },
     })
 }

@@ -21,6 +21,8 @@ diesel::table! {
         last_coupon -> Nullable<Text>,
         partner_status -> Nullable<Text>,
         last_referral_at -> Nullable<BigInt>,
+        position -> Nullable<BigInt>,
+        platform_removed -> Nullable<Bool>,
     }
 }
 

@@ -345,6 +345,10 @@ pub struct ReferralState {
     pub partner_status: Option<String>,
     /// When they last referred someone (unix seconds).
     pub last_referral_at: Option<i64>,
+    /// Their place in a waitlist.
+    pub position: Option<i64>,
+    /// Whether the platform removed them.
+    pub platform_removed: Option<bool>,
 }
 
 /// The referral state of subscriber `id`.
@@ -375,6 +379,8 @@ struct ReferralChanges<'a> {
     last_coupon: Option<&'a str>,
     partner_status: Option<&'a str>,
     last_referral_at: Option<i64>,
+    position: Option<i64>,
+    platform_removed: Option<bool>,
     updated_at: i64,
 }
 
@@ -400,6 +406,8 @@ pub fn apply_referral(
         last_coupon: data.last_coupon.as_deref(),
         partner_status: data.partner_status.as_deref(),
         last_referral_at: data.last_referral_at,
+        position: data.position,
+        platform_removed: data.removed,
         updated_at: now,
     };
     let email = update.email.as_str();

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
+use referral_bridge_adapters::platform::PlatformCallbacks;
 use referral_bridge_adapters::{InboundRequest, VerifyError};
 use serde_json::json;
 
@@ -104,6 +105,18 @@ pub async fn esp_ping() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// A referral platform's callback endpoint: its adapter, its secret and how to name them to
+/// the sender.
+struct Platform<'a> {
+    name: &'static str,
+    callbacks: &'a dyn PlatformCallbacks,
+    secret: Option<&'a str>,
+    /// The variable that holds the secret.
+    variable: &'static str,
+    /// Where the sender puts its credentials.
+    credentials: &'static str,
+}
+
 /// `POST /webhooks/sparkloop`: a SparkLoop callback, answered 200 with an empty body as SparkLoop
 /// asks.
 pub async fn sparkloop(
@@ -112,16 +125,53 @@ pub async fn sparkloop(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebhookError> {
     let started = Instant::now();
-    let result = accept_callback(&request, payload, &state).await;
+    let platform = Platform {
+        name: "sparkloop",
+        callbacks: state.sparkloop.as_ref(),
+        secret: state
+            .settings
+            .sparkloop
+            .webhook_token
+            .as_ref()
+            .map(|s| s.expose()),
+        variable: "SPARKLOOP_WEBHOOK_TOKEN",
+        credentials: "the SparkLoop-Token header",
+    };
+    let result = accept_callback(&request, payload, &state, &platform).await;
     observe(&state, "sparkloop", started, &result);
     result?;
     Ok(HttpResponse::Ok().finish())
+}
+
+/// `POST /webhooks/referralloop`: a ReferralLoop webhook, signed with `X-Webhook-Signature`.
+pub async fn referralloop(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebhookError> {
+    let started = Instant::now();
+    let platform = Platform {
+        name: "referralloop",
+        callbacks: state.referralloop.as_ref(),
+        secret: state
+            .settings
+            .referralloop_secret
+            .as_ref()
+            .map(|s| s.expose()),
+        variable: "REFERRALLOOP_WEBHOOK_SECRET",
+        credentials: "the X-Webhook-Signature header",
+    };
+    let result = accept_callback(&request, payload, &state, &platform).await;
+    observe(&state, "referralloop", started, &result);
+    let accepted = result?;
+    Ok(HttpResponse::Ok().json(json!({"status": accepted.as_str()})))
 }
 
 async fn accept_callback(
     request: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
+    platform: &Platform<'_>,
 ) -> Result<ingest::Accepted, WebhookError> {
     let body = read_body(request, payload, state.settings.max_body).await?;
     let headers = raw_headers(request);
@@ -130,32 +180,30 @@ async fn accept_callback(
         headers: &headers,
         body: &body,
     };
-    let token = state
-        .settings
-        .sparkloop
-        .webhook_token
-        .as_ref()
-        .map(|s| s.expose());
-    state.sparkloop.verify(&inbound, token).map_err(|e| {
-        WebhookError::Unauthorized(match e {
-            VerifyError::NotConfigured => {
-                "SparkLoop callbacks are refused until SPARKLOOP_WEBHOOK_TOKEN is set".into()
-            }
-            VerifyError::Missing => "missing credentials: the SparkLoop-Token header".into(),
-            VerifyError::Wrong => "wrong credentials".into(),
-        })
-    })?;
-    let callback = state
-        .sparkloop
+    platform
+        .callbacks
+        .verify(&inbound, platform.secret)
+        .map_err(|e| {
+            WebhookError::Unauthorized(match e {
+                VerifyError::NotConfigured => format!(
+                    "{} webhooks are refused until {} is set",
+                    platform.name, platform.variable
+                ),
+                VerifyError::Missing => format!("missing credentials: {}", platform.credentials),
+                VerifyError::Wrong => "wrong credentials".into(),
+            })
+        })?;
+    let callback = platform
+        .callbacks
         .parse(&inbound)
         .map_err(|e| WebhookError::BadRequest(e.0))?;
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| WebhookError::BadRequest("the body is not UTF-8".into()))?;
-    log::debug!("SparkLoop callback: {callback:?}");
+    log::debug!("{} callback: {callback:?}", platform.name);
     let accepted = state
         .callbacks
         .write(crate::callbacks::CallbackDelivery {
-            platform: "sparkloop",
+            platform: platform.name,
             callback,
             hash: ingest::body_hash(&body),
             body: text,

@@ -17,3 +17,4 @@ mod pacing;
 mod prism;
 mod processes;
 mod provision;
+mod referralloop;

@@ -1,0 +1,177 @@
+//! ReferralLoop's webhooks: `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw body>` and
+//! JSON with `event_type` and the signup in `data`.
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::platform::{Callback, PersonUpdate, PlatformCallbacks, ReferralData};
+use crate::{Email, InboundRequest, ParseError, VerifyError};
+
+/// ReferralLoop's callbacks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReferralLoopCallbacks;
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl PlatformCallbacks for ReferralLoopCallbacks {
+    fn name(&self) -> &'static str {
+        "referralloop"
+    }
+
+    fn verify(
+        &self,
+        request: &InboundRequest<'_>,
+        secret: Option<&str>,
+    ) -> Result<(), VerifyError> {
+        let secret = secret.ok_or(VerifyError::NotConfigured)?;
+        let header = request
+            .header("x-webhook-signature")
+            .ok_or(VerifyError::Missing)?;
+        let signature = std::str::from_utf8(header)
+            .ok()
+            .map(str::trim)
+            .and_then(|h| h.strip_prefix("sha256="))
+            .and_then(from_hex)
+            .ok_or(VerifyError::Wrong)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
+        mac.update(request.body);
+        // verify_slice compares in constant time.
+        mac.verify_slice(&signature).map_err(|_| VerifyError::Wrong)
+    }
+
+    fn parse(&self, request: &InboundRequest<'_>) -> Result<Callback, ParseError> {
+        parse_callback(request.body)
+    }
+}
+
+/// Reads a ReferralLoop webhook: `signup.created` (the signup's id, name, referral code and
+/// place in the waitlist), `signup.position_changed` (the new place), `signup.deleted` (the
+/// signup left the waitlist). A signup without a usable address is left out; other events are
+/// ignored.
+pub fn parse_callback(body: &[u8]) -> Result<Callback, ParseError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))?;
+    let event_type = value
+        .get("event_type")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ParseError("the webhook has no `event_type`".into()))?
+        .to_string();
+    let data = value.get("data").unwrap_or(&Value::Null);
+    let text = |key: &str| {
+        data.get(key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let email = text("email").and_then(|e| Email::parse(&e).ok());
+    let mut update = ReferralData {
+        platform_id: text("id"),
+        ..ReferralData::default()
+    };
+    match event_type.as_str() {
+        "signup.created" => {
+            update.name = text("name");
+            update.referral_code = text("referral_code");
+            update.position = data.get("position").and_then(Value::as_i64);
+            update.removed = Some(false);
+        }
+        "signup.position_changed" => {
+            update.position = data.get("new_position").and_then(Value::as_i64);
+        }
+        "signup.deleted" => update.removed = Some(true),
+        _ => {
+            return Ok(Callback {
+                event_type,
+                people: Vec::new(),
+                redemption: None,
+            })
+        }
+    }
+    Ok(Callback {
+        event_type,
+        people: email
+            .map(|email| PersonUpdate {
+                email,
+                data: update,
+            })
+            .into_iter()
+            .collect(),
+        redemption: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shared signature test vector (`fixtures/platforms/signature_vectors`).
+    const SECRET: &str = "test_secret_123";
+    const BODY: &[u8] = br#"{"event":"NEW_PARTICIPANT_ADDED","createdAt":1700000000000,"data":{"id":"x9a7uu","email":"richard@piedpiper.com"}}"#;
+    const HEADER: &[u8] =
+        b"sha256=41df5d80f08cedc09f76c7208dba0b2295cc0548e704ff9f48c3f3c17f9127b7";
+
+    #[test]
+    fn signatures_follow_the_test_vector() {
+        let request = |headers: &'static [(&'static str, &'static [u8])], body| InboundRequest {
+            query: "",
+            headers,
+            body,
+        };
+        let rl = ReferralLoopCallbacks;
+        let signed: &[(&str, &[u8])] = &[("X-Webhook-Signature", HEADER)];
+        assert_eq!(rl.verify(&request(signed, BODY), Some(SECRET)), Ok(()));
+        assert_eq!(
+            rl.verify(&request(signed, b"{}"), Some(SECRET)),
+            Err(VerifyError::Wrong)
+        );
+        assert_eq!(
+            rl.verify(&request(&[], BODY), Some(SECRET)),
+            Err(VerifyError::Missing)
+        );
+        assert_eq!(
+            rl.verify(&request(signed, BODY), None),
+            Err(VerifyError::NotConfigured)
+        );
+    }
+
+    #[test]
+    fn the_documented_events_are_understood() {
+        let created = br#"{"event_type": "signup.created", "waitlist_id": "w1", "data": {
+            "id": "789e", "email": "User@example.com", "name": "John Doe", "position": 1,
+            "referral_code": "ABC123", "created_at": "2024-01-15T10:00:00Z"},
+            "timestamp": "2024-01-15T10:00:00Z"}"#;
+        let callback = parse_callback(created).unwrap();
+        let person = &callback.people[0];
+        assert_eq!(person.email.as_str(), "user@example.com");
+        assert_eq!(person.data.referral_code.as_deref(), Some("ABC123"));
+        assert_eq!(person.data.position, Some(1));
+        assert_eq!(person.data.platform_id.as_deref(), Some("789e"));
+        let moved = br#"{"event_type": "signup.position_changed", "data": {"id": "789e",
+            "email": "user@example.com", "old_position": 10, "new_position": 5, "position_change": -5}}"#;
+        assert_eq!(
+            parse_callback(moved).unwrap().people[0].data.position,
+            Some(5)
+        );
+        let deleted = br#"{"event_type": "signup.deleted", "data": {"id": "789e", "email": "user@example.com"}}"#;
+        assert_eq!(
+            parse_callback(deleted).unwrap().people[0].data.removed,
+            Some(true)
+        );
+        assert!(parse_callback(br#"{"event_type": "waitlist.updated"}"#)
+            .unwrap()
+            .is_ignored());
+        assert!(parse_callback(br#"{"data": {}}"#).is_err());
+    }
+}
