@@ -65,6 +65,18 @@ pub fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Bytes from hex text (as signatures are sent), or `None` if it is not hex.
+pub(crate) fn from_hex(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Percent-encodes text for a URL path segment or query value, leaving only unreserved
 /// characters (an email's `@` and `+` are encoded).
 pub fn encode_component(text: &str) -> String {

@@ -30,18 +30,6 @@ impl MailerLite {
     }
 }
 
-/// Bytes from hex text, or `None` if it is not hex.
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim();
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 impl InboundEsp for MailerLite {
     fn name(&self) -> &'static str {
         "mailerlite"
@@ -56,7 +44,7 @@ impl InboundEsp for MailerLite {
         let presented = request.header("signature").ok_or(VerifyError::Missing)?;
         let presented = std::str::from_utf8(presented)
             .ok()
-            .and_then(from_hex)
+            .and_then(crate::from_hex)
             .ok_or(VerifyError::Wrong)?;
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
         mac.update(request.body);

@@ -12,16 +12,6 @@ use crate::{Email, InboundRequest, ParseError, VerifyError};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ReferralLoopCallbacks;
 
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 impl PlatformCallbacks for ReferralLoopCallbacks {
     fn name(&self) -> &'static str {
         "referralloop"
@@ -40,7 +30,7 @@ impl PlatformCallbacks for ReferralLoopCallbacks {
             .ok()
             .map(str::trim)
             .and_then(|h| h.strip_prefix("sha256="))
-            .and_then(from_hex)
+            .and_then(crate::from_hex)
             .ok_or(VerifyError::Wrong)?;
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
         mac.update(request.body);
