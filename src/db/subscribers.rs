@@ -351,6 +351,11 @@ pub struct ReferralState {
     pub platform_removed: Option<bool>,
 }
 
+/// The ESP's id from its stored JSON literal, in the type the ESP sent (number or text).
+pub fn esp_id_value(literal: Option<&str>) -> Option<serde_json::Value> {
+    literal.and_then(|literal| serde_json::from_str(literal).ok())
+}
+
 /// The referral state of subscriber `id`.
 pub fn referral_state(
     conn: &mut DbConnection,
@@ -494,10 +499,7 @@ impl ImportedPerson {
     pub fn to_person(&self) -> Option<Person> {
         Some(Person {
             email: Email::parse(&self.email).ok()?,
-            esp_id: self
-                .esp_id
-                .as_deref()
-                .and_then(|literal| serde_json::from_str(literal).ok()),
+            esp_id: esp_id_value(self.esp_id.as_deref()),
             first_name: self.first_name.clone(),
             name: self.name.clone(),
         })

@@ -370,12 +370,7 @@ impl Worker {
             .collect();
         let esp_ids: Vec<Option<serde_json::Value>> = ready
             .iter()
-            .map(|(_, state)| {
-                state
-                    .esp_id
-                    .as_deref()
-                    .and_then(|l| serde_json::from_str(l).ok())
-            })
+            .map(|(_, state)| subscribers::esp_id_value(state.esp_id.as_deref()))
             .collect();
         let updates: Vec<FieldUpdate<'_>> = ready
             .iter()
@@ -672,10 +667,7 @@ impl Worker {
             .map_err(|e| SendError(format!("cannot read the subscriber: {e}")))?
             .ok_or_else(|| SendError(format!("subscriber {id} is not in the database")))?;
         let values = self.settings.esp.fields.values(&state);
-        let mut esp_id = state
-            .esp_id
-            .as_deref()
-            .and_then(|literal| serde_json::from_str::<serde_json::Value>(literal).ok());
+        let mut esp_id = subscribers::esp_id_value(state.esp_id.as_deref());
         if esp_id.is_none() {
             if let Some(lookup) = self.esp.id_lookup(&state.email) {
                 esp_id = Some(self.look_up_id(job.subscriber_id, lookup).await?);
