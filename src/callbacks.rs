@@ -72,7 +72,15 @@ pub fn record(
         outcome: inbox::IGNORED,
         subscriber_id: None,
         received_at: delivery.now,
+        idempotency_key: None,
     };
+    if let Some(key) = &callback.idempotency_key {
+        if inbox::key_seen(conn, delivery.platform, key)? {
+            row.outcome = inbox::DUPLICATE;
+            inbox::insert_all(conn, &[row])?;
+            return Ok(Accepted::Duplicate);
+        }
+    }
     if let Some(subject) = subject {
         let latest = inbox::latest_for_subjects(conn, delivery.platform, &[subject])?;
         if latest.get(subject).is_some_and(|(hash, at)| {
@@ -93,6 +101,9 @@ pub fn record(
         .map(|person| subscribers::apply_referral(conn, person, delivery.now))
         .collect::<Result<Vec<i64>, _>>()?;
     row.outcome = inbox::PROCESSED;
+    // Only the event that acted holds the key: the unique index then refuses a second one
+    // written at the same moment by another writer, which the platform retries and finds here.
+    row.idempotency_key = callback.idempotency_key.as_deref();
     row.subscriber_id = ids.first().copied();
     let event_id = inbox::insert_all(conn, &[row])?[0];
     if let (Some(redemption), Some(&subscriber_id)) = (&callback.redemption, ids.first()) {

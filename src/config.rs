@@ -267,6 +267,10 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// `REFERRALLOOP_WEBHOOK_SECRET`: ReferralLoop's webhooks are refused while unset.
     pub referralloop_secret: Option<Secret>,
+    /// `LOYALTYSURF_WEBHOOK_SECRET`: LoyaltySurf's webhooks are refused while unset.
+    pub loyaltysurf_secret: Option<Secret>,
+    /// `LOYALTYSURF_SIGNATURE_TOLERANCE`: how far a LoyaltySurf signature's `ts` may be from now.
+    pub loyaltysurf_tolerance: Duration,
 }
 
 /// Every variable as text, before checking; keys are the variables' names in lower case, which
@@ -306,7 +310,12 @@ struct Raw {
     esp_field_partner_status: Option<String>,
     esp_field_position: Option<String>,
     esp_field_removed: Option<String>,
+    esp_field_rank: Option<String>,
+    esp_field_winner: Option<String>,
+    esp_field_fraud_risk: Option<String>,
     referralloop_webhook_secret: Option<String>,
+    loyaltysurf_webhook_secret: Option<String>,
+    loyaltysurf_signature_tolerance: Option<String>,
     retry_base_delay: Option<String>,
     retry_max_delay: Option<String>,
     retry_max_age: Option<String>,
@@ -333,6 +342,9 @@ impl Raw {
             "ESP_FIELD_PARTNER_STATUS" => self.esp_field_partner_status.clone(),
             "ESP_FIELD_POSITION" => self.esp_field_position.clone(),
             "ESP_FIELD_REMOVED" => self.esp_field_removed.clone(),
+            "ESP_FIELD_RANK" => self.esp_field_rank.clone(),
+            "ESP_FIELD_WINNER" => self.esp_field_winner.clone(),
+            "ESP_FIELD_FRAUD_RISK" => self.esp_field_fraud_risk.clone(),
             _ => None,
         }
     }
@@ -578,6 +590,12 @@ impl Settings {
             dedupe_window: duration("DEDUPE_WINDOW", raw.dedupe_window, "1h")?,
             worker,
             referralloop_secret: secret(raw.referralloop_webhook_secret),
+            loyaltysurf_secret: secret(raw.loyaltysurf_webhook_secret),
+            loyaltysurf_tolerance: duration(
+                "LOYALTYSURF_SIGNATURE_TOLERANCE",
+                raw.loyaltysurf_signature_tolerance,
+                "5m",
+            )?,
         })
     }
 }

@@ -38,6 +38,12 @@ pub enum Field {
     Position,
     /// `"YES"` / `"NO"`: whether the platform removed them (ReferralLoop; off by default).
     Removed,
+    /// Their rank on the leaderboard, an integer (LoyaltySurf; off by default).
+    Rank,
+    /// `"YES"` / `"NO"`: whether they won the campaign (LoyaltySurf; off by default).
+    Winner,
+    /// The platform's fraud risk level, `LOW` / `MEDIUM` / `HIGH` (LoyaltySurf; off by default).
+    FraudRisk,
 }
 
 /// Every field: its variable, default name (`None`: off unless named), and value.
@@ -58,6 +64,9 @@ pub const FIELDS: &[(Field, &str, Option<&str>)] = &[
     (Field::PartnerStatus, "ESP_FIELD_PARTNER_STATUS", None),
     (Field::Position, "ESP_FIELD_POSITION", None),
     (Field::Removed, "ESP_FIELD_REMOVED", None),
+    (Field::Rank, "ESP_FIELD_RANK", None),
+    (Field::Winner, "ESP_FIELD_WINNER", None),
+    (Field::FraudRisk, "ESP_FIELD_FRAUD_RISK", None),
 ];
 
 /// The fields switched on, with their names, in the order of [`FIELDS`].
@@ -106,5 +115,8 @@ fn value(field: Field, state: &ReferralState) -> Value {
         Field::PartnerStatus => text(&state.partner_status),
         Field::Position => state.position.map_or(Value::Null, Value::from),
         Field::Removed => yes_no(state.platform_removed),
+        Field::Rank => state.leaderboard_rank.map_or(Value::Null, Value::from),
+        Field::Winner => yes_no(state.winner),
+        Field::FraudRisk => text(&state.fraud_risk),
     }
 }

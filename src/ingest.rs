@@ -186,6 +186,7 @@ fn record_deliveries(
             outcome: row.outcome,
             subscriber_id: row.subscriber.map(|slot| ids.of(slot)),
             received_at: row.delivery.now,
+            idempotency_key: None,
         })
         .collect();
     let event_ids = inbox::insert_all(conn, &rows)?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use actix_web::{dev::Server, web, App, HttpServer};
 use anyhow::Context;
+use referral_bridge_adapters::loyaltysurf::LoyaltySurfCallbacks;
 use referral_bridge_adapters::platform::PlatformCallbacks;
 use referral_bridge_adapters::EspAdapter;
 use tokio::sync::Notify;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub sparkloop: Box<dyn PlatformCallbacks>,
     /// ReferralLoop's webhooks.
     pub referralloop: Box<dyn PlatformCallbacks>,
+    /// LoyaltySurf's webhooks.
+    pub loyaltysurf: Box<dyn PlatformCallbacks>,
     /// Writes inbound deliveries in batched transactions.
     pub ingest: crate::ingest::IngestQueue,
     /// Writes platform callbacks in batched transactions.
@@ -124,6 +127,9 @@ impl Application {
             callbacks,
             sparkloop,
             referralloop,
+            loyaltysurf: Box::new(LoyaltySurfCallbacks {
+                tolerance: settings.loyaltysurf_tolerance,
+            }),
             settings,
             metrics,
             esp,

@@ -10,6 +10,7 @@ pub mod brevo;
 pub mod custom;
 mod email;
 pub mod kit;
+pub mod loyaltysurf;
 pub mod mailchimp;
 pub mod mailerlite;
 pub mod outbound;
@@ -243,12 +244,13 @@ pub fn esp_adapter(name: &str, config: outbound::EspConfig) -> Option<Box<dyn Es
     }
 }
 
-/// The callbacks of the platform called `name` (`sparkloop`, `referralloop`), or `None` when
-/// there is none.
+/// The callbacks of the platform called `name` (`sparkloop`, `referralloop`, `loyaltysurf` with
+/// its default tolerance), or `None` when there is none.
 pub fn platform_callbacks(name: &str) -> Option<Box<dyn platform::PlatformCallbacks>> {
     match name {
         "sparkloop" => Some(Box::new(sparkloop::SparkLoopCallbacks)),
         "referralloop" => Some(Box::new(referralloop::ReferralLoopCallbacks)),
+        "loyaltysurf" => Some(Box::new(loyaltysurf::LoyaltySurfCallbacks::default())),
         _ => None,
     }
 }

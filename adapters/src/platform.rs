@@ -1,4 +1,4 @@
-//! Referral platforms' callbacks (SparkLoop now), verified and parsed into normalised updates of
+//! Referral platforms' callbacks (SparkLoop, ReferralLoop, LoyaltySurf), verified and parsed into normalised updates of
 //! the people they name, the same verify-then-parse shape as the ESP side.
 
 use serde_json::Value;
@@ -37,6 +37,12 @@ pub struct ReferralData {
     pub position: Option<i64>,
     /// Whether the platform removed them (a ReferralLoop signup deleted).
     pub removed: Option<bool>,
+    /// Their rank on the leaderboard (LoyaltySurf).
+    pub rank: Option<i64>,
+    /// Whether they won the campaign (LoyaltySurf).
+    pub winner: Option<bool>,
+    /// The platform's fraud risk level (LoyaltySurf: `LOW`, `MEDIUM`, `HIGH`).
+    pub fraud_risk: Option<String>,
 }
 
 /// One person a callback is about, and what it says of them.
@@ -74,6 +80,9 @@ pub struct Callback {
     pub people: Vec<PersonUpdate>,
     /// A redemption to record, for `reward_redeemed`.
     pub redemption: Option<Redemption>,
+    /// The platform's id of what the callback reports (LoyaltySurf's `data.reward.id`): a second
+    /// callback with the same key is a duplicate however long after the first it comes.
+    pub idempotency_key: Option<String>,
 }
 
 impl Callback {

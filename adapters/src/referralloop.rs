@@ -86,6 +86,7 @@ pub fn parse_callback(body: &[u8]) -> Result<Callback, ParseError> {
                 event_type,
                 people: Vec::new(),
                 redemption: None,
+                idempotency_key: None,
             })
         }
     }
@@ -99,6 +100,7 @@ pub fn parse_callback(body: &[u8]) -> Result<Callback, ParseError> {
             .into_iter()
             .collect(),
         redemption: None,
+        idempotency_key: None,
     })
 }
 

@@ -69,6 +69,7 @@ pub fn parse_callback(body: &[u8]) -> Result<Callback, ParseError> {
         event_type,
         people: Vec::new(),
         redemption: None,
+        idempotency_key: None,
     };
     let subscriber = person(object.get("subscriber"));
     match callback.event_type.as_str() {
@@ -144,11 +145,8 @@ fn person(value: Option<&Value>) -> Option<PersonUpdate> {
             referral_count: integer(object.get("tot_referrals")),
             next_reward: integer(object.get("next_reward")),
             last_reward: text(object.get("last_reward")),
-            last_coupon: None,
             partner_status: text(object.get("referral_status")),
-            last_referral_at: None,
-            position: None,
-            removed: None,
+            ..ReferralData::default()
         },
     })
 }

@@ -39,6 +39,8 @@ pub struct NewInboundEvent<'a> {
     pub subscriber_id: Option<i64>,
     /// When it arrived (unix ms).
     pub received_at: i64,
+    /// The platform's id for what it reports, on the event that acted on it.
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// The body hash and arrival time of the latest event stored from `source` for each of
@@ -76,6 +78,16 @@ pub fn latest_for_subjects(
         );
     }
     Ok(latest)
+}
+
+/// Whether an event from `source` with `key` has already been acted on.
+pub fn key_seen(conn: &mut DbConnection, source: &str, key: &str) -> Result<bool, StoreError> {
+    Ok(diesel::select(diesel::dsl::exists(
+        inbound_events::table
+            .filter(inbound_events::source.eq(source))
+            .filter(inbound_events::idempotency_key.eq(key)),
+    ))
+    .get_result(conn)?)
 }
 
 /// Stores inbound events, a few hundred per statement, and returns their ids in the same order.

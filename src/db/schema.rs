@@ -23,6 +23,9 @@ diesel::table! {
         last_referral_at -> Nullable<BigInt>,
         position -> Nullable<BigInt>,
         platform_removed -> Nullable<Bool>,
+        leaderboard_rank -> Nullable<BigInt>,
+        winner -> Nullable<Bool>,
+        fraud_risk -> Nullable<Text>,
     }
 }
 
@@ -54,6 +57,7 @@ diesel::table! {
         outcome -> Text,
         subscriber_id -> Nullable<BigInt>,
         received_at -> BigInt,
+        idempotency_key -> Nullable<Text>,
     }
 }
 

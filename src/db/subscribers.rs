@@ -349,6 +349,12 @@ pub struct ReferralState {
     pub position: Option<i64>,
     /// Whether the platform removed them.
     pub platform_removed: Option<bool>,
+    /// Their rank on the platform's leaderboard.
+    pub leaderboard_rank: Option<i64>,
+    /// Whether they won the campaign.
+    pub winner: Option<bool>,
+    /// The platform's fraud risk level.
+    pub fraud_risk: Option<String>,
 }
 
 /// The ESP's id from its stored JSON literal, in the type the ESP sent (number or text).
@@ -386,6 +392,9 @@ struct ReferralChanges<'a> {
     last_referral_at: Option<i64>,
     position: Option<i64>,
     platform_removed: Option<bool>,
+    leaderboard_rank: Option<i64>,
+    winner: Option<bool>,
+    fraud_risk: Option<&'a str>,
     updated_at: i64,
 }
 
@@ -413,6 +422,9 @@ pub fn apply_referral(
         last_referral_at: data.last_referral_at,
         position: data.position,
         platform_removed: data.removed,
+        leaderboard_rank: data.rank,
+        winner: data.winner,
+        fraud_risk: data.fraud_risk.as_deref(),
         updated_at: now,
     };
     let email = update.email.as_str();

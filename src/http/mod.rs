@@ -14,6 +14,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/webhooks/referralloop",
             web::post().to(webhooks::referralloop),
         )
+        .route(
+            "/webhooks/loyaltysurf",
+            web::post().to(webhooks::loyaltysurf),
+        )
         .route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics));

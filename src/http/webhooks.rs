@@ -167,6 +167,30 @@ pub async fn referralloop(
     Ok(HttpResponse::Ok().json(json!({"status": accepted.as_str()})))
 }
 
+/// `POST /webhooks/loyaltysurf`: a LoyaltySurf webhook, signed with `LoyaltySurf-Signature`.
+pub async fn loyaltysurf(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebhookError> {
+    let started = Instant::now();
+    let platform = Platform {
+        name: "loyaltysurf",
+        callbacks: state.loyaltysurf.as_ref(),
+        secret: state
+            .settings
+            .loyaltysurf_secret
+            .as_ref()
+            .map(|s| s.expose()),
+        variable: "LOYALTYSURF_WEBHOOK_SECRET",
+        credentials: "the LoyaltySurf-Signature header",
+    };
+    let result = accept_callback(&request, payload, &state, &platform).await;
+    observe(&state, "loyaltysurf", started, &result);
+    let accepted = result?;
+    Ok(HttpResponse::Ok().json(json!({"status": accepted.as_str()})))
+}
+
 async fn accept_callback(
     request: &HttpRequest,
     payload: web::Payload,

@@ -10,6 +10,7 @@ mod esp_webhooks;
 mod helpers;
 mod import;
 mod kit;
+mod loyaltysurf;
 mod mailchimp;
 mod mailerlite;
 mod operations;
