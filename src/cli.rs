@@ -1,4 +1,5 @@
-//! The command line: `serve` (the default), `migrate`, `import`, `deliveries`, `esp`, `check`.
+//! The command line: `serve` (the default), `migrate`, `import`, `deliveries`, `esp`,
+//! `sparkloop`, `check`.
 
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
@@ -46,6 +47,11 @@ enum Command {
         #[command(subcommand)]
         action: EspCommand,
     },
+    /// Work with SparkLoop's own configuration.
+    Sparkloop {
+        #[command(subcommand)]
+        action: SparkLoopCommand,
+    },
     /// Import existing subscribers from a CSV file and queue the new ones for SparkLoop.
     ///
     /// The header row names the columns, matched case-insensitively: `email` (required), `id`
@@ -71,6 +77,57 @@ enum EspCommand {
     /// merge fields, Kit custom fields, MailerLite fields, Brevo attributes); reports what it
     /// created and what was already there.
     ProvisionFields,
+}
+
+#[derive(Debug, Subcommand)]
+enum SparkLoopCommand {
+    /// Manage the campaign's webhooks (SPARKLOOP_CAMPAIGN_ID) through SparkLoop's API
+    /// (SPARKLOOP_API_URL, with SPARKLOOP_API_KEY as X-Api-Key).
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhooksCommand {
+    /// List the campaign's webhooks: id, URL and the events each sends.
+    List,
+    /// Create a webhook.
+    Create {
+        /// Where SparkLoop posts: the bridge's public https address of /webhooks/sparkloop.
+        #[arg(long)]
+        url: String,
+        /// The events it sends, comma-separated: new_referral, reward_unlocked.
+        #[arg(long, default_value = "new_referral,reward_unlocked")]
+        events: String,
+    },
+    /// Change a webhook's URL or events.
+    Update {
+        /// The webhook's id, as `list` shows it (webhook_...).
+        uuid: String,
+        /// A new URL (https).
+        #[arg(long)]
+        url: Option<String>,
+        /// The events it sends from now on, comma-separated: new_referral, reward_unlocked.
+        #[arg(long, default_value = "new_referral,reward_unlocked")]
+        events: String,
+    },
+    /// Delete a webhook.
+    Delete {
+        /// The webhook's id, as `list` shows it (webhook_...).
+        uuid: String,
+    },
+    /// Register URL once: a webhook already posting to URL is given the events (if it has
+    /// others) instead of a second one being created. Safe to run at every deploy.
+    Ensure {
+        /// The bridge's public https address of /webhooks/sparkloop.
+        #[arg(long)]
+        url: String,
+        /// The events it must send, comma-separated: new_referral, reward_unlocked.
+        #[arg(long, default_value = "new_referral,reward_unlocked")]
+        events: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +191,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("the database task panicked")?
         }
         Command::Check => check(&settings).await,
+        Command::Sparkloop {
+            action: SparkLoopCommand::Webhooks { action },
+        } => webhooks(&settings, action).await,
         Command::Esp {
             action: EspCommand::ProvisionFields,
         } => provision_fields(&settings).await,
@@ -155,6 +215,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `esp provision-fields`: one line per field, non-zero when one could not be created.
+/// `sparkloop webhooks ...`: one call (two for `ensure`), its outcome printed.
+async fn webhooks(settings: &Settings, action: WebhooksCommand) -> anyhow::Result<ExitCode> {
+    use crate::registration::{parse_events, Ensured, WebhookApi};
+    let api = WebhookApi::new(settings)?;
+    match action {
+        WebhooksCommand::List => {
+            let webhooks = api.list().await?;
+            if webhooks.is_empty() {
+                println!("the campaign has no webhooks");
+            }
+            for webhook in webhooks {
+                println!("{webhook}");
+            }
+        }
+        WebhooksCommand::Create { url, events } => {
+            let webhook = api.create(&url, &parse_events(&events)?).await?;
+            println!("created {webhook}");
+        }
+        WebhooksCommand::Update { uuid, url, events } => {
+            let webhook = api
+                .update(&uuid, url.as_deref(), &parse_events(&events)?)
+                .await?;
+            println!("updated {webhook}");
+        }
+        WebhooksCommand::Delete { uuid } => println!("{}", api.delete(&uuid).await?),
+        WebhooksCommand::Ensure { url, events } => {
+            match api.ensure(&url, &parse_events(&events)?).await? {
+                Ensured::Unchanged(webhook) => println!("already registered: {webhook}"),
+                Ensured::Updated(webhook) => println!("updated the events of {webhook}"),
+                Ensured::Created(webhook) => println!("created {webhook}"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn provision_fields(settings: &Settings) -> anyhow::Result<ExitCode> {
     let esp =
         referral_bridge_adapters::esp_adapter(&settings.esp.adapter, settings.esp.adapter_config())

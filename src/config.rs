@@ -139,6 +139,8 @@ pub struct SparkLoopSettings {
     pub webhook_token: Option<Secret>,
     /// `SPARKLOOP_RATE_LIMIT`: calls to the SparkLoop API per window.
     pub rate_limit: RateLimit,
+    /// `SPARKLOOP_CAMPAIGN_ID`: the campaign whose webhooks `sparkloop webhooks` manages.
+    pub campaign_id: Option<String>,
 }
 
 /// At most `requests` calls in any `per`.
@@ -290,6 +292,7 @@ struct Raw {
     sparkloop_api_key: Option<String>,
     sparkloop_webhook_token: Option<String>,
     sparkloop_rate_limit: Option<String>,
+    sparkloop_campaign_id: Option<String>,
     esp_adapter: Option<String>,
     esp_webhook_secret: Option<String>,
     esp_api_url: Option<String>,
@@ -486,6 +489,7 @@ impl Settings {
                     .unwrap_or("120/60s"),
             )
             .map_err(|reason| invalid("SPARKLOOP_RATE_LIMIT", reason))?,
+            campaign_id: non_empty(raw.sparkloop_campaign_id.clone()),
         };
 
         let adapter = non_empty(raw.esp_adapter).unwrap_or_else(|| "custom".into());

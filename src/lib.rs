@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod pace;
 pub mod provision;
+pub mod registration;
 pub mod sparkloop;
 pub mod startup;
 pub mod worker;

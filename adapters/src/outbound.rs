@@ -162,7 +162,7 @@ pub fn error_text(body: &str) -> String {
     let Ok(value) = serde_json::from_str::<Value>(body) else {
         return body.chars().take(200).collect();
     };
-    for key in ["detail", "message", "title"] {
+    for key in ["detail", "message", "title", "error"] {
         if let Some(text) = value.get(key).and_then(Value::as_str) {
             return text.to_string();
         }

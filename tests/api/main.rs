@@ -19,3 +19,4 @@ mod prism;
 mod processes;
 mod provision;
 mod referralloop;
+mod registration;
