@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Settings, Upstream};
+use crate::config::{Platform, Settings, Upstream};
 use crate::db::jobs::{self, ListFilter, RetryResult};
 use crate::db::{now_ms, Db};
 use crate::startup::{open_database, Application};
@@ -206,6 +206,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = crate::import::Options {
                 dry_run,
                 push: !no_push,
+                forwarding: settings.forwarding(),
             };
             tokio::task::spawn_blocking(move || import(&db, &settings, &file, options))
                 .await
@@ -427,6 +428,44 @@ fn import(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reaches a platform's API with a GET of `url` (reads one record, writes nothing) and says
+/// whether its key, `{prefix}_API_KEY`, is accepted.
+async fn check_platform_api(
+    client: &reqwest::Client,
+    name: &str,
+    prefix: &str,
+    url: &str,
+    key: &Option<crate::config::Secret>,
+) -> (bool, String) {
+    let Some(key) = key else {
+        return (
+            false,
+            format!("{prefix}_API_KEY is not set: ESP events wait in the queue"),
+        );
+    };
+    match client.get(url).bearer_auth(key.expose()).send().await {
+        Ok(r) if r.status().is_success() => (
+            true,
+            format!("{name} API reachable, {prefix}_API_KEY accepted"),
+        ),
+        Ok(r) if matches!(r.status().as_u16(), 401 | 403) => (
+            false,
+            format!(
+                "{prefix}_API_KEY was refused (HTTP {})",
+                r.status().as_u16()
+            ),
+        ),
+        Ok(r) => (
+            false,
+            format!("{name} API answered HTTP {}", r.status().as_u16()),
+        ),
+        Err(e) => (
+            false,
+            format!("{prefix}_API_URL cannot be reached: {}", e.without_url()),
+        ),
+    }
 }
 
 /// One line per destination with open jobs: how many, and how long they take at its limit.
@@ -679,68 +718,93 @@ async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
         (None, None) => report(true, "ESP API: the adapter's own default".into()),
     }
 
-    match &settings.sparkloop.upstream {
-        Upstream::Webhook { url } => {
-            // The incoming webhook takes POSTs only; any HTTP answer proves it can be reached,
-            // and nothing is posted that SparkLoop would count as an event.
-            match client.get(url).send().await {
-                Ok(response) => report(
-                    true,
-                    format!(
-                        "SparkLoop incoming webhook reachable (answered HTTP {} to a GET)",
-                        response.status().as_u16()
+    match &settings.platform {
+        Platform::SparkLoop => {
+            match &settings.sparkloop.upstream {
+                Upstream::Webhook { url } => {
+                    // The incoming webhook takes POSTs only; any HTTP answer proves it can be reached,
+                    // and nothing is posted that SparkLoop would count as an event.
+                    match client.get(url).send().await {
+                        Ok(response) => report(
+                            true,
+                            format!(
+                                "SparkLoop incoming webhook reachable (answered HTTP {} to a GET)",
+                                response.status().as_u16()
+                            ),
+                        ),
+                        Err(e) => report(
+                            false,
+                            format!(
+                                "SPARKLOOP_INCOMING_WEBHOOK_URL cannot be reached: {}",
+                                e.without_url()
+                            ),
+                        ),
+                    }
+                }
+                Upstream::Api => match &settings.sparkloop.api_key {
+                    None => report(
+                        false,
+                        "neither SPARKLOOP_INCOMING_WEBHOOK_URL (webhook mode) nor SPARKLOOP_API_KEY (API \
+                         mode) is set: ESP events wait in the queue"
+                            .into(),
                     ),
-                ),
-                Err(e) => report(
-                    false,
-                    format!(
-                        "SPARKLOOP_INCOMING_WEBHOOK_URL cannot be reached: {}",
-                        e.without_url()
-                    ),
-                ),
+                    Some(key) => {
+                        // Listing one subscriber reads nothing it should not and writes nothing.
+                        let url = format!(
+                            "{}/v2/subscribers?per_page=1",
+                            settings.sparkloop.api_url.trim_end_matches('/')
+                        );
+                        match client
+                            .get(url)
+                            .header("X-Api-Key", key.expose())
+                            .send()
+                            .await
+                        {
+                            Ok(r) if r.status().is_success() => report(
+                                true,
+                                "SparkLoop API reachable, SPARKLOOP_API_KEY accepted".into(),
+                            ),
+                            Ok(r) if matches!(r.status().as_u16(), 401 | 403) => report(
+                                false,
+                                format!(
+                                    "SPARKLOOP_API_KEY was refused (HTTP {})",
+                                    r.status().as_u16()
+                                ),
+                            ),
+                            Ok(r) => report(
+                                false,
+                                format!("SparkLoop API answered HTTP {}", r.status().as_u16()),
+                            ),
+                            Err(e) => report(
+                                false,
+                                format!("SPARKLOOP_API_URL cannot be reached: {}", e.without_url()),
+                            ),
+                        }
+                    }
+                },
             }
         }
-        Upstream::Api => match &settings.sparkloop.api_key {
-            None => report(
-                false,
-                "neither SPARKLOOP_INCOMING_WEBHOOK_URL (webhook mode) nor SPARKLOOP_API_KEY (API \
-                 mode) is set: ESP events wait in the queue"
-                    .into(),
-            ),
-            Some(key) => {
-                // Listing one subscriber reads nothing it should not and writes nothing.
-                let url = format!(
-                    "{}/v2/subscribers?per_page=1",
-                    settings.sparkloop.api_url.trim_end_matches('/')
-                );
-                match client
-                    .get(url)
-                    .header("X-Api-Key", key.expose())
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status().is_success() => report(
-                        true,
-                        "SparkLoop API reachable, SPARKLOOP_API_KEY accepted".into(),
-                    ),
-                    Ok(r) if matches!(r.status().as_u16(), 401 | 403) => report(
-                        false,
-                        format!(
-                            "SPARKLOOP_API_KEY was refused (HTTP {})",
-                            r.status().as_u16()
-                        ),
-                    ),
-                    Ok(r) => report(
-                        false,
-                        format!("SparkLoop API answered HTTP {}", r.status().as_u16()),
-                    ),
-                    Err(e) => report(
-                        false,
-                        format!("SPARKLOOP_API_URL cannot be reached: {}", e.without_url()),
-                    ),
-                }
-            }
-        },
+        Platform::LoyaltySurf(api) => {
+            let url = format!(
+                "{}/campaign/{}",
+                api.api_url.trim_end_matches('/'),
+                referral_bridge_adapters::encode_component(&api.campaign_id)
+            );
+            let (ok, line) =
+                check_platform_api(&client, "LoyaltySurf", "LOYALTYSURF", &url, &api.api_key).await;
+            report(ok, line);
+        }
+        Platform::ReferralLoop(api) => {
+            let url = format!(
+                "{}/waitlists/{}/signups?limit=1",
+                api.api_url.trim_end_matches('/'),
+                referral_bridge_adapters::encode_component(&api.waitlist_id)
+            );
+            let (ok, line) =
+                check_platform_api(&client, "ReferralLoop", "REFERRALLOOP", &url, &api.api_key)
+                    .await;
+            report(ok, line);
+        }
     }
 
     if problems == 0 {

@@ -126,6 +126,54 @@ pub enum Upstream {
     Api,
 }
 
+/// Where ESP events go (`BRIDGE_PLATFORM`).
+#[derive(Debug, Clone)]
+pub enum Platform {
+    /// SparkLoop, through its incoming webhook or API ([`SparkLoopSettings`]).
+    SparkLoop,
+    /// LoyaltySurf's API.
+    LoyaltySurf(LoyaltySurfApi),
+    /// ReferralLoop's API.
+    ReferralLoop(ReferralLoopApi),
+}
+
+/// What LoyaltySurf does with an unsubscribe (`LOYALTYSURF_UNSUBSCRIBE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnsubscribe {
+    /// Nothing: the participant stays, with their referrals.
+    Keep,
+    /// The participant is deleted.
+    Delete,
+}
+
+/// `LOYALTYSURF_*` for sending ESP events to LoyaltySurf.
+#[derive(Debug, Clone)]
+pub struct LoyaltySurfApi {
+    /// `LOYALTYSURF_API_URL`.
+    pub api_url: String,
+    /// `LOYALTYSURF_API_KEY` (`Authorization: Bearer`); events wait while it is unset.
+    pub api_key: Option<Secret>,
+    /// `LOYALTYSURF_CAMPAIGN_ID`.
+    pub campaign_id: String,
+    /// `LOYALTYSURF_RATE_LIMIT`: every window holds.
+    pub rate_limits: Vec<RateLimit>,
+    /// `LOYALTYSURF_UNSUBSCRIBE`.
+    pub on_unsubscribe: OnUnsubscribe,
+}
+
+/// `REFERRALLOOP_*` for sending ESP events to ReferralLoop.
+#[derive(Debug, Clone)]
+pub struct ReferralLoopApi {
+    /// `REFERRALLOOP_API_URL`.
+    pub api_url: String,
+    /// `REFERRALLOOP_API_KEY` (`Authorization: Bearer`); events wait while it is unset.
+    pub api_key: Option<Secret>,
+    /// `REFERRALLOOP_WAITLIST_ID`.
+    pub waitlist_id: String,
+    /// `REFERRALLOOP_RATE_LIMIT`.
+    pub rate_limit: RateLimit,
+}
+
 /// The SparkLoop side of the configuration.
 #[derive(Debug, Clone)]
 pub struct SparkLoopSettings {
@@ -157,6 +205,27 @@ impl RateLimit {
     pub fn time_for(&self, calls: u64) -> Duration {
         let windows = calls.div_ceil(self.requests as u64);
         self.per.saturating_mul(windows.min(u32::MAX as u64) as u32)
+    }
+
+    /// Reads several limits that all hold, comma-separated: `30/5s,200/60s`.
+    pub fn parse_all(text: &str) -> Result<Vec<Self>, String> {
+        let limits = text
+            .split(',')
+            .filter(|part| !part.trim().is_empty())
+            .map(Self::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        if limits.is_empty() {
+            return Err(format!("`{text}` names no rate, like 30/5s,200/60s"));
+        }
+        Ok(limits)
+    }
+
+    /// The limit that binds over a long backlog: the fewest calls per second.
+    pub fn slowest(limits: &[RateLimit]) -> Option<RateLimit> {
+        limits.iter().copied().min_by(|a, b| {
+            let rate = |l: &RateLimit| l.requests as f64 / l.per.as_secs_f64();
+            rate(a).total_cmp(&rate(b))
+        })
     }
 
     /// Reads `120/60s`, `10/1s` or `5/s`.
@@ -257,6 +326,8 @@ pub struct Settings {
     pub admin_token: Option<Secret>,
     /// `BRIDGE_MAX_BODY`, in bytes.
     pub max_body: usize,
+    /// `BRIDGE_PLATFORM`: where ESP events go.
+    pub platform: Platform,
     /// `SPARKLOOP_*`.
     pub sparkloop: SparkLoopSettings,
     /// `ESP_*`.
@@ -293,6 +364,15 @@ struct Raw {
     sparkloop_webhook_token: Option<String>,
     sparkloop_rate_limit: Option<String>,
     sparkloop_campaign_id: Option<String>,
+    loyaltysurf_api_url: Option<String>,
+    loyaltysurf_api_key: Option<String>,
+    loyaltysurf_campaign_id: Option<String>,
+    loyaltysurf_rate_limit: Option<String>,
+    loyaltysurf_unsubscribe: Option<String>,
+    referralloop_api_url: Option<String>,
+    referralloop_api_key: Option<String>,
+    referralloop_waitlist_id: Option<String>,
+    referralloop_rate_limit: Option<String>,
     esp_adapter: Option<String>,
     esp_webhook_secret: Option<String>,
     esp_api_url: Option<String>,
@@ -385,14 +465,43 @@ impl Raw {
 }
 
 impl Settings {
-    /// The rate limit jobs for `destination` are sent at, if they are paced.
+    /// The rate limit jobs for `destination` are sent at, if they are paced (of several, the
+    /// one that binds over a long backlog).
     pub fn pace_of(&self, destination: &str) -> Option<RateLimit> {
-        match destination {
-            crate::sparkloop::DESTINATION => matches!(self.sparkloop.upstream, Upstream::Api)
-                .then_some(self.sparkloop.rate_limit),
-            crate::fields::DESTINATION => Some(self.esp.rate_limit),
-            _ => None,
+        if destination == crate::fields::DESTINATION {
+            return Some(self.esp.rate_limit);
         }
+        if destination == self.upstream_destination() {
+            return RateLimit::slowest(&self.upstream_limits());
+        }
+        None
+    }
+
+    /// The queue (`jobs.destination`) ESP events go to: the platform's name.
+    pub fn upstream_destination(&self) -> &'static str {
+        match self.platform {
+            Platform::SparkLoop => crate::sparkloop::DESTINATION,
+            Platform::LoyaltySurf(_) => crate::upstream::LOYALTYSURF,
+            Platform::ReferralLoop(_) => crate::upstream::REFERRALLOOP,
+        }
+    }
+
+    /// The rate limits the platform's calls keep to, all at once; none when not paced
+    /// (SparkLoop's incoming webhook).
+    pub fn upstream_limits(&self) -> Vec<RateLimit> {
+        match &self.platform {
+            Platform::SparkLoop => match self.sparkloop.upstream {
+                Upstream::Api => vec![self.sparkloop.rate_limit],
+                Upstream::Webhook { .. } => Vec::new(),
+            },
+            Platform::LoyaltySurf(api) => api.rate_limits.clone(),
+            Platform::ReferralLoop(api) => vec![api.rate_limit],
+        }
+    }
+
+    /// How ESP events are queued for the platform.
+    pub fn forwarding(&self) -> crate::upstream::Forwarding {
+        crate::upstream::Forwarding::for_platform(&self.platform)
     }
 
     /// Reads the process environment, after loading `.env` from the working directory (values
@@ -436,15 +545,57 @@ impl Settings {
                 .unwrap_or("referral-bridge.db"),
         )?;
 
-        let platform = non_empty(raw.bridge_platform).unwrap_or_else(|| "sparkloop".into());
-        match platform.as_str() {
-            "sparkloop" => {}
-            "loyaltysurf" | "referralloop" => {
-                return Err(invalid(
-                    "BRIDGE_PLATFORM",
-                    format!("`{platform}` is not supported by this version yet; use `sparkloop`"),
-                ))
-            }
+        let platform_name = non_empty(raw.bridge_platform).unwrap_or_else(|| "sparkloop".into());
+        let required = |variable: &'static str, value: Option<String>| {
+            non_empty(value).ok_or_else(|| {
+                invalid(
+                    variable,
+                    format!("must be set when BRIDGE_PLATFORM={platform_name}"),
+                )
+            })
+        };
+        let platform = match platform_name.as_str() {
+            "sparkloop" => Platform::SparkLoop,
+            "loyaltysurf" => Platform::LoyaltySurf(LoyaltySurfApi {
+                api_url: http_url(
+                    "LOYALTYSURF_API_URL",
+                    non_empty(raw.loyaltysurf_api_url)
+                        .unwrap_or_else(|| "https://api.loyaltysurf.io/v1".into()),
+                )?,
+                api_key: secret(raw.loyaltysurf_api_key),
+                campaign_id: required("LOYALTYSURF_CAMPAIGN_ID", raw.loyaltysurf_campaign_id)?,
+                rate_limits: RateLimit::parse_all(
+                    non_empty(raw.loyaltysurf_rate_limit)
+                        .as_deref()
+                        .unwrap_or("30/5s,200/60s"),
+                )
+                .map_err(|reason| invalid("LOYALTYSURF_RATE_LIMIT", reason))?,
+                on_unsubscribe: match non_empty(raw.loyaltysurf_unsubscribe).as_deref() {
+                    None | Some("keep") => OnUnsubscribe::Keep,
+                    Some("delete") => OnUnsubscribe::Delete,
+                    Some(other) => {
+                        return Err(invalid(
+                            "LOYALTYSURF_UNSUBSCRIBE",
+                            format!("unknown action `{other}`; expected `keep` or `delete`"),
+                        ))
+                    }
+                },
+            }),
+            "referralloop" => Platform::ReferralLoop(ReferralLoopApi {
+                api_url: http_url(
+                    "REFERRALLOOP_API_URL",
+                    non_empty(raw.referralloop_api_url)
+                        .unwrap_or_else(|| "https://www.referralloop.dev/api/v1".into()),
+                )?,
+                api_key: secret(raw.referralloop_api_key),
+                waitlist_id: required("REFERRALLOOP_WAITLIST_ID", raw.referralloop_waitlist_id)?,
+                rate_limit: RateLimit::parse(
+                    non_empty(raw.referralloop_rate_limit)
+                        .as_deref()
+                        .unwrap_or("1000/1h"),
+                )
+                .map_err(|reason| invalid("REFERRALLOOP_RATE_LIMIT", reason))?,
+            }),
             other => {
                 return Err(invalid(
                     "BRIDGE_PLATFORM",
@@ -453,7 +604,7 @@ impl Settings {
                 ),
                 ))
             }
-        }
+        };
 
         let webhook_url = non_empty(raw.sparkloop_incoming_webhook_url)
             .map(|url| http_url("SPARKLOOP_INCOMING_WEBHOOK_URL", url))
@@ -581,6 +732,7 @@ impl Settings {
         }
 
         Ok(Settings {
+            platform,
             database_url,
             db_pool_size: number("BRIDGE_DB_POOL_SIZE", raw.bridge_db_pool_size, 10, 1..=500)?
                 as u32,
@@ -693,6 +845,33 @@ mod tests {
     }
 
     #[test]
+    fn platforms_have_their_documented_defaults() {
+        let s = settings(&[
+            ("BRIDGE_PLATFORM", "loyaltysurf"),
+            ("LOYALTYSURF_CAMPAIGN_ID", "ct8f71"),
+        ])
+        .unwrap();
+        assert_eq!(s.upstream_destination(), "loyaltysurf");
+        assert_eq!(
+            s.upstream_limits(),
+            vec![
+                RateLimit::parse("30/5s").unwrap(),
+                RateLimit::parse("200/60s").unwrap()
+            ]
+        );
+        // 200 a minute binds a long backlog, not 30 per 5 s (360 a minute).
+        assert_eq!(s.pace_of("loyaltysurf"), RateLimit::parse("200/60s").ok());
+        assert_eq!(s.pace_of("sparkloop"), None);
+        let s = settings(&[
+            ("BRIDGE_PLATFORM", "referralloop"),
+            ("REFERRALLOOP_WAITLIST_ID", "w"),
+        ])
+        .unwrap();
+        assert_eq!(s.pace_of("referralloop"), RateLimit::parse("1000/1h").ok());
+        assert!(!s.forwarding().forwards("unsubscribe"));
+    }
+
+    #[test]
     fn webhook_url_selects_webhook_mode() {
         let s = settings(&[("SPARKLOOP_INCOMING_WEBHOOK_URL", "http://127.0.0.1:9/hook")]).unwrap();
         assert_eq!(
@@ -720,6 +899,35 @@ mod tests {
             (vec![("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
             (vec![("BRIDGE_LISTEN", "localhost")], "BRIDGE_LISTEN"),
             (vec![("BRIDGE_WORKERS", "0")], "BRIDGE_WORKERS"),
+            (vec![("BRIDGE_PLATFORM", "viral_loops")], "BRIDGE_PLATFORM"),
+            (
+                vec![("BRIDGE_PLATFORM", "loyaltysurf")],
+                "LOYALTYSURF_CAMPAIGN_ID",
+            ),
+            (
+                vec![
+                    ("BRIDGE_PLATFORM", "loyaltysurf"),
+                    ("LOYALTYSURF_CAMPAIGN_ID", "c"),
+                    ("LOYALTYSURF_RATE_LIMIT", "30/5s,lots"),
+                ],
+                "LOYALTYSURF_RATE_LIMIT",
+            ),
+            (
+                vec![
+                    ("BRIDGE_PLATFORM", "loyaltysurf"),
+                    ("LOYALTYSURF_CAMPAIGN_ID", "c"),
+                    ("LOYALTYSURF_UNSUBSCRIBE", "archive"),
+                ],
+                "LOYALTYSURF_UNSUBSCRIBE",
+            ),
+            (
+                vec![("BRIDGE_PLATFORM", "referralloop")],
+                "REFERRALLOOP_WAITLIST_ID",
+            ),
+            (
+                vec![("LOYALTYSURF_SIGNATURE_TOLERANCE", "a while")],
+                "LOYALTYSURF_SIGNATURE_TOLERANCE",
+            ),
             (
                 vec![("BRIDGE_CONFIG", "/nonexistent/bridge.toml")],
                 "BRIDGE_CONFIG",

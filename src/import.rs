@@ -56,8 +56,10 @@ pub enum ImportError {
 pub struct Options {
     /// Validate and classify only; write nothing, not even the rejects file.
     pub dry_run: bool,
-    /// Queue a `subscribe` job for SparkLoop for each new subscriber.
+    /// Queue a `subscribe` job for the platform for each new subscriber.
     pub push: bool,
+    /// The platform's queue.
+    pub forwarding: crate::upstream::Forwarding,
 }
 
 /// Counts of what the import found and did.
@@ -387,7 +389,8 @@ fn record_batch(
                     person: person.to_person()?,
                     created_at: created[person.email.as_str()],
                 };
-                let (kind, payload) = sparkloop::webhook_payload(&event)?;
+                let (kind, payload) = sparkloop::webhook_payload(&event)
+                    .filter(|(kind, _)| options.forwarding.forwards(kind))?;
                 Some((*ids.get(&person.email)?, kind, payload))
             })
             .collect();
@@ -396,7 +399,7 @@ fn record_batch(
             .map(|(subscriber_id, kind, payload)| {
                 let job = jobs::NewJob {
                     subscriber_id: *subscriber_id,
-                    destination: sparkloop::DESTINATION,
+                    destination: options.forwarding.destination,
                     kind,
                     payload,
                     created_at: now,

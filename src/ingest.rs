@@ -11,6 +11,7 @@ use crate::db::jobs::JobStatus;
 use crate::db::subscribers::Slot;
 use crate::db::{inbox, jobs, subscribers, DbConnection, StoreError};
 use crate::sparkloop;
+use crate::upstream::Forwarding;
 
 /// What became of an accepted delivery.
 ///
@@ -73,6 +74,7 @@ pub type IngestQueue = BatchWriter<Delivery, Accepted>;
 pub fn start_ingest(
     db: crate::db::Db,
     dedupe_window: Duration,
+    forwarding: Forwarding,
     writers: usize,
     capacity: usize,
 ) -> IngestQueue {
@@ -81,7 +83,7 @@ pub fn start_ingest(
         db,
         writers,
         capacity,
-        move |conn, deliveries| record_deliveries(conn, deliveries, dedupe_window),
+        move |conn, deliveries| record_deliveries(conn, deliveries, dedupe_window, forwarding),
     )
 }
 
@@ -104,6 +106,7 @@ fn record_deliveries(
     conn: &mut DbConnection,
     deliveries: &[&Delivery],
     window: Duration,
+    forwarding: Forwarding,
 ) -> Result<Vec<Accepted>, StoreError> {
     let events = || {
         deliveries
@@ -173,7 +176,7 @@ fn record_deliveries(
     stored_subscribers.dedup();
     let ids = working.save(conn)?;
     // Read after the subscribers' rows are locked by `save`, so that no line changes under us.
-    let mut open_lines = jobs::open_lines(conn, &stored_subscribers, sparkloop::DESTINATION)?;
+    let mut open_lines = jobs::open_lines(conn, &stored_subscribers, forwarding.destination)?;
 
     let rows: Vec<inbox::NewInboundEvent<'_>> = recorded
         .iter()
@@ -197,7 +200,8 @@ fn record_deliveries(
         .filter(|(row, _)| row.outcome == inbox::PROCESSED)
         .filter_map(|(row, event_id)| {
             let subscriber_id = ids.of(row.subscriber?);
-            let (kind, payload) = sparkloop::webhook_payload(row.event)?;
+            let (kind, payload) = sparkloop::webhook_payload(row.event)
+                .filter(|(kind, _)| forwarding.forwards(kind))?;
             Some((subscriber_id, event_id, row.delivery.now, kind, payload))
         })
         .collect();
@@ -212,7 +216,7 @@ fn record_deliveries(
             };
             let job = jobs::NewJob {
                 subscriber_id: *subscriber_id,
-                destination: sparkloop::DESTINATION,
+                destination: forwarding.destination,
                 kind,
                 payload,
                 created_at: *now,
@@ -319,8 +323,15 @@ mod tests {
     }
 
     fn write(db: &Db, deliveries: &[&Delivery]) -> Vec<Accepted> {
-        db.write(|conn| record_deliveries(conn, deliveries, Duration::from_secs(3600)))
-            .unwrap()
+        db.write(|conn| {
+            record_deliveries(
+                conn,
+                deliveries,
+                Duration::from_secs(3600),
+                Forwarding::for_platform(&crate::config::Platform::SparkLoop),
+            )
+        })
+        .unwrap()
     }
 
     #[test]

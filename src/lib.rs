@@ -16,4 +16,5 @@ pub mod provision;
 pub mod registration;
 pub mod sparkloop;
 pub mod startup;
+pub mod upstream;
 pub mod worker;

@@ -119,15 +119,20 @@ impl Metrics {
     }
 
     /// Renders the text exposition, after setting the queue gauges to `depths` (destination,
-    /// open jobs, and how long they take at its rate limit if it is paced) and
-    /// `oldest_due_seconds`.
-    pub fn render(&self, depths: &[(String, i64, Option<f64>)], oldest_due_seconds: f64) -> String {
+    /// open jobs, and how long they take at its rate limit if it is paced; the platform's queue,
+    /// `upstream`, shown even when empty) and `oldest_due_seconds`.
+    pub fn render(
+        &self,
+        upstream: &str,
+        depths: &[(String, i64, Option<f64>)],
+        oldest_due_seconds: f64,
+    ) -> String {
         self.queue_depth.clear();
         self.drain_seconds.clear();
         // An empty queue is reported as 0 rather than left out.
         self.queue_depth
             .get_or_create(&DestinationLabels {
-                destination: crate::sparkloop::DESTINATION.into(),
+                destination: upstream.into(),
             })
             .set(0);
         for (destination, depth, drain) in depths {

@@ -15,16 +15,17 @@ use crate::config::RateLimit;
 
 /// Lets at most `limit.requests` calls start in any window of `limit.per` plus a margin (1% of
 /// the window, at least 50 ms), so that the peer, which sees the calls a little later and less
-/// evenly spaced than they started (scheduling, connection set-up), counts no more either.
+/// evenly spaced than they started (scheduling, connection set-up), counts no more either. With
+/// several limits (LoyaltySurf: 30 per 5 s and 200 per minute) every one holds.
 pub struct SlidingWindow {
-    limit: RateLimit,
-    window: Duration,
+    /// Each limit with its window, margin included.
+    limits: Vec<(RateLimit, Duration)>,
     state: Mutex<State>,
 }
 
 struct State {
-    /// When the last `limit.requests` calls started, oldest first.
-    started: VecDeque<Instant>,
+    /// For each limit, when the last `requests` calls started, oldest first.
+    started: Vec<VecDeque<Instant>>,
     /// Nothing starts before this (after the peer answered 429).
     paused_until: Option<Instant>,
 }
@@ -32,14 +33,27 @@ struct State {
 impl SlidingWindow {
     /// A pacer for `limit`.
     pub fn new(limit: RateLimit) -> Self {
-        let margin = (limit.per / 100).max(Duration::from_millis(50));
+        Self::with_limits(&[limit])
+    }
+
+    /// A pacer keeping to every one of `limits` at once.
+    pub fn with_limits(limits: &[RateLimit]) -> Self {
+        let limits: Vec<(RateLimit, Duration)> = limits
+            .iter()
+            .map(|limit| {
+                let margin = (limit.per / 100).max(Duration::from_millis(50));
+                (*limit, limit.per + margin)
+            })
+            .collect();
         SlidingWindow {
-            limit,
-            window: limit.per + margin,
             state: Mutex::new(State {
-                started: VecDeque::with_capacity(limit.requests as usize),
+                started: limits
+                    .iter()
+                    .map(|(limit, _)| VecDeque::with_capacity(limit.requests as usize))
+                    .collect(),
                 paused_until: None,
             }),
+            limits,
         }
     }
 
@@ -52,18 +66,29 @@ impl SlidingWindow {
                 match state.paused_until {
                     Some(until) if until > now => until - now,
                     _ => {
-                        while state
-                            .started
-                            .front()
-                            .is_some_and(|&at| now.duration_since(at) >= self.window)
+                        // The longest wait any full window imposes; none when all have room.
+                        let mut wait = Duration::ZERO;
+                        for ((limit, window), started) in
+                            self.limits.iter().zip(state.started.iter_mut())
                         {
-                            state.started.pop_front();
+                            while started
+                                .front()
+                                .is_some_and(|&at| now.duration_since(at) >= *window)
+                            {
+                                started.pop_front();
+                            }
+                            if started.len() >= limit.requests as usize {
+                                wait = wait.max(*window - now.duration_since(started[0]));
+                            }
                         }
-                        if state.started.len() < self.limit.requests as usize {
-                            state.started.push_back(now);
+                        if wait.is_zero() {
+                            // Counted in every window at the same instant, as the peer sees it.
+                            for started in state.started.iter_mut() {
+                                started.push_back(now);
+                            }
                             return;
                         }
-                        self.window - now.duration_since(state.started[0])
+                        wait
                     }
                 }
             };
@@ -71,9 +96,11 @@ impl SlidingWindow {
         }
     }
 
-    /// Starts nothing for `delay` (the peer answered 429; with no `Retry-After`, a whole window).
+    /// Starts nothing for `delay` (the peer answered 429; with no `Retry-After`, the longest
+    /// window).
     pub fn pause(&self, delay: Option<Duration>) {
-        let until = Instant::now() + delay.unwrap_or(self.limit.per);
+        let longest = self.limits.iter().map(|(limit, _)| limit.per).max();
+        let until = Instant::now() + delay.or(longest).unwrap_or(Duration::from_secs(1));
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
     }
@@ -104,6 +131,34 @@ mod tests {
             let in_window = times[i..].iter().filter(|u| **u - *t < window).count();
             assert!(in_window <= 3);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_limit_holds_at_once() {
+        // LoyaltySurf's 30 per 5 s and 200 per minute, scaled down: 3 per 1 s and 5 per 10 s.
+        let limits = [
+            RateLimit::parse("3/1s").unwrap(),
+            RateLimit::parse("5/10s").unwrap(),
+        ];
+        let pace = SlidingWindow::with_limits(&limits);
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..8 {
+            pace.acquire().await;
+            times.push(start.elapsed());
+        }
+        for (limit, window) in [
+            (3, Duration::from_millis(1050)),
+            (5, Duration::from_millis(10100)),
+        ] {
+            for (i, t) in times.iter().enumerate() {
+                let in_window = times[i..].iter().filter(|u| **u - *t < window).count();
+                assert!(in_window <= limit, "{times:?}");
+            }
+        }
+        // Three at once, two a short window later, then the long window holds the rest back.
+        assert_eq!(times[4], Duration::from_millis(1050));
+        assert_eq!(times[5], Duration::from_millis(10100));
     }
 
     #[tokio::test(start_paused = true)]

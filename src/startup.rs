@@ -115,7 +115,13 @@ impl Application {
         } else {
             std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
         };
-        let ingest = crate::ingest::start_ingest(db.clone(), settings.dedupe_window, writers, 4096);
+        let ingest = crate::ingest::start_ingest(
+            db.clone(),
+            settings.dedupe_window,
+            settings.forwarding(),
+            writers,
+            4096,
+        );
         let rules = crate::callbacks::Rules {
             dedupe_window: settings.dedupe_window,
             write_delay: settings.esp.write_delay,

@@ -61,5 +61,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .collect();
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.metrics.render(&depths, oldest_due_seconds))
+        .body(state.metrics.render(
+            state.settings.upstream_destination(),
+            &depths,
+            oldest_due_seconds,
+        ))
 }

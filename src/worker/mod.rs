@@ -12,15 +12,19 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Settings, Upstream};
+use crate::config::{Platform, Settings, Upstream};
 use crate::db::batch::BatchWriter;
 use crate::db::jobs::{self, ClaimedJob, NewAttempt, Outcome};
 use crate::db::{now_ms, subscribers, Db};
 use crate::fields;
 use crate::metrics::{DestinationLabels, JobLabels, Metrics};
 use crate::pace::SlidingWindow;
-use crate::sparkloop;
+use crate::sparkloop::{self, ApiCall};
+use crate::upstream;
 use retry::Verdict;
+
+/// LoyaltySurf's limit of concurrent connections per client.
+const LOYALTYSURF_CONNECTIONS: usize = 3;
 
 /// How much of an answer's body is kept with an attempt.
 const KEPT_BODY_BYTES: usize = 2048;
@@ -46,8 +50,12 @@ pub struct Worker {
     esp_pace: SlidingWindow,
     /// Caps the calls in flight to an ESP that limits connections (Mailchimp: 10).
     esp_connections: Option<Semaphore>,
-    /// Paces SparkLoop API calls to `SPARKLOOP_RATE_LIMIT`.
-    sparkloop_pace: SlidingWindow,
+    /// The platform's queue (`sparkloop`, `loyaltysurf`, `referralloop`).
+    upstream: &'static str,
+    /// Paces the platform's API calls to its rate limits, if it has any.
+    upstream_pace: Option<SlidingWindow>,
+    /// Caps the calls in flight to a platform that limits connections (LoyaltySurf: 3).
+    upstream_connections: Option<Semaphore>,
 }
 
 /// An attempt to record, with the job's outcome.
@@ -96,7 +104,12 @@ impl Worker {
         Ok(Worker {
             esp_pace: SlidingWindow::new(settings.esp.rate_limit),
             esp_connections: esp.max_connections().map(Semaphore::new),
-            sparkloop_pace: SlidingWindow::new(settings.sparkloop.rate_limit),
+            upstream: settings.upstream_destination(),
+            upstream_pace: Some(settings.upstream_limits())
+                .filter(|limits| !limits.is_empty())
+                .map(|limits| SlidingWindow::with_limits(&limits)),
+            upstream_connections: matches!(settings.platform, Platform::LoyaltySurf(_))
+                .then(|| Semaphore::new(LOYALTYSURF_CONNECTIONS)),
             esp,
             recorder,
             db,
@@ -112,15 +125,31 @@ impl Worker {
     /// whose jobs wait in the queue.
     fn destinations(&self) -> Vec<&'static str> {
         let mut destinations = Vec::new();
-        match self.settings.sparkloop.upstream {
-            Upstream::Webhook { .. } => destinations.push(sparkloop::DESTINATION),
-            Upstream::Api if self.settings.sparkloop.api_key.is_some() => {
+        let waiting = |variable: &str, platform: &str| {
+            log::warn!(
+                "{variable} is not set: ESP events are stored and queued for {platform}'s API, \
+                 and are sent once it is"
+            )
+        };
+        match (&self.settings.platform, &self.settings.sparkloop.upstream) {
+            (Platform::SparkLoop, Upstream::Webhook { .. }) => {
                 destinations.push(sparkloop::DESTINATION)
             }
-            Upstream::Api => log::warn!(
-                "SPARKLOOP_API_KEY is not set: ESP events are stored and queued for SparkLoop's \
-                 API, and are sent once it is (or SPARKLOOP_INCOMING_WEBHOOK_URL for webhook mode)"
+            (Platform::SparkLoop, Upstream::Api) if self.settings.sparkloop.api_key.is_some() => {
+                destinations.push(sparkloop::DESTINATION)
+            }
+            (Platform::SparkLoop, Upstream::Api) => waiting(
+                "SPARKLOOP_API_KEY (or SPARKLOOP_INCOMING_WEBHOOK_URL for webhook mode)",
+                "SparkLoop",
             ),
+            (Platform::LoyaltySurf(api), _) if api.api_key.is_some() => {
+                destinations.push(upstream::LOYALTYSURF)
+            }
+            (Platform::LoyaltySurf(_), _) => waiting("LOYALTYSURF_API_KEY", "LoyaltySurf"),
+            (Platform::ReferralLoop(api), _) if api.api_key.is_some() => {
+                destinations.push(upstream::REFERRALLOOP)
+            }
+            (Platform::ReferralLoop(_), _) => waiting("REFERRALLOOP_API_KEY", "ReferralLoop"),
         }
         match self.esp.outbound_problem() {
             None => destinations.push(fields::DESTINATION),
@@ -270,12 +299,26 @@ impl Worker {
         let prepared = self.prepare(&job).await;
         // Paced calls wait for their turn right before they go, so that the peer sees them
         // spaced as they were counted.
-        let pace = match (job.destination.as_str(), &self.settings.sparkloop.upstream) {
-            (fields::DESTINATION, _) => Some((&self.esp_pace, "ESP_RATE_LIMIT")),
-            (sparkloop::DESTINATION, Upstream::Api) => {
-                Some((&self.sparkloop_pace, "SPARKLOOP_RATE_LIMIT"))
-            }
-            _ => None,
+        let pace = if job.destination == fields::DESTINATION {
+            Some((&self.esp_pace, "ESP_RATE_LIMIT"))
+        } else {
+            let variable = match self.settings.platform {
+                Platform::SparkLoop => "SPARKLOOP_RATE_LIMIT",
+                Platform::LoyaltySurf(_) => "LOYALTYSURF_RATE_LIMIT",
+                Platform::ReferralLoop(_) => "REFERRALLOOP_RATE_LIMIT",
+            };
+            self.upstream_pace.as_ref().map(|pace| (pace, variable))
+        };
+        // A connection first, then the turn: a call waiting for a connection when the peer
+        // answers 429 must still see the pause.
+        let connections = if job.destination == fields::DESTINATION {
+            &self.esp_connections
+        } else {
+            &self.upstream_connections
+        };
+        let connection = match connections {
+            Some(connections) => connections.acquire().await.ok(),
+            None => None,
         };
         if let (Some((pace, variable)), Ok(_)) = (pace, &prepared) {
             if let Err(reason) = self.wait_for_turn(&job, pace, variable).await {
@@ -283,10 +326,6 @@ impl Worker {
                 return;
             }
         }
-        let connection = match (&self.esp_connections, job.destination.as_str()) {
-            (Some(connections), fields::DESTINATION) => connections.acquire().await.ok(),
-            _ => None,
-        };
         let started_at = now_ms();
         let clock = Instant::now();
         let sent = match prepared {
@@ -604,30 +643,64 @@ impl Worker {
 
     /// The request that sends a job, or what stopped it from being made.
     async fn prepare(&self, job: &ClaimedJob) -> Result<reqwest::RequestBuilder, SendError> {
-        match (&self.settings.sparkloop.upstream, job.destination.as_str()) {
-            (Upstream::Webhook { url }, sparkloop::DESTINATION) => Ok(self
+        if job.destination == fields::DESTINATION {
+            return self.prepare_field_write(job).await;
+        }
+        if job.destination != self.upstream {
+            unreachable!("only deliverable destinations are claimed");
+        }
+        let (call, bearer) = match &self.settings.platform {
+            Platform::SparkLoop => return self.prepare_sparkloop(job),
+            Platform::LoyaltySurf(api) => (
+                upstream::loyaltysurf_call(api, &job.kind, &job.payload),
+                &api.api_key,
+            ),
+            Platform::ReferralLoop(api) => (
+                upstream::referralloop_call(api, &job.kind, &job.payload),
+                &api.api_key,
+            ),
+        };
+        let mut request = self.api_request(call.map_err(SendError)?)?;
+        if let Some(key) = bearer {
+            request = request.bearer_auth(key.expose());
+        }
+        Ok(request)
+    }
+
+    /// An API call as a request, with a JSON body when it has one.
+    fn api_request(&self, call: ApiCall) -> Result<reqwest::RequestBuilder, SendError> {
+        let method = reqwest::Method::from_bytes(call.method.as_bytes())
+            .map_err(|_| SendError(format!("no HTTP method {}", call.method)))?;
+        let mut request = self
+            .client
+            .request(method, &call.url)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if !call.body.is_empty() {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(call.body);
+        }
+        Ok(request)
+    }
+
+    /// The request that sends a job to SparkLoop, by webhook or API as configured.
+    fn prepare_sparkloop(&self, job: &ClaimedJob) -> Result<reqwest::RequestBuilder, SendError> {
+        match &self.settings.sparkloop.upstream {
+            Upstream::Webhook { url } => Ok(self
                 .client
                 .post(url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(job.payload.clone())),
-            (Upstream::Api, sparkloop::DESTINATION) => {
+            Upstream::Api => {
                 let settings = &self.settings.sparkloop;
                 let call = sparkloop::api_call(&settings.api_url, &job.kind, &job.payload)
                     .map_err(SendError)?;
-                let method = reqwest::Method::from_bytes(call.method.as_bytes())
-                    .map_err(|_| SendError(format!("no HTTP method {}", call.method)))?;
-                let mut request = self
-                    .client
-                    .request(method, &call.url)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(call.body);
+                let mut request = self.api_request(call)?;
                 if let Some(key) = &settings.api_key {
                     request = request.header("X-Api-Key", key.expose());
                 }
                 Ok(request)
             }
-            (_, fields::DESTINATION) => self.prepare_field_write(job).await,
-            _ => unreachable!("only deliverable destinations are claimed"),
         }
     }
 
@@ -640,9 +713,16 @@ impl Worker {
                 body: &answer.body,
             });
         }
+        let platform = &self.settings.platform;
         let api = matches!(self.settings.sparkloop.upstream, Upstream::Api);
-        if api && sparkloop::already_done(&job.kind, answer.status, &answer.body) {
+        if matches!(platform, Platform::SparkLoop)
+            && api
+            && sparkloop::already_done(&job.kind, answer.status, &answer.body)
+        {
             return WriteVerdict::Done;
+        }
+        if let Some(verdict) = upstream::special_verdict(platform, &job.kind, answer.status) {
+            return verdict;
         }
         match retry::verdict(answer.status) {
             Verdict::Delivered => WriteVerdict::Done,
@@ -777,13 +857,24 @@ impl Answer {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        // Brevo says when its window resets instead of sending Retry-After.
+        // Brevo says when its window resets instead of sending Retry-After; LoyaltySurf how
+        // long each of its windows has left, of which the longest holds.
         let retry_after = header("retry-after")
             .and_then(|v| retry::parse_retry_after(&v, SystemTime::now()))
             .or_else(|| {
                 header("x-sib-ratelimit-reset")
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs)
+            })
+            .or_else(|| {
+                ["Second", "Minute", "Hour"]
+                    .iter()
+                    .filter_map(|window| {
+                        header(&format!("loyaltysurf-retry-after-{window}-milliseconds"))
+                    })
+                    .filter_map(|v| v.trim().parse::<u64>().ok())
+                    .max()
+                    .map(Duration::from_millis)
             });
         let mut body = Vec::new();
         while body.len() < limit {

@@ -20,3 +20,4 @@ mod processes;
 mod provision;
 mod referralloop;
 mod registration;
+mod upstream;
