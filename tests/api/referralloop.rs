@@ -9,6 +9,15 @@ use crate::helpers::TestApp;
 
 const SECRET: &str = "rl-secret";
 
+/// A webhook of ReferralLoop's documentation (`tests/fixtures/referralloop`), as sent.
+fn fixture(name: &str) -> String {
+    let path = format!(
+        "{}/tests/fixtures/referralloop/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(path).unwrap()
+}
+
 fn signature(body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(body.as_bytes());
@@ -46,13 +55,7 @@ async fn signed_signups_reach_the_esp_with_their_place_in_the_waitlist() {
         None,
     )
     .await;
-    let created = json!({"event_type": "signup.created",
-        "waitlist_id": "123e4567-e89b-12d3-a456-426614174000",
-        "data": {"id": "789e0123-e89b-12d3-a456-426614174000", "email": "user@example.com",
-            "name": "John Doe", "position": 1, "referral_code": "ABC123",
-            "created_at": "2024-01-15T10:00:00Z"},
-        "timestamp": "2024-01-15T10:00:00Z"})
-    .to_string();
+    let created = fixture("signup_created");
     assert_eq!(post(&app, &created, None).await, 401);
     assert_eq!(post(&app, &created, Some(signature("{}"))).await, 401);
     assert_eq!(post(&app, &created, Some(signature(&created))).await, 200);
@@ -64,19 +67,12 @@ async fn signed_signups_reach_the_esp_with_their_place_in_the_waitlist() {
     app.wait_for_fields("user@example.com", &fields(1, "NO"))
         .await;
 
-    let moved = json!({"event_type": "signup.position_changed", "waitlist_id": "w",
-        "data": {"id": "789e0123-e89b-12d3-a456-426614174000", "email": "user@example.com",
-            "old_position": 10, "new_position": 5, "position_change": -5},
-        "timestamp": "2024-01-15T10:05:00Z"})
-    .to_string();
+    let moved = fixture("signup_position_changed");
     assert_eq!(post(&app, &moved, Some(signature(&moved))).await, 200);
     app.wait_for_fields("user@example.com", &fields(5, "NO"))
         .await;
 
-    let deleted = json!({"event_type": "signup.deleted", "waitlist_id": "w",
-        "data": {"id": "789e0123-e89b-12d3-a456-426614174000", "email": "user@example.com"},
-        "timestamp": "2024-01-15T10:09:00Z"})
-    .to_string();
+    let deleted = fixture("signup_deleted");
     assert_eq!(post(&app, &deleted, Some(signature(&deleted))).await, 200);
     app.wait_for_fields("user@example.com", &fields(5, "YES"))
         .await;

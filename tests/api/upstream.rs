@@ -292,3 +292,42 @@ async fn referralloop_gets_signups_and_an_existing_one_is_done() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn check_tries_the_platform_key_without_writing() {
+    let server = wiremock::MockServer::start().await;
+    Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path("/ls/v1/campaign/ct8f71"))
+        .and(wiremock::matchers::header("authorization", "Bearer ls-key"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "ct8f71"})))
+        .mount(&server)
+        .await;
+    Mock::given(wiremock::matchers::method("GET"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"message": "no"})))
+        .with_priority(10)
+        .mount(&server)
+        .await;
+    let db = crate::helpers::TestDb::new();
+    let mut vars = crate::helpers::base_vars(&db, &server);
+    for (k, v) in LOYALTYSURF {
+        vars.insert(k.to_string(), v.replace("{stand-in}", &server.uri()));
+    }
+    let run = |vars: std::collections::HashMap<String, String>| {
+        tokio::task::spawn_blocking(move || crate::helpers::run_command(&["check"], &vars))
+    };
+    let (_, stdout, _) = run(vars.clone()).await.unwrap();
+    assert!(
+        stdout.contains("LoyaltySurf API reachable, LOYALTYSURF_API_KEY accepted"),
+        "{stdout}"
+    );
+    vars.insert("LOYALTYSURF_API_KEY".into(), "wrong".into());
+    let (ok, stdout, _) = run(vars).await.unwrap();
+    assert!(!ok);
+    assert!(
+        stdout.contains("LOYALTYSURF_API_KEY was refused (HTTP 401)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("wrong"), "{stdout}");
+    let writes = server.received_requests().await.unwrap();
+    assert!(writes.iter().all(|r| r.method.as_str() == "GET"));
+}
