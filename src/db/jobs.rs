@@ -44,7 +44,7 @@ impl JobStatus {
 }
 
 /// The statuses of a job that is not finished.
-const OPEN: [&str; 3] = ["waiting", "pending", "running"];
+pub(crate) const OPEN: [&str; 3] = ["waiting", "pending", "running"];
 
 /// A job to insert; [`insert_all`] gives it its status.
 #[derive(Debug, Clone, Copy, Insertable)]
@@ -178,7 +178,10 @@ pub fn queue_coalesced(
 /// Takes the subscribers' row locks on Postgres, in id order (so that two transactions cannot
 /// deadlock), so that promoting the next job of a line and appending a job to it never miss
 /// each other; SQLite's single writer already ensures it.
-fn lock_lines(conn: &mut DbConnection, subscriber_ids: &[i64]) -> Result<(), StoreError> {
+pub(crate) fn lock_lines(
+    conn: &mut DbConnection,
+    subscriber_ids: &[i64],
+) -> Result<(), StoreError> {
     if let DbConnection::Postgres(c) = conn {
         let mut ids = subscriber_ids.to_vec();
         ids.sort_unstable();
@@ -196,7 +199,7 @@ fn lock_lines(conn: &mut DbConnection, subscriber_ids: &[i64]) -> Result<(), Sto
 
 /// In every line of these subscribers that has no head, makes the oldest waiting job pending,
 /// due `now`. The caller holds the lines' locks ([`lock_lines`]).
-fn promote_next(
+pub(crate) fn promote_next(
     conn: &mut DbConnection,
     subscriber_ids: &[i64],
     now: i64,
@@ -565,7 +568,7 @@ pub struct JobView {
 }
 
 /// The columns of a [`JobView`], from `jobs` joined with `subscribers`.
-const VIEW: (
+pub(crate) const VIEW: (
     jobs::id,
     jobs::destination,
     jobs::kind,
@@ -638,7 +641,7 @@ pub enum RetryResult {
 
 /// Puts a finished job back in its subscriber's line, with a fresh retry horizon: pending and
 /// due now if the line is empty, else waiting (it goes next, being the oldest).
-fn requeue(conn: &mut DbConnection, id: i64, now: i64) -> Result<(), StoreError> {
+pub(crate) fn requeue(conn: &mut DbConnection, id: i64, now: i64) -> Result<(), StoreError> {
     let subscriber_id: i64 = jobs::table
         .find(id)
         .select(jobs::subscriber_id)

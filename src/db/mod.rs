@@ -12,6 +12,7 @@ macro_rules! on_backend {
     };
 }
 
+pub mod admin;
 pub mod batch;
 pub mod inbox;
 pub mod jobs;

@@ -1,5 +1,7 @@
 //! Thin HTTP handlers: read the request, call the domain, map the result.
 
+pub mod admin;
+pub mod dashboard;
 pub mod ops;
 pub mod webhooks;
 
@@ -20,5 +22,39 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
-        .route("/metrics", web::get().to(ops::metrics));
+        .route("/metrics", web::get().to(ops::metrics))
+        .route(
+            "/admin/api/deliveries",
+            web::get().to(admin::list_deliveries),
+        )
+        .route(
+            "/admin/api/deliveries/retry-dead",
+            web::post().to(admin::retry_dead),
+        )
+        .route(
+            "/admin/api/deliveries/{id}",
+            web::get().to(admin::get_delivery),
+        )
+        .route(
+            "/admin/api/deliveries/{id}/retry",
+            web::post().to(admin::retry_delivery),
+        )
+        .route(
+            "/admin/api/deliveries/{id}/cancel",
+            web::post().to(admin::cancel_delivery),
+        )
+        .route(
+            "/admin/api/subscribers/{email}",
+            web::get().to(admin::get_subscriber),
+        )
+        .route("/admin/api/stats", web::get().to(admin::get_stats))
+        .route("/admin/api/openapi.json", web::get().to(admin::openapi))
+        .route("/admin", web::get().to(dashboard::redirect))
+        .route("/admin/", web::get().to(dashboard::page))
+        .route("/admin/login", web::post().to(dashboard::login))
+        .route("/admin/logout", web::post().to(dashboard::logout))
+        .route(
+            "/admin/deliveries/{id}/retry",
+            web::post().to(dashboard::retry),
+        );
 }

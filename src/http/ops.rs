@@ -7,11 +7,15 @@ use crate::db::{jobs, now_ms};
 use crate::startup::AppState;
 
 /// `GET /healthz`: 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "the process runs")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// `GET /readyz`: 200 when the database answers, else 503.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "the database answers"), (status = 503, description = "it does not")))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     use diesel::connection::SimpleConnection;
     match state
@@ -30,6 +34,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let now = now_ms();
     let queue = state

@@ -87,6 +87,12 @@ fn raw_headers(request: &HttpRequest) -> Vec<(&str, &[u8])> {
 }
 
 /// `POST /webhooks/esp`: an ESP event, through the configured adapter.
+#[utoipa::path(post, path = "/webhooks/esp", tag = "webhooks",
+    description = "An ESP's webhook, read by the ESP_ADAPTER (custom: the JSON subscribe / update / unsubscribe of SparkLoop's custom integration). Credentials: `Authorization: Bearer <ESP_WEBHOOK_SECRET>` or `?token=`, or the ESP's own signature.",
+    request_body(content = Object, description = "the ESP's webhook body, as it sends it"),
+    responses((status = 200, description = "stored: {\"status\": \"stored\" | \"duplicate\" | \"ignored\" | \"unchanged\"}"),
+        (status = 400, description = "not an event the adapter can read"), (status = 401, description = "missing or wrong credentials"),
+        (status = 413, description = "over BRIDGE_MAX_BODY"), (status = 503, description = "not stored; retry (Retry-After)")))]
 pub async fn esp(
     request: HttpRequest,
     payload: web::Payload,
@@ -101,6 +107,8 @@ pub async fn esp(
 
 /// `GET /webhooks/esp`: 200, for ESPs that check a webhook URL with a GET before using it
 /// (Mailchimp's validator); nothing is read or stored.
+#[utoipa::path(get, path = "/webhooks/esp", tag = "webhooks",
+    responses((status = 200, description = "the URL exists (Mailchimp's validator)")))]
 pub async fn esp_ping() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
@@ -119,6 +127,10 @@ struct Platform<'a> {
 
 /// `POST /webhooks/sparkloop`: a SparkLoop callback, answered 200 with an empty body as SparkLoop
 /// asks.
+#[utoipa::path(post, path = "/webhooks/sparkloop", tag = "webhooks",
+    description = "SparkLoop's callbacks (sync_subscriber, new_referral, reward_unlocked, reward_redeemed, partner events), with `SparkLoop-Token: <SPARKLOOP_WEBHOOK_TOKEN>`.",
+    request_body(content = Object, description = "SparkLoop's callback"),
+    responses((status = 200, description = "stored (empty body)"), (status = 400), (status = 401), (status = 413), (status = 503)))]
 pub async fn sparkloop(
     request: HttpRequest,
     payload: web::Payload,
@@ -144,6 +156,10 @@ pub async fn sparkloop(
 }
 
 /// `POST /webhooks/referralloop`: a ReferralLoop webhook, signed with `X-Webhook-Signature`.
+#[utoipa::path(post, path = "/webhooks/referralloop", tag = "webhooks",
+    description = "ReferralLoop's signup.created / position_changed / deleted, with `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the body with REFERRALLOOP_WEBHOOK_SECRET>`.",
+    request_body(content = Object, description = "ReferralLoop's webhook"),
+    responses((status = 200, description = "stored: {\"status\": ...}"), (status = 400), (status = 401), (status = 413), (status = 503)))]
 pub async fn referralloop(
     request: HttpRequest,
     payload: web::Payload,
@@ -168,6 +184,10 @@ pub async fn referralloop(
 }
 
 /// `POST /webhooks/loyaltysurf`: a LoyaltySurf webhook, signed with `LoyaltySurf-Signature`.
+#[utoipa::path(post, path = "/webhooks/loyaltysurf", tag = "webhooks",
+    description = "LoyaltySurf's five events, with `LoyaltySurf-Signature: ts=<unix ms>,v=<hex HMAC-SHA256 of \"ts.body\" with LOYALTYSURF_WEBHOOK_SECRET>`, ts within LOYALTYSURF_SIGNATURE_TOLERANCE.",
+    request_body(content = Object, description = "LoyaltySurf's webhook"),
+    responses((status = 200, description = "stored: {\"status\": ...}"), (status = 400), (status = 401), (status = 413), (status = 503)))]
 pub async fn loyaltysurf(
     request: HttpRequest,
     payload: web::Payload,

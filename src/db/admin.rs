@@ -1,0 +1,300 @@
+//! What the operator's views read and change: deliveries filtered and paged by id, cancelling
+//! and retrying them, a subscriber's timeline, and counts over a recent period.
+
+use diesel::prelude::*;
+
+use super::jobs::{self, JobStatus, JobView, OPEN, VIEW};
+use super::schema::{attempts, inbound_events, jobs as jobs_table, subscribers};
+use super::{DbConnection, StoreError};
+
+/// Which deliveries to list; every filter is optional.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// `waiting`, `pending`, `running`, `done` or `dead`; `open` for the first three.
+    pub status: Option<String>,
+    /// `sparkloop`, `esp`, ...
+    pub destination: Option<String>,
+    /// The subscriber's current address (normalised).
+    pub email: Option<String>,
+    /// Created at or after (unix ms).
+    pub since: Option<i64>,
+    /// Created before (unix ms).
+    pub until: Option<i64>,
+    /// Only ids below this one: the page after the one that ended with it.
+    pub before: Option<i64>,
+}
+
+/// Up to `limit` deliveries matching `filter`, newest first (keyset pagination on the id).
+pub fn list_deliveries(
+    conn: &mut DbConnection,
+    filter: &DeliveryFilter,
+    limit: i64,
+) -> Result<Vec<JobView>, StoreError> {
+    let mut query = jobs_table::table
+        .inner_join(subscribers::table)
+        .select(VIEW)
+        .order(jobs_table::id.desc())
+        .limit(limit)
+        .into_boxed();
+    match filter.status.as_deref() {
+        None => {}
+        Some("open") => query = query.filter(jobs_table::status.eq_any(OPEN)),
+        Some(status) => query = query.filter(jobs_table::status.eq(status.to_string())),
+    }
+    if let Some(destination) = &filter.destination {
+        query = query.filter(jobs_table::destination.eq(destination.clone()));
+    }
+    if let Some(email) = &filter.email {
+        query = query.filter(subscribers::email.eq(email.clone()));
+    }
+    if let Some(since) = filter.since {
+        query = query.filter(jobs_table::created_at.ge(since));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(jobs_table::created_at.lt(until));
+    }
+    if let Some(before) = filter.before {
+        query = query.filter(jobs_table::id.lt(before));
+    }
+    Ok(query.load(conn)?)
+}
+
+/// What became of a request to cancel a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelResult {
+    /// It is dead now (replayable), and its line moved on.
+    Cancelled,
+    /// No delivery has that id.
+    NotFound,
+    /// It is being sent or already finished: its status.
+    NotOpen(String),
+}
+
+/// Cancels a waiting or pending delivery: it becomes dead with the reason given, and the next in
+/// its subscriber's line (if it was the head) becomes due.
+pub fn cancel(
+    conn: &mut DbConnection,
+    id: i64,
+    now: i64,
+    reason: &str,
+) -> Result<CancelResult, StoreError> {
+    let found: Option<(i64, String)> = jobs_table::table
+        .find(id)
+        .select((jobs_table::subscriber_id, jobs_table::status))
+        .first(conn)
+        .optional()?;
+    let Some((subscriber_id, _)) = found else {
+        return Ok(CancelResult::NotFound);
+    };
+    jobs::lock_lines(conn, &[subscriber_id])?;
+    // Read again under the line's lock: a worker may have claimed it meanwhile.
+    let status: String = jobs_table::table
+        .find(id)
+        .select(jobs_table::status)
+        .first(conn)?;
+    if status != JobStatus::Waiting.as_str() && status != JobStatus::Pending.as_str() {
+        return Ok(CancelResult::NotOpen(status));
+    }
+    diesel::update(jobs_table::table.find(id))
+        .set((
+            jobs_table::status.eq(JobStatus::Dead.as_str()),
+            jobs_table::last_error.eq(Some(reason)),
+            jobs_table::finished_at.eq(Some(now)),
+        ))
+        .execute(conn)?;
+    jobs::promote_next(conn, &[subscriber_id], now)?;
+    Ok(CancelResult::Cancelled)
+}
+
+/// Queues the dead deliveries matching `destination` and the creation range again; returns
+/// how many.
+pub fn retry_dead_matching(
+    conn: &mut DbConnection,
+    destination: Option<&str>,
+    since: Option<i64>,
+    until: Option<i64>,
+    now: i64,
+) -> Result<usize, StoreError> {
+    let mut query = jobs_table::table
+        .filter(jobs_table::status.eq(JobStatus::Dead.as_str()))
+        .order(jobs_table::id.asc())
+        .select(jobs_table::id)
+        .into_boxed();
+    if let Some(destination) = destination {
+        query = query.filter(jobs_table::destination.eq(destination.to_string()));
+    }
+    if let Some(since) = since {
+        query = query.filter(jobs_table::created_at.ge(since));
+    }
+    if let Some(until) = until {
+        query = query.filter(jobs_table::created_at.lt(until));
+    }
+    let dead: Vec<i64> = query.load(conn)?;
+    for &id in &dead {
+        jobs::requeue(conn, id, now)?;
+    }
+    Ok(dead.len())
+}
+
+/// The subscriber with this (normalised) address.
+pub fn subscriber_by_email(
+    conn: &mut DbConnection,
+    email: &str,
+) -> Result<Option<super::subscribers::Subscriber>, StoreError> {
+    Ok(subscribers::table
+        .filter(subscribers::email.eq(email))
+        .select(super::subscribers::Subscriber::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// One thing that happened to a subscriber.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineEntry {
+    /// When (unix ms).
+    pub at: i64,
+    /// `inbound`, `job` or `attempt`.
+    pub kind: &'static str,
+    /// The inbound event's, job's or attempt's job id.
+    pub id: i64,
+    /// A one-line summary.
+    pub summary: String,
+}
+
+/// An attempt's job id, start, duration, status and error.
+type AttemptRow = (i64, i64, i64, Option<i32>, Option<String>);
+
+/// Everything that happened to subscriber `id`, oldest first: webhooks received about them, jobs
+/// queued for them and every attempt of those jobs (at most `limit` of each kind, the newest).
+pub fn timeline(
+    conn: &mut DbConnection,
+    id: i64,
+    limit: i64,
+) -> Result<Vec<TimelineEntry>, StoreError> {
+    let inbound: Vec<(i64, i64, String, String, String)> = inbound_events::table
+        .filter(inbound_events::subscriber_id.eq(id))
+        .order(inbound_events::id.desc())
+        .limit(limit)
+        .select((
+            inbound_events::id,
+            inbound_events::received_at,
+            inbound_events::source,
+            inbound_events::event_type,
+            inbound_events::outcome,
+        ))
+        .load(conn)?;
+    let jobs: Vec<(i64, i64, String, String, String)> = jobs_table::table
+        .filter(jobs_table::subscriber_id.eq(id))
+        .order(jobs_table::id.desc())
+        .limit(limit)
+        .select((
+            jobs_table::id,
+            jobs_table::created_at,
+            jobs_table::destination,
+            jobs_table::kind,
+            jobs_table::status,
+        ))
+        .load(conn)?;
+    let job_ids: Vec<i64> = jobs.iter().map(|j| j.0).collect();
+    let tries: Vec<AttemptRow> = attempts::table
+        .filter(attempts::job_id.eq_any(&job_ids))
+        .order(attempts::id.desc())
+        .limit(limit)
+        .select((
+            attempts::job_id,
+            attempts::started_at,
+            attempts::duration_ms,
+            attempts::status_code,
+            attempts::error,
+        ))
+        .load(conn)?;
+    let mut entries: Vec<TimelineEntry> = Vec::new();
+    entries.extend(
+        inbound
+            .into_iter()
+            .map(|(id, at, source, event_type, outcome)| TimelineEntry {
+                at,
+                kind: "inbound",
+                id,
+                summary: format!("{source} {event_type}: {outcome}"),
+            }),
+    );
+    entries.extend(
+        jobs.into_iter()
+            .map(|(id, at, destination, kind, status)| TimelineEntry {
+                at,
+                kind: "job",
+                id,
+                summary: format!("{kind} to {destination}: {status}"),
+            }),
+    );
+    entries.extend(
+        tries
+            .into_iter()
+            .map(|(job, at, ms, status, error)| TimelineEntry {
+                at,
+                kind: "attempt",
+                id: job,
+                summary: match (status, error) {
+                    (Some(status), None) => format!("job {job}: HTTP {status} in {ms} ms"),
+                    (Some(status), Some(error)) => {
+                        format!("job {job}: HTTP {status} in {ms} ms: {error}")
+                    }
+                    (None, error) => {
+                        format!("job {job}: no answer: {}", error.unwrap_or_default())
+                    }
+                },
+            }),
+    );
+    // Same instant: the webhook, then the job it queued, then its attempt.
+    let rank = |kind: &str| match kind {
+        "inbound" => 0,
+        "job" => 1,
+        _ => 2,
+    };
+    entries.sort_by_key(|e| (e.at, rank(e.kind), e.id));
+    Ok(entries)
+}
+
+/// Counts over a period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Webhooks received (every endpoint, duplicates included).
+    pub received: i64,
+    /// Deliveries finished done.
+    pub delivered: i64,
+    /// Deliveries that died.
+    pub dead: i64,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Attempts answered 2xx.
+    pub attempts_ok: i64,
+}
+
+/// What happened since `since` (unix ms).
+pub fn counts_since(conn: &mut DbConnection, since: i64) -> Result<Counts, StoreError> {
+    let count_finished = |conn: &mut DbConnection, status: JobStatus| {
+        jobs_table::table
+            .filter(jobs_table::status.eq(status.as_str()))
+            .filter(jobs_table::finished_at.ge(since))
+            .count()
+            .get_result::<i64>(conn)
+    };
+    Ok(Counts {
+        received: inbound_events::table
+            .filter(inbound_events::received_at.ge(since))
+            .count()
+            .get_result(conn)?,
+        delivered: count_finished(conn, JobStatus::Done)?,
+        dead: count_finished(conn, JobStatus::Dead)?,
+        attempts: attempts::table
+            .filter(attempts::started_at.ge(since))
+            .count()
+            .get_result(conn)?,
+        attempts_ok: attempts::table
+            .filter(attempts::started_at.ge(since))
+            .filter(attempts::status_code.between(200, 299))
+            .count()
+            .get_result(conn)?,
+    })
+}
