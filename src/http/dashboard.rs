@@ -59,7 +59,7 @@ header h1 { font-size: 1.05rem; margin: 0; letter-spacing: .01em; }
 main { max-width: 1100px; margin: 0 auto; padding: 1.2rem; display: grid; gap: 1.2rem; }
 section { background: var(--card); border: 1px solid var(--line); border-radius: 12px; padding: 1rem 1.2rem; }
 h2 { font-size: .95rem; margin: 0 0 .8rem; color: var(--muted); text-transform: uppercase; letter-spacing: .06em; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(160px, 1fr)); gap: .8rem; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(140px, 1fr)); gap: .8rem; }
 .card { border: 1px solid var(--line); border-radius: 10px; padding: .7rem .9rem; }
 .card .n { font-size: 1.6rem; font-weight: 650; }
 .card .l { color: var(--muted); font-size: .85rem; }

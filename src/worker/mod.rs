@@ -536,9 +536,18 @@ impl Worker {
                         now,
                         error.clone(),
                     ),
-                    WriteVerdict::Failed => Outcome::Dead {
-                        error: format!("{error}: refused, not retried"),
-                    },
+                    WriteVerdict::Failed => {
+                        // The peer's own reason is what the operator needs to fix it.
+                        let said = outbound::error_text(&answer.body);
+                        let said = said.trim();
+                        Outcome::Dead {
+                            error: if said.is_empty() {
+                                format!("{error}: refused, not retried")
+                            } else {
+                                format!("{error}: {said} (refused, not retried)")
+                            },
+                        }
+                    }
                 };
                 let error = (outcome != Outcome::Done).then_some(error);
                 (

@@ -6,6 +6,7 @@ mod admin;
 mod brevo;
 mod callbacks;
 mod configuration;
+mod dashboard;
 mod delivery;
 mod esp_webhooks;
 mod helpers;
