@@ -6,6 +6,7 @@
 //! The service owns transport and storage; an adapter only sees raw bytes and headers, so it can
 //! be tested with the vendors' own payloads and nothing else.
 
+pub mod beehiiv;
 pub mod brevo;
 pub mod custom;
 mod email;
@@ -215,7 +216,14 @@ pub trait EspAdapter: InboundEsp + outbound::OutboundEsp {}
 impl<T: InboundEsp + outbound::OutboundEsp> EspAdapter for T {}
 
 /// The names `ESP_ADAPTER` accepts.
-pub const KNOWN_ESP_ADAPTERS: &[&str] = &["custom", "mailchimp", "kit", "mailerlite", "brevo"];
+pub const KNOWN_ESP_ADAPTERS: &[&str] = &[
+    "custom",
+    "mailchimp",
+    "kit",
+    "mailerlite",
+    "brevo",
+    "beehiiv",
+];
 
 /// The `ESP_RATE_LIMIT` an adapter uses unless told otherwise.
 pub fn default_rate_limit(adapter: &str) -> &'static str {
@@ -227,6 +235,8 @@ pub fn default_rate_limit(adapter: &str) -> &'static str {
         "brevo" => "10/1s",
         // MailerLite: 120 requests a minute per account; Kit: 120 per rolling minute per key.
         "mailerlite" | "kit" => "120/60s",
+        // beehiiv: 180 requests a minute per organisation.
+        "beehiiv" => "180/60s",
         _ => "10/1s",
     }
 }
@@ -240,6 +250,7 @@ pub fn esp_adapter(name: &str, config: outbound::EspConfig) -> Option<Box<dyn Es
         "brevo" => Some(Box::new(brevo::Brevo::new(config))),
         "mailerlite" => Some(Box::new(mailerlite::MailerLite::new(config))),
         "kit" => Some(Box::new(kit::Kit::new(config))),
+        "beehiiv" => Some(Box::new(beehiiv::Beehiiv::new(config))),
         _ => None,
     }
 }

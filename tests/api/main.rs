@@ -3,6 +3,7 @@
 //! server, and the ESP's requests carry the seed's payloads.
 
 mod admin;
+mod beehiiv;
 mod brevo;
 mod callbacks;
 mod configuration;
