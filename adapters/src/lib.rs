@@ -6,6 +6,7 @@
 //! The service owns transport and storage; an adapter only sees raw bytes and headers, so it can
 //! be tested with the vendors' own payloads and nothing else.
 
+pub mod activecampaign;
 pub mod beehiiv;
 pub mod brevo;
 pub mod custom;
@@ -223,6 +224,7 @@ pub const KNOWN_ESP_ADAPTERS: &[&str] = &[
     "mailerlite",
     "brevo",
     "beehiiv",
+    "activecampaign",
 ];
 
 /// The `ESP_RATE_LIMIT` an adapter uses unless told otherwise.
@@ -237,6 +239,8 @@ pub fn default_rate_limit(adapter: &str) -> &'static str {
         "mailerlite" | "kit" => "120/60s",
         // beehiiv: 180 requests a minute per organisation.
         "beehiiv" => "180/60s",
+        // ActiveCampaign: 5 requests a second per account.
+        "activecampaign" => "5/1s",
         _ => "10/1s",
     }
 }
@@ -251,6 +255,7 @@ pub fn esp_adapter(name: &str, config: outbound::EspConfig) -> Option<Box<dyn Es
         "mailerlite" => Some(Box::new(mailerlite::MailerLite::new(config))),
         "kit" => Some(Box::new(kit::Kit::new(config))),
         "beehiiv" => Some(Box::new(beehiiv::Beehiiv::new(config))),
+        "activecampaign" => Some(Box::new(activecampaign::ActiveCampaign::new(config))),
         _ => None,
     }
 }

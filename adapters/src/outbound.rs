@@ -155,6 +155,18 @@ pub trait OutboundEsp: Send + Sync {
     fn create_field(&self, _name: &str, _numeric: bool) -> Option<OutboundRequest> {
         None
     }
+
+    /// Whether writes address fields by the ESP's own ids (ActiveCampaign), which must be
+    /// (re)learned first: the caller then sends [`OutboundEsp::list_fields`] and hands the
+    /// answer to [`OutboundEsp::learn_fields`]. `false` (the default): fields go by name.
+    fn needs_field_ids(&self) -> bool {
+        false
+    }
+
+    /// Keeps the field ids in an answer to [`OutboundEsp::list_fields`].
+    fn learn_fields(&self, _answer: &Answer<'_>) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The error message in an ESP's answer, for the operator: `detail`, `message`, `errors`...

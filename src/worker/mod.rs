@@ -756,6 +756,9 @@ impl Worker {
             .map_err(|e| SendError(format!("cannot read the subscriber: {e}")))?
             .ok_or_else(|| SendError(format!("subscriber {id} is not in the database")))?;
         let values = self.settings.esp.fields.values(&state);
+        if self.esp.needs_field_ids() {
+            self.learn_field_ids().await?;
+        }
         let mut esp_id = subscribers::esp_id_value(state.esp_id.as_deref());
         if esp_id.is_none() {
             if let Some(lookup) = self.esp.id_lookup(&state.email) {
@@ -791,6 +794,31 @@ impl Worker {
             call = call.header(name, value);
         }
         Ok(call)
+    }
+
+    /// Reads the ESP's field ids (ActiveCampaign's writes go by id), paced like any call.
+    async fn learn_field_ids(&self) -> Result<(), SendError> {
+        let Some(list) = self.esp.list_fields() else {
+            return Ok(());
+        };
+        self.esp_pace.acquire().await;
+        let response = self.outbound(list)?.send().await.map_err(|e| {
+            SendError(format!(
+                "listing the ESP's fields: {}",
+                describe_send_error(&e)
+            ))
+        })?;
+        let answer = Answer::read_up_to(response, LOOKUP_BODY_BYTES).await;
+        if answer.status == 429 {
+            self.esp_pace.pause(answer.retry_after);
+        }
+        self.esp
+            .learn_fields(&outbound::Answer {
+                status: answer.status,
+                retry_after: answer.retry_after,
+                body: &answer.body,
+            })
+            .map_err(SendError)
     }
 
     /// Finds the ESP's id of a subscriber with the adapter's `lookup` call (paced like any

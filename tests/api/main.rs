@@ -2,6 +2,7 @@
 //! fresh Postgres database per test when TEST_DATABASE_URL is set), SparkLoop is a wiremock
 //! server, and the ESP's requests carry the seed's payloads.
 
+mod activecampaign;
 mod admin;
 mod beehiiv;
 mod brevo;
