@@ -266,6 +266,8 @@ pub struct EspSettings {
     pub signing_secret: Option<Secret>,
     /// `ESP_LIST_ID` (Mailchimp: the audience).
     pub list_id: Option<String>,
+    /// `ESP_WRITE_TO` (Ghost): `note`, `labels` or both.
+    pub write_to: Option<String>,
     /// `ESP_RATE_LIMIT`: field writes are paced to it.
     pub rate_limit: RateLimit,
     /// `ESP_FIELD_*`: the fields written and their names.
@@ -283,6 +285,7 @@ impl EspSettings {
             api_key: self.api_key.as_ref().map(|s| s.expose().to_string()),
             signing_secret: self.signing_secret.as_ref().map(|s| s.expose().to_string()),
             list_id: self.list_id.clone(),
+            write_to: self.write_to.clone(),
         }
     }
 }
@@ -379,6 +382,7 @@ struct Raw {
     esp_api_key: Option<String>,
     esp_signing_secret: Option<String>,
     esp_list_id: Option<String>,
+    esp_write_to: Option<String>,
     esp_rate_limit: Option<String>,
     esp_write_delay: Option<String>,
     esp_field_subid: Option<String>,
@@ -663,6 +667,23 @@ impl Settings {
             api_key: secret(raw.esp_api_key.clone()),
             signing_secret: secret(raw.esp_signing_secret.clone()),
             list_id: non_empty(raw.esp_list_id.clone()),
+            write_to: match non_empty(raw.esp_write_to.clone()) {
+                None => None,
+                Some(places) => {
+                    let wanted: Vec<String> = places
+                        .split(',')
+                        .map(|p| p.trim().to_lowercase())
+                        .filter(|p| !p.is_empty())
+                        .collect();
+                    if wanted.is_empty() || wanted.iter().any(|p| p != "note" && p != "labels") {
+                        return Err(invalid(
+                            "ESP_WRITE_TO",
+                            format!("`{places}`: expected note, labels, or note,labels"),
+                        ));
+                    }
+                    Some(wanted.join(","))
+                }
+            },
             rate_limit: RateLimit::parse(
                 non_empty(raw.esp_rate_limit.clone())
                     .as_deref()
@@ -900,6 +921,7 @@ mod tests {
             (vec![("BRIDGE_LISTEN", "localhost")], "BRIDGE_LISTEN"),
             (vec![("BRIDGE_WORKERS", "0")], "BRIDGE_WORKERS"),
             (vec![("BRIDGE_PLATFORM", "viral_loops")], "BRIDGE_PLATFORM"),
+            (vec![("ESP_WRITE_TO", "note,tags")], "ESP_WRITE_TO"),
             (
                 vec![("BRIDGE_PLATFORM", "loyaltysurf")],
                 "LOYALTYSURF_CAMPAIGN_ID",

@@ -313,6 +313,7 @@ mod tests {
             api_key: Some("ac-token".into()),
             signing_secret: None,
             list_id: None,
+            write_to: None,
         });
         assert!(esp.needs_field_ids());
         let fields = r#"{"fields": [{"id": "8", "title": "Referral code", "perstag": "RH_CODE"},

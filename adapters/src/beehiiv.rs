@@ -226,6 +226,7 @@ mod tests {
             api_key: Some("bh-key".into()),
             signing_secret: None,
             list_id: Some("pub_1".into()),
+            write_to: None,
         }
     }
 

@@ -293,6 +293,7 @@ mod tests {
             api_key: Some("k3y".into()),
             signing_secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
             list_id: None,
+            write_to: None,
         });
         let id = json!(123);
         let fields = vec![

@@ -11,6 +11,7 @@ pub mod beehiiv;
 pub mod brevo;
 pub mod custom;
 mod email;
+pub mod ghost;
 pub mod kit;
 pub mod loyaltysurf;
 pub mod mailchimp;
@@ -225,6 +226,7 @@ pub const KNOWN_ESP_ADAPTERS: &[&str] = &[
     "brevo",
     "beehiiv",
     "activecampaign",
+    "ghost",
 ];
 
 /// The `ESP_RATE_LIMIT` an adapter uses unless told otherwise.
@@ -256,6 +258,7 @@ pub fn esp_adapter(name: &str, config: outbound::EspConfig) -> Option<Box<dyn Es
         "kit" => Some(Box::new(kit::Kit::new(config))),
         "beehiiv" => Some(Box::new(beehiiv::Beehiiv::new(config))),
         "activecampaign" => Some(Box::new(activecampaign::ActiveCampaign::new(config))),
+        "ghost" => Some(Box::new(ghost::Ghost::new(config))),
         _ => None,
     }
 }

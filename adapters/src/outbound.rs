@@ -15,8 +15,11 @@ pub struct EspConfig {
     pub api_key: Option<String>,
     /// `ESP_SIGNING_SECRET` (`custom`): sign requests with Standard Webhooks headers.
     pub signing_secret: Option<String>,
-    /// `ESP_LIST_ID` (Mailchimp): the audience whose members are written.
+    /// `ESP_LIST_ID` (Mailchimp: the audience; beehiiv: the publication).
     pub list_id: Option<String>,
+    /// `ESP_WRITE_TO` (Ghost, which has no custom fields): where the referral data goes,
+    /// `note`, `labels` or both, comma-separated.
+    pub write_to: Option<String>,
 }
 
 /// One subscriber's fields to write, already named and valued as configured.
@@ -167,6 +170,34 @@ pub trait OutboundEsp: Send + Sync {
     fn learn_fields(&self, _answer: &Answer<'_>) -> Result<(), String> {
         Ok(())
     }
+
+    /// For an ESP whose write must be merged with what the contact holds (Ghost's note and
+    /// labels, which a write replaces): the call that reads the contact `email` first. `None`
+    /// (the default): writes need no read.
+    fn read_before_write(&self, _email: &str) -> Option<OutboundRequest> {
+        None
+    }
+
+    /// The write of `update` merged with `current`, the answer to
+    /// [`OutboundEsp::read_before_write`]: `Err(NotThereYet)` when the ESP has no such contact
+    /// (yet), `Err(Failed(reason))` when the merge cannot be written.
+    fn merged_update(
+        &self,
+        update: &FieldUpdate<'_>,
+        message: &MessageId,
+        _current: &Answer<'_>,
+    ) -> Result<OutboundRequest, MergeError> {
+        Ok(self.field_update(update, message))
+    }
+}
+
+/// Why a merged write cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeError {
+    /// The ESP has no such contact yet: try again later.
+    NotThereYet,
+    /// The read failed (its status), or the merged contact would be refused: the reason.
+    Failed(String),
 }
 
 /// The error message in an ESP's answer, for the operator: `detail`, `message`, `errors`...

@@ -759,6 +759,9 @@ impl Worker {
         if self.esp.needs_field_ids() {
             self.learn_field_ids().await?;
         }
+        if let Some(read) = self.esp.read_before_write(&state.email) {
+            return self.merged_write(job, &state, &values, read).await;
+        }
         let mut esp_id = subscribers::esp_id_value(state.esp_id.as_deref());
         if esp_id.is_none() {
             if let Some(lookup) = self.esp.id_lookup(&state.email) {
@@ -794,6 +797,49 @@ impl Worker {
             call = call.header(name, value);
         }
         Ok(call)
+    }
+
+    /// Reads the contact (paced like any call), then makes the write that merges the fields
+    /// into what it holds; no contact yet, or a failed read, leaves the job to be tried again.
+    async fn merged_write(
+        &self,
+        job: &ClaimedJob,
+        state: &subscribers::ReferralState,
+        values: &[(String, serde_json::Value)],
+        read: outbound::OutboundRequest,
+    ) -> Result<reqwest::RequestBuilder, SendError> {
+        self.esp_pace.acquire().await;
+        let response =
+            self.outbound(read)?.send().await.map_err(|e| {
+                SendError(format!("reading the contact: {}", describe_send_error(&e)))
+            })?;
+        let answer = Answer::read_up_to(response, LOOKUP_BODY_BYTES).await;
+        if answer.status == 429 {
+            self.esp_pace.pause(answer.retry_after);
+        }
+        let esp_id = subscribers::esp_id_value(state.esp_id.as_deref());
+        let update = FieldUpdate {
+            email: &state.email,
+            esp_id: esp_id.as_ref(),
+            fields: values,
+        };
+        let digest = Sha256::digest(format!("{update:?}").as_bytes());
+        let message = MessageId {
+            id: format!("msg_{}_{}", job.id, &hex::encode(digest)[..16]),
+            timestamp: now_ms() / 1000,
+        };
+        let current = outbound::Answer {
+            status: answer.status,
+            retry_after: answer.retry_after,
+            body: &answer.body,
+        };
+        match self.esp.merged_update(&update, &message, &current) {
+            Ok(request) => self.outbound(request),
+            Err(outbound::MergeError::NotThereYet) => Err(SendError(
+                "the ESP has no contact with this address yet".into(),
+            )),
+            Err(outbound::MergeError::Failed(reason)) => Err(SendError(reason)),
+        }
     }
 
     /// Reads the ESP's field ids (ActiveCampaign's writes go by id), paced like any call.

@@ -11,6 +11,7 @@ mod configuration;
 mod dashboard;
 mod delivery;
 mod esp_webhooks;
+mod ghost;
 mod helpers;
 mod import;
 mod kit;
