@@ -268,7 +268,9 @@ pub struct EspSettings {
     pub list_id: Option<String>,
     /// `ESP_WRITE_TO` (Ghost): `note`, `labels` or both.
     pub write_to: Option<String>,
-    /// `ESP_RATE_LIMIT`: field writes are paced to it.
+    /// `ESP_RATE_LIMIT`: field writes are paced to all of these at once (`75/1s,750/60s`).
+    pub rate_limits: Vec<RateLimit>,
+    /// Of [`EspSettings::rate_limits`], the one that binds over a long backlog.
     pub rate_limit: RateLimit,
     /// `ESP_FIELD_*`: the fields written and their names.
     pub fields: crate::fields::FieldMap,
@@ -658,6 +660,12 @@ impl Settings {
             ));
         }
         let default_rate = referral_bridge_adapters::default_rate_limit(&adapter);
+        let esp_limits = RateLimit::parse_all(
+            non_empty(raw.esp_rate_limit.clone())
+                .as_deref()
+                .unwrap_or(default_rate),
+        )
+        .map_err(|reason| invalid("ESP_RATE_LIMIT", reason))?;
         let esp = EspSettings {
             adapter,
             webhook_secret: secret(raw.esp_webhook_secret),
@@ -684,12 +692,8 @@ impl Settings {
                     Some(wanted.join(","))
                 }
             },
-            rate_limit: RateLimit::parse(
-                non_empty(raw.esp_rate_limit.clone())
-                    .as_deref()
-                    .unwrap_or(default_rate),
-            )
-            .map_err(|reason| invalid("ESP_RATE_LIMIT", reason))?,
+            rate_limit: RateLimit::slowest(&esp_limits).expect("at least one limit"),
+            rate_limits: esp_limits,
             fields,
             write_delay: duration("ESP_WRITE_DELAY", raw.esp_write_delay.clone(), "1s")?,
         };

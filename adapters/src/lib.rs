@@ -13,6 +13,7 @@ pub mod custom;
 mod email;
 pub mod ghost;
 pub mod kit;
+pub mod klaviyo;
 pub mod loyaltysurf;
 pub mod mailchimp;
 pub mod mailerlite;
@@ -227,9 +228,11 @@ pub const KNOWN_ESP_ADAPTERS: &[&str] = &[
     "beehiiv",
     "activecampaign",
     "ghost",
+    "klaviyo",
 ];
 
-/// The `ESP_RATE_LIMIT` an adapter uses unless told otherwise.
+/// The `ESP_RATE_LIMIT` an adapter uses unless told otherwise (several limits, comma-separated,
+/// all hold).
 pub fn default_rate_limit(adapter: &str) -> &'static str {
     match adapter {
         // Mailchimp limits connections (10 at once), not a rate; 10 calls a second keeps well
@@ -243,6 +246,8 @@ pub fn default_rate_limit(adapter: &str) -> &'static str {
         "beehiiv" => "180/60s",
         // ActiveCampaign: 5 requests a second per account.
         "activecampaign" => "5/1s",
+        // Klaviyo's profile endpoints: 75 a second in a burst, 750 a minute steady.
+        "klaviyo" => "75/1s,750/60s",
         _ => "10/1s",
     }
 }
@@ -259,6 +264,7 @@ pub fn esp_adapter(name: &str, config: outbound::EspConfig) -> Option<Box<dyn Es
         "beehiiv" => Some(Box::new(beehiiv::Beehiiv::new(config))),
         "activecampaign" => Some(Box::new(activecampaign::ActiveCampaign::new(config))),
         "ghost" => Some(Box::new(ghost::Ghost::new(config))),
+        "klaviyo" => Some(Box::new(klaviyo::Klaviyo::new(config))),
         _ => None,
     }
 }

@@ -102,7 +102,7 @@ impl Worker {
             },
         );
         Ok(Worker {
-            esp_pace: SlidingWindow::new(settings.esp.rate_limit),
+            esp_pace: SlidingWindow::with_limits(&settings.esp.rate_limits),
             esp_connections: esp.max_connections().map(Semaphore::new),
             upstream: settings.upstream_destination(),
             upstream_pace: Some(settings.upstream_limits())

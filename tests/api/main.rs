@@ -15,6 +15,7 @@ mod ghost;
 mod helpers;
 mod import;
 mod kit;
+mod klaviyo;
 mod loyaltysurf;
 mod mailchimp;
 mod mailerlite;
