@@ -268,6 +268,8 @@ pub struct EspSettings {
     pub list_id: Option<String>,
     /// `ESP_WRITE_TO` (Ghost): `note`, `labels` or both.
     pub write_to: Option<String>,
+    /// `ESP_POLL_INTERVAL` (listmonk): how often the ESP is read for changes.
+    pub poll_interval: Duration,
     /// `ESP_RATE_LIMIT`: field writes are paced to all of these at once (`75/1s,750/60s`).
     pub rate_limits: Vec<RateLimit>,
     /// Of [`EspSettings::rate_limits`], the one that binds over a long backlog.
@@ -385,6 +387,7 @@ struct Raw {
     esp_signing_secret: Option<String>,
     esp_list_id: Option<String>,
     esp_write_to: Option<String>,
+    esp_poll_interval: Option<String>,
     esp_rate_limit: Option<String>,
     esp_write_delay: Option<String>,
     esp_field_subid: Option<String>,
@@ -692,6 +695,7 @@ impl Settings {
                     Some(wanted.join(","))
                 }
             },
+            poll_interval: duration("ESP_POLL_INTERVAL", raw.esp_poll_interval.clone(), "1m")?,
             rate_limit: RateLimit::slowest(&esp_limits).expect("at least one limit"),
             rate_limits: esp_limits,
             fields,

@@ -12,6 +12,7 @@ pub mod import;
 pub mod ingest;
 pub mod metrics;
 pub mod pace;
+pub mod poll;
 pub mod provision;
 pub mod registration;
 pub mod sparkloop;

@@ -63,6 +63,8 @@ pub struct Application {
     port: u16,
     server: Server,
     worker: Worker,
+    /// Reads an ESP that posts no webhooks (listmonk).
+    poller: Option<crate::poll::Poller>,
     shutdown: CancellationToken,
 }
 
@@ -127,6 +129,21 @@ impl Application {
             write_delay: settings.esp.write_delay,
         };
         let callbacks = crate::callbacks::start(db.clone(), rules, writers, 4096);
+        let poller = match (esp.poll_request(None), esp.outbound_problem()) {
+            (None, _) => None,
+            (Some(_), Some(problem)) => {
+                log::warn!("{problem}; {} is not polled until then", esp.name());
+                None
+            }
+            (Some(_), None) => Some(crate::poll::Poller::new(
+                db.clone(),
+                esp.clone(),
+                ingest.clone(),
+                wake.clone(),
+                settings.esp.poll_interval,
+                settings.worker.request_timeout,
+            )?),
+        };
         let state = web::Data::new(AppState {
             db,
             ingest,
@@ -154,6 +171,7 @@ impl Application {
             port,
             server,
             worker,
+            poller,
             shutdown: CancellationToken::new(),
         })
     }
@@ -174,12 +192,14 @@ impl Application {
         let Application {
             server,
             worker,
+            poller,
             shutdown,
             ..
         } = self;
         let handle = server.handle();
         let mut server = tokio::spawn(server);
         let worker = tokio::spawn(worker.run(shutdown.clone()));
+        let poller = poller.map(|poller| tokio::spawn(poller.run(shutdown.clone())));
         let served = tokio::select! {
             _ = termination() => {
                 log::info!("shutting down: no new requests; finishing deliveries in flight");
@@ -195,6 +215,9 @@ impl Application {
             None => server.await,
         };
         worker.await.context("the worker panicked")?;
+        if let Some(poller) = poller {
+            poller.await.context("the poller panicked")?;
+        }
         served
             .context("the HTTP server panicked")?
             .context("the HTTP server failed")?;

@@ -14,11 +14,13 @@ mod email;
 pub mod ghost;
 pub mod kit;
 pub mod klaviyo;
+pub mod listmonk;
 pub mod loyaltysurf;
 pub mod mailchimp;
 pub mod mailerlite;
 pub mod outbound;
 pub mod platform;
+pub mod poll;
 pub mod referralloop;
 mod secret;
 pub mod sparkloop;
@@ -211,6 +213,25 @@ pub trait InboundEsp: Send + Sync {
 
     /// Reads a verified request's body into the events it carries.
     fn parse(&self, request: &InboundRequest<'_>) -> Result<Vec<EspEvent>, ParseError>;
+
+    /// For an ESP that posts no webhooks (listmonk): the call that reads the subscribers changed
+    /// after the checkpoint `since` (the last change's timestamp as the ESP wrote it, and the
+    /// last id at that timestamp; `None`: from the beginning), oldest change first. `None` (the
+    /// default): the ESP posts webhooks.
+    fn poll_request(&self, _since: Option<(&str, i64)>) -> Option<outbound::OutboundRequest> {
+        None
+    }
+
+    /// The subscribers in a 2xx answer to [`InboundEsp::poll_request`], oldest change first.
+    fn read_poll(&self, _body: &str) -> Result<Vec<poll::Polled>, String> {
+        Ok(Vec::new())
+    }
+
+    /// How many subscribers a full page of [`InboundEsp::poll_request`] holds: a full page is
+    /// followed at once by the next.
+    fn poll_page_size(&self) -> usize {
+        100
+    }
 }
 
 /// A whole ESP integration: webhooks in, field writes out.
@@ -229,6 +250,7 @@ pub const KNOWN_ESP_ADAPTERS: &[&str] = &[
     "activecampaign",
     "ghost",
     "klaviyo",
+    "listmonk",
 ];
 
 /// The `ESP_RATE_LIMIT` an adapter uses unless told otherwise (several limits, comma-separated,
@@ -265,6 +287,7 @@ pub fn esp_adapter(name: &str, config: outbound::EspConfig) -> Option<Box<dyn Es
         "activecampaign" => Some(Box::new(activecampaign::ActiveCampaign::new(config))),
         "ghost" => Some(Box::new(ghost::Ghost::new(config))),
         "klaviyo" => Some(Box::new(klaviyo::Klaviyo::new(config))),
+        "listmonk" => Some(Box::new(listmonk::Listmonk::new(config))),
         _ => None,
     }
 }

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod batch;
 pub mod inbox;
 pub mod jobs;
+pub mod poll;
 pub mod redemptions;
 pub mod schema;
 pub mod subscribers;

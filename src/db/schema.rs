@@ -30,6 +30,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// How far a polled ESP has been read.
+    poll_checkpoints (source) {
+        source -> Text,
+        position -> Text,
+        last_id -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
     /// Rewards redeemed, kept for the operator.
     redemptions (id) {
         id -> BigInt,

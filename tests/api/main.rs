@@ -16,6 +16,7 @@ mod helpers;
 mod import;
 mod kit;
 mod klaviyo;
+mod listmonk;
 mod loyaltysurf;
 mod mailchimp;
 mod mailerlite;

@@ -390,3 +390,38 @@ async fn klaviyo_profile_imports_and_patches_are_valid_for_klaviyos_own_spec() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn listmonk_polls_and_merged_writes_are_valid_for_listmonks_own_spec() {
+    let Some(prism) = Prism::start(
+        "prism::listmonk_polls_and_merged_writes_are_valid_for_listmonks_own_spec",
+        "listmonk_collections.yaml",
+    ) else {
+        return;
+    };
+    let app = TestApp::spawn_with(
+        &[
+            ("ESP_ADAPTER", "listmonk"),
+            ("ESP_API_URL", &prism.url),
+            ("ESP_API_KEY", "bridge:tok"),
+            ("ESP_POLL_INTERVAL", "1h"),
+            ("ESP_WRITE_DELAY", "10ms"),
+        ],
+        None,
+    )
+    .await;
+    // The spec has no PATCH (listmonk before 6.1): the subscriber is read, merged and PUT,
+    // and Prism answers 200 only to a PUT its spec accepts.
+    assert_eq!(write_through(&app, "john@example.com").await.0, "done");
+    let answered = |code: i64| {
+        app.db.count(&format!(
+            "SELECT COUNT(*) AS n FROM attempts WHERE status_code = {code}"
+        ))
+    };
+    assert_eq!(
+        (answered(405), answered(200)),
+        (1, 1),
+        "PATCH refused, PUT taken"
+    );
+    app.stop().await;
+}

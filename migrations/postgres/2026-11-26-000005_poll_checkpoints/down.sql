@@ -1,0 +1,2 @@
+DROP INDEX subscribers_by_esp_id;
+DROP TABLE poll_checkpoints;
