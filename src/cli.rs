@@ -267,7 +267,7 @@ async fn provision_fields(settings: &Settings) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!(e))?;
     let Some(report) = report else {
         println!(
-            "the {} ESP has no field schema: it takes the fields it is sent",
+            "the {} ESP has no field definitions: nothing to create (README: \"ESP adapters\")",
             settings.esp.adapter
         );
         return Ok(ExitCode::SUCCESS);

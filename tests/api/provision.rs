@@ -121,3 +121,134 @@ async fn check_names_the_missing_fields() {
         .count();
     assert_eq!(posts, 0);
 }
+
+/// Runs `esp provision-fields` for `adapter` against `server`, with the ESP's other variables.
+async fn provision(
+    adapter: &str,
+    server: &MockServer,
+    extra: &[(&str, String)],
+) -> (bool, String, String) {
+    let db = TestDb::new();
+    let mut vars: HashMap<String, String> = [
+        ("DATABASE_URL", db.url.clone()),
+        ("ESP_ADAPTER", adapter.to_string()),
+        ("RUST_LOG", "warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.clone());
+    }
+    tokio::task::spawn_blocking(move || run_command(&["esp", "provision-fields"], &vars))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn beehiiv_and_activecampaign_fields_are_created_where_missing() {
+    let server = MockServer::start().await;
+    let beehiiv = "/bh/v2/publications/pub_1/custom_fields";
+    server
+        .register(Mock::given(method("GET")).and(path(beehiiv)).respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"data": [
+                {"id": "f1", "kind": "string", "display": "RH_CODE"},
+                {"id": "f2", "kind": "string", "display": "First Name"}]})),
+        ))
+        .await;
+    server
+        .register(
+            Mock::given(method("POST"))
+                .and(path(beehiiv))
+                .respond_with(ResponseTemplate::new(201).set_body_json(json!({"data": {}}))),
+        )
+        .await;
+    let (ok, stdout, stderr) = provision(
+        "beehiiv",
+        &server,
+        &[
+            ("ESP_API_URL", format!("{}/bh/v2", server.uri())),
+            ("ESP_API_KEY", "bh-key".into()),
+            ("ESP_LIST_ID", "pub_1".into()),
+        ],
+    )
+    .await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("RH_CODE") && stdout.contains("already there"),
+        "{stdout}"
+    );
+    let created: Vec<Value> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert!(created.contains(&json!({"kind": "integer", "display": "RH_TOTREF"})));
+    assert!(created.contains(&json!({"kind": "string", "display": "RH_REFLINK"})));
+    assert!(!created.iter().any(|c| c["display"] == "RH_CODE"));
+
+    let server = MockServer::start().await;
+    server
+        .register(
+            Mock::given(method("GET"))
+                .and(path("/ac/api/3/fields"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({"fields": [
+                {"id": "8", "title": "Referral code", "perstag": "RH_CODE"}]}))),
+        )
+        .await;
+    server
+        .register(
+            Mock::given(method("POST"))
+                .and(path("/ac/api/3/fields"))
+                .respond_with(
+                    ResponseTemplate::new(201).set_body_json(json!({"field": {"id": "9"}})),
+                ),
+        )
+        .await;
+    let (ok, stdout, stderr) = provision(
+        "activecampaign",
+        &server,
+        &[
+            ("ESP_API_URL", format!("{}/ac/api/3", server.uri())),
+            ("ESP_API_KEY", "ac-token".into()),
+        ],
+    )
+    .await;
+    assert!(ok, "{stdout}{stderr}");
+    let created: Vec<Value> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert!(
+        created.contains(&json!({"field": {"type": "text", "title": "RH_TOTREF",
+        "perstag": "RH_TOTREF", "visible": 1}}))
+    );
+    assert_eq!(
+        created.len(),
+        6,
+        "every configured field but RH_CODE: {created:?}"
+    );
+
+    // Ghost has nowhere to create fields, and says so.
+    let (ok, stdout, _) = provision(
+        "ghost",
+        &server,
+        &[
+            ("ESP_API_URL", server.uri()),
+            (
+                "ESP_API_KEY",
+                "6489ab5c7f8d2e0001a1b2c3:0123456789abcdef0123456789abcdef".into(),
+            ),
+        ],
+    )
+    .await;
+    assert!(ok);
+    assert!(stdout.contains("no field definitions"), "{stdout}");
+}
