@@ -122,12 +122,8 @@ async fn check_names_the_missing_fields() {
     assert_eq!(posts, 0);
 }
 
-/// Runs `esp provision-fields` for `adapter` against `server`, with the ESP's other variables.
-async fn provision(
-    adapter: &str,
-    server: &MockServer,
-    extra: &[(&str, String)],
-) -> (bool, String, String) {
+/// Runs `esp provision-fields` for `adapter` with the ESP's variables `extra`.
+async fn provision(adapter: &str, extra: &[(&str, String)]) -> (bool, String, String) {
     let db = TestDb::new();
     let mut vars: HashMap<String, String> = [
         ("DATABASE_URL", db.url.clone()),
@@ -165,7 +161,6 @@ async fn beehiiv_and_activecampaign_fields_are_created_where_missing() {
         .await;
     let (ok, stdout, stderr) = provision(
         "beehiiv",
-        &server,
         &[
             ("ESP_API_URL", format!("{}/bh/v2", server.uri())),
             ("ESP_API_KEY", "bh-key".into()),
@@ -210,7 +205,6 @@ async fn beehiiv_and_activecampaign_fields_are_created_where_missing() {
         .await;
     let (ok, stdout, stderr) = provision(
         "activecampaign",
-        &server,
         &[
             ("ESP_API_URL", format!("{}/ac/api/3", server.uri())),
             ("ESP_API_KEY", "ac-token".into()),
@@ -239,7 +233,6 @@ async fn beehiiv_and_activecampaign_fields_are_created_where_missing() {
     // Ghost has nowhere to create fields, and says so.
     let (ok, stdout, _) = provision(
         "ghost",
-        &server,
         &[
             ("ESP_API_URL", server.uri()),
             (
