@@ -402,15 +402,7 @@ impl OutboundEsp for Ghost {
         _: &MessageId,
         current: &Answer<'_>,
     ) -> Result<OutboundRequest, MergeError> {
-        if !(200..300).contains(&current.status) {
-            return Err(MergeError::Failed(format!(
-                "HTTP {} reading the member: {}",
-                current.status,
-                crate::outbound::error_text(current.body)
-            )));
-        }
-        let body: Value = serde_json::from_str(current.body)
-            .map_err(|e| MergeError::Failed(format!("the member read is not JSON: {e}")))?;
+        let body = crate::outbound::read_json(current, "member")?;
         let member = body
             .get("members")
             .and_then(Value::as_array)

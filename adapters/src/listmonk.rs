@@ -215,15 +215,7 @@ impl OutboundEsp for Listmonk {
         _: &MessageId,
         current: &Answer<'_>,
     ) -> Result<OutboundRequest, MergeError> {
-        if !(200..300).contains(&current.status) {
-            return Err(MergeError::Failed(format!(
-                "HTTP {} reading the subscriber: {}",
-                current.status,
-                crate::outbound::error_text(current.body)
-            )));
-        }
-        let body: Value = serde_json::from_str(current.body)
-            .map_err(|e| MergeError::Failed(format!("the subscriber read is not JSON: {e}")))?;
+        let body = crate::outbound::read_json(current, "subscriber")?;
         let subscriber = body
             .pointer("/data/results/0")
             .ok_or(MergeError::NotThereYet)?;

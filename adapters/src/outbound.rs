@@ -191,6 +191,21 @@ pub trait OutboundEsp: Send + Sync {
     }
 }
 
+/// The JSON of a read made before a write ([`OutboundEsp::read_before_write`]), or why it
+/// cannot be merged with: a refusal (its status and the ESP's reason) or a body that is not
+/// JSON. `what` names the contact for the message (`member`, `subscriber`).
+pub fn read_json(current: &Answer<'_>, what: &str) -> Result<Value, MergeError> {
+    if !(200..300).contains(&current.status) {
+        return Err(MergeError::Failed(format!(
+            "HTTP {} reading the {what}: {}",
+            current.status,
+            error_text(current.body)
+        )));
+    }
+    serde_json::from_str(current.body)
+        .map_err(|e| MergeError::Failed(format!("the {what} read is not JSON: {e}")))
+}
+
 /// Why a merged write cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MergeError {

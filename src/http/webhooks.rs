@@ -136,7 +136,6 @@ pub async fn sparkloop(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebhookError> {
-    let started = Instant::now();
     let platform = Platform {
         name: "sparkloop",
         callbacks: state.sparkloop.as_ref(),
@@ -149,8 +148,7 @@ pub async fn sparkloop(
         variable: "SPARKLOOP_WEBHOOK_TOKEN",
         credentials: "the SparkLoop-Token header",
     };
-    let result = accept_callback(&request, payload, &state, &platform).await;
-    observe(&state, "sparkloop", started, &result);
+    let result = receive_callback(&request, payload, &state, &platform).await;
     result?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -165,7 +163,6 @@ pub async fn referralloop(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebhookError> {
-    let started = Instant::now();
     let platform = Platform {
         name: "referralloop",
         callbacks: state.referralloop.as_ref(),
@@ -177,8 +174,7 @@ pub async fn referralloop(
         variable: "REFERRALLOOP_WEBHOOK_SECRET",
         credentials: "the X-Webhook-Signature header",
     };
-    let result = accept_callback(&request, payload, &state, &platform).await;
-    observe(&state, "referralloop", started, &result);
+    let result = receive_callback(&request, payload, &state, &platform).await;
     let accepted = result?;
     Ok(HttpResponse::Ok().json(json!({"status": accepted.as_str()})))
 }
@@ -193,7 +189,6 @@ pub async fn loyaltysurf(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebhookError> {
-    let started = Instant::now();
     let platform = Platform {
         name: "loyaltysurf",
         callbacks: state.loyaltysurf.as_ref(),
@@ -205,10 +200,22 @@ pub async fn loyaltysurf(
         variable: "LOYALTYSURF_WEBHOOK_SECRET",
         credentials: "the LoyaltySurf-Signature header",
     };
-    let result = accept_callback(&request, payload, &state, &platform).await;
-    observe(&state, "loyaltysurf", started, &result);
+    let result = receive_callback(&request, payload, &state, &platform).await;
     let accepted = result?;
     Ok(HttpResponse::Ok().json(json!({"status": accepted.as_str()})))
+}
+
+/// Accepts one platform callback, counted and logged under the platform's endpoint.
+async fn receive_callback(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    platform: &Platform<'_>,
+) -> Result<ingest::Accepted, WebhookError> {
+    let started = Instant::now();
+    let result = accept_callback(request, payload, state, platform).await;
+    observe(state, platform.name, started, &result);
+    result
 }
 
 async fn accept_callback(
@@ -279,6 +286,12 @@ async fn accept_esp(
         .webhook_secret
         .as_ref()
         .map(|s| s.expose());
+    if state.esp.poll_request(None).is_some() {
+        return Err(WebhookError::BadRequest(format!(
+            "{} posts no webhooks: the bridge polls it every ESP_POLL_INTERVAL",
+            state.esp.name()
+        )));
+    }
     state.esp.verify(&inbound, secret).map_err(|e| {
         WebhookError::Unauthorized(match e {
             VerifyError::NotConfigured => "ESP webhooks are refused until ESP_WEBHOOK_SECRET is set".into(),

@@ -110,6 +110,10 @@ async fn polled_changes_reach_sparkloop_from_the_checkpoint() {
             json!({"type": "unsubscribe", "subscriber": {"email": "jane.doe@example.com"}}),
         ]
     );
+    // A webhook claiming to be listmonk is told that listmonk is polled.
+    let posted = app.post_esp("{}").await;
+    assert_eq!(posted.status(), 400);
+    assert!(posted.text().await.unwrap().contains("polls it"));
     // Each poll starts after the last change read; the first from the beginning.
     let queries = pages.queries.lock().unwrap().clone();
     assert_eq!(queries[0], None);
