@@ -486,6 +486,12 @@ impl Settings {
         None
     }
 
+    /// How long `open` jobs for `destination` take at its rate limit, if it is paced.
+    pub fn drain_seconds(&self, destination: &str, open: i64) -> Option<f64> {
+        self.pace_of(destination)
+            .map(|limit| limit.time_for(open.max(0) as u64).as_secs_f64())
+    }
+
     /// The queue (`jobs.destination`) ESP events go to: the platform's name.
     pub fn upstream_destination(&self) -> &'static str {
         match self.platform {

@@ -87,13 +87,7 @@ impl Poller {
         let Some(request) = self.esp.poll_request(since) else {
             return Ok(0);
         };
-        let method = reqwest::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| format!("no HTTP method {}", request.method))?;
-        let mut call = self.client.request(method, &request.url);
-        for (name, value) in &request.headers {
-            call = call.header(name, value);
-        }
-        let response = call
+        let response = crate::worker::http_request(&self.client, request)?
             .send()
             .await
             .map_err(|e| format!("cannot reach the ESP: {}", e.without_url()))?;

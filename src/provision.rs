@@ -98,16 +98,7 @@ pub async fn provision(
 
 /// Sends an adapter's request; the status and body, or the network error.
 async fn send(client: &reqwest::Client, request: OutboundRequest) -> Result<(u16, String), String> {
-    let method = reqwest::Method::from_bytes(request.method.as_bytes())
-        .map_err(|_| format!("no HTTP method {}", request.method))?;
-    let mut call = client.request(method, &request.url);
-    for (name, value) in &request.headers {
-        call = call.header(name, value);
-    }
-    if !request.body.is_empty() {
-        call = call.body(request.body);
-    }
-    let response = call
+    let response = crate::worker::http_request(client, request)?
         .send()
         .await
         .map_err(|e| format!("the ESP cannot be reached: {}", e.without_url()))?;

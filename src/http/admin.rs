@@ -645,10 +645,7 @@ pub async fn stats(state: &AppState) -> Result<Stats, AdminError> {
     let mut queues: Vec<Queue> = depths
         .into_iter()
         .map(|(destination, open)| Queue {
-            drain_estimate_seconds: state
-                .settings
-                .pace_of(&destination)
-                .map(|limit| limit.time_for(open as u64).as_secs_f64()),
+            drain_estimate_seconds: state.settings.drain_seconds(&destination, open),
             destination,
             open,
         })

@@ -58,10 +58,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let depths: Vec<(String, i64, Option<f64>)> = depths
         .into_iter()
         .map(|(destination, open)| {
-            let drain = state
-                .settings
-                .pace_of(&destination)
-                .map(|limit| limit.time_for(open as u64).as_secs_f64());
+            let drain = state.settings.drain_seconds(&destination, open);
             (destination, open, drain)
         })
         .collect();

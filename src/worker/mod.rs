@@ -773,12 +773,7 @@ impl Worker {
             esp_id: esp_id.as_ref(),
             fields: &values,
         };
-        // The same id for the same job and content, so that a receiver may drop a repeat.
-        let digest = Sha256::digest(format!("{update:?}").as_bytes());
-        let message = MessageId {
-            id: format!("msg_{}_{}", job.id, &hex::encode(digest)[..16]),
-            timestamp: now_ms() / 1000,
-        };
+        let message = message_id(job.id, &update);
         self.outbound(self.esp.field_update(&update, &message))
     }
 
@@ -787,16 +782,7 @@ impl Worker {
         &self,
         request: outbound::OutboundRequest,
     ) -> Result<reqwest::RequestBuilder, SendError> {
-        let method = reqwest::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| SendError(format!("the adapter asked for method {}", request.method)))?;
-        let mut call = self.client.request(method, &request.url);
-        if !request.body.is_empty() {
-            call = call.body(request.body);
-        }
-        for (name, value) in &request.headers {
-            call = call.header(name, value);
-        }
-        Ok(call)
+        http_request(&self.client, request).map_err(SendError)
     }
 
     /// Reads the contact (paced like any call), then makes the write that merges the fields
@@ -823,11 +809,7 @@ impl Worker {
             esp_id: esp_id.as_ref(),
             fields: values,
         };
-        let digest = Sha256::digest(format!("{update:?}").as_bytes());
-        let message = MessageId {
-            id: format!("msg_{}_{}", job.id, &hex::encode(digest)[..16]),
-            timestamp: now_ms() / 1000,
-        };
+        let message = message_id(job.id, &update);
         let current = outbound::Answer {
             status: answer.status,
             retry_after: answer.retry_after,
@@ -909,6 +891,33 @@ impl Worker {
                 answer.status
             ))),
         }
+    }
+}
+
+/// An adapter's request as a reqwest request on `client` (headers, and the body when it has one).
+pub fn http_request(
+    client: &reqwest::Client,
+    request: outbound::OutboundRequest,
+) -> Result<reqwest::RequestBuilder, String> {
+    let method = reqwest::Method::from_bytes(request.method.as_bytes())
+        .map_err(|_| format!("the adapter asked for method {}", request.method))?;
+    let mut call = client.request(method, &request.url);
+    if !request.body.is_empty() {
+        call = call.body(request.body);
+    }
+    for (name, value) in &request.headers {
+        call = call.header(name, value);
+    }
+    Ok(call)
+}
+
+/// The id of the message that writes `update` for job `job_id`: the same for the same job and
+/// content, so that a receiver may drop a repeat.
+fn message_id(job_id: i64, update: &FieldUpdate<'_>) -> MessageId {
+    let digest = Sha256::digest(format!("{update:?}").as_bytes());
+    MessageId {
+        id: format!("msg_{job_id}_{}", &hex::encode(digest)[..16]),
+        timestamp: now_ms() / 1000,
     }
 }
 
