@@ -41,6 +41,14 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 /// backends' limits on bound parameters (SQLite 32,766, Postgres 65,535).
 pub const ROWS_PER_STATEMENT: usize = 500;
 
+/// An `id` returned by a raw `INSERT ... RETURNING id`.
+#[derive(diesel::QueryableByName)]
+pub struct ReturnedId {
+    /// The new row's id.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub id: i64,
+}
+
 /// A connection to either backend; most queries are written once against this type.
 #[derive(diesel::MultiConnection)]
 pub enum DbConnection {

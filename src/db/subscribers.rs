@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use referral_bridge_adapters::platform::PersonUpdate;
 use referral_bridge_adapters::{Email, EspEvent, Person};
 
@@ -81,12 +82,45 @@ pub fn find_by_emails(
     Ok(found)
 }
 
-/// Inserts subscribers, a few hundred per statement, and returns their ids by email.
-fn insert_all(
+/// Inserts subscribers (one statement on Postgres, a few hundred per statement on SQLite) and
+/// returns their ids by email.
+fn insert_all<'a>(
     conn: &mut DbConnection,
-    new: &[NewSubscriber<'_>],
+    new: &[NewSubscriber<'a>],
 ) -> Result<HashMap<String, i64>, StoreError> {
     let mut ids = HashMap::with_capacity(new.len());
+    if new.is_empty() {
+        return Ok(ids);
+    }
+    if let DbConnection::Postgres(c) = conn {
+        // One array per column, as in `inbox::insert_all`.
+        #[derive(QueryableByName)]
+        struct Returned {
+            #[diesel(sql_type = Text)]
+            email: String,
+            #[diesel(sql_type = BigInt)]
+            id: i64,
+        }
+        let text = |f: fn(&NewSubscriber<'a>) -> Option<&'a str>| -> Vec<Option<&'a str>> {
+            new.iter().map(f).collect()
+        };
+        let number = |f: fn(&NewSubscriber<'a>) -> i64| -> Vec<i64> { new.iter().map(f).collect() };
+        let rows: Vec<Returned> = diesel::sql_query(
+            "INSERT INTO subscribers (email, esp_id, first_name, name, status, created_at, \
+             updated_at) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+             $5::text[], $6::int8[], $7::int8[]) RETURNING email, id",
+        )
+        .bind::<Array<Nullable<Text>>, _>(text(|s| Some(s.email)))
+        .bind::<Array<Nullable<Text>>, _>(text(|s| s.esp_id))
+        .bind::<Array<Nullable<Text>>, _>(text(|s| s.first_name))
+        .bind::<Array<Nullable<Text>>, _>(text(|s| s.name))
+        .bind::<Array<Nullable<Text>>, _>(text(|s| Some(s.status)))
+        .bind::<Array<BigInt>, _>(number(|s| s.created_at))
+        .bind::<Array<BigInt>, _>(number(|s| s.updated_at))
+        .load(c)?;
+        ids.extend(rows.into_iter().map(|row| (row.email, row.id)));
+        return Ok(ids);
+    }
     for chunk in new.chunks(ROWS_PER_STATEMENT) {
         let insert = diesel::insert_into(subscribers::table)
             .values(chunk)
@@ -134,7 +168,11 @@ struct Entry {
 impl Working {
     /// Loads the subscribers with any of `emails` (every address the events may look up).
     pub fn load(conn: &mut DbConnection, emails: &[&str]) -> Result<Working, StoreError> {
-        let slots: Vec<Entry> = find_by_emails(conn, emails)?
+        Ok(Working::of(find_by_emails(conn, emails)?))
+    }
+
+    fn of(found: Vec<Subscriber>) -> Working {
+        let slots: Vec<Entry> = found
             .into_iter()
             .map(|record| Entry {
                 record,
@@ -147,7 +185,7 @@ impl Working {
             .enumerate()
             .map(|(n, entry)| (entry.record.email.clone(), n))
             .collect();
-        Ok(Working { slots, by_email })
+        Working { slots, by_email }
     }
 
     /// The stored id of the subscriber in `slot`, `None` while they are new.
