@@ -7,9 +7,13 @@
 //!    worker forwards them), reported as a ratio of the baseline,
 //! 3. `POST /webhooks/esp` at a fixed 1,000 requests/s, latency measured from each request's
 //!    scheduled start (so a stall is not hidden), p50/p99,
-//! 4. a backlog of 10,000 jobs drained to the stand-in: jobs/s.
+//! 4. a backlog of 10,000 jobs drained to the stand-in: jobs/s;
+//! 5. phases 1 and 2 again with more concurrent senders (BENCH_SWEEP, default 128 and 256): a
+//!    batch commits whatever arrived while the previous one ran, so the ratio depends on how
+//!    many requests wait together, and each level has its own baseline.
 //!
 //! `cargo bench --bench ingest`; knobs: BENCH_SECONDS (default 5), BENCH_CONNECTIONS (32),
+//! BENCH_SWEEP (a comma-separated list of connection counts, `none` for none),
 //! BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable; a
 //! fresh database is created and dropped under it), BENCH_BACKENDS (sqlite, postgres or both),
 //! BENCH_WORKER=off (nothing is delivered while ingesting).
@@ -34,6 +38,19 @@ fn main() {
     support::for_each_backend(|backend, new_database| {
         run_backend(backend, new_database, &standin, seconds, connections)
     });
+}
+
+/// The connection counts of the sweep: BENCH_SWEEP, default 128 and 256.
+fn sweep() -> Vec<usize> {
+    let list = std::env::var("BENCH_SWEEP").unwrap_or_else(|_| "128,256".into());
+    list.split(',')
+        .filter(|item| !item.trim().is_empty() && item.trim() != "none")
+        .map(|item| {
+            item.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("BENCH_SWEEP: `{item}` is not a number of connections"))
+        })
+        .collect()
 }
 
 /// A `subscribe` webhook for subscriber `n`.
@@ -94,6 +111,29 @@ fn run_backend(
             support::open_loop(subscribe(&bridge.address), 1000, seconds, next.clone()).await;
         println!("{}", paced.line("POST at 1,000 req/s"));
     });
+    for senders in sweep() {
+        runtime.block_on(async {
+            let health = support::closed_loop(
+                support::healthz(&bridge.address),
+                seconds,
+                senders,
+                next.clone(),
+            )
+            .await;
+            let ingest =
+                support::closed_loop(subscribe(&bridge.address), seconds, senders, next.clone())
+                    .await;
+            println!(
+                "  {senders} connections: /healthz {:.0} req/s, POST /webhooks/esp {:.0} req/s \
+                 (p99 {:.1} ms, errors {}) = {:.0}% of /healthz",
+                health.rate,
+                ingest.rate,
+                support::ms(ingest.p99),
+                health.errors + ingest.errors,
+                100.0 * ingest.rate / health.rate
+            );
+        });
+    }
     bridge.stop();
 
     // The drain: 10,000 jobs queued while SparkLoop is not configured, then a bridge that can
