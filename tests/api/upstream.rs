@@ -179,6 +179,56 @@ async fn loyaltysurf_gets_participants_changes_and_deletions() {
 }
 
 #[tokio::test]
+async fn loyaltysurf_deleting_a_participant_already_gone_is_done_and_other_404s_are_dead() {
+    let not_found = || {
+        ResponseTemplate::new(404).set_body_json(json!({"name": "NotFoundError",
+            "code": "NOT_FOUND", "message": "Participant not found.", "status": 404}))
+    };
+    let platform = Platform::new(
+        vec![ResponseTemplate::new(200), not_found(), not_found()],
+        ResponseTemplate::new(200),
+    );
+    let vars = [LOYALTYSURF, &[("LOYALTYSURF_UNSUBSCRIBE", "delete")]].concat();
+    let app = spawn(&vars, &platform).await;
+    let status_of = |kind: &str| {
+        app.db.count(&format!(
+            "SELECT COUNT(*) AS n FROM jobs WHERE destination = 'loyaltysurf' AND kind = '{kind}' \
+             AND status = 'done'"
+        ))
+    };
+    assert_eq!(
+        app.post_esp(&subscribe("cy@example.com")).await.status(),
+        200
+    );
+    platform.wait_for(1).await;
+    let unsubscribe = json!({"type": "unsubscribe", "subscriber": {"email": "cy@example.com"}});
+    assert_eq!(app.post_esp(&unsubscribe.to_string()).await.status(), 200);
+    platform.wait_for(2).await;
+    // Deleted already (by hand, or by an earlier attempt whose answer was lost): done.
+    eventually("the deletion to be done", Duration::from_secs(10), || {
+        status_of("unsubscribe") == 1
+    })
+    .await;
+    // A 404 to anything else is an ordinary refusal: dead at once, the answer kept.
+    assert_eq!(
+        app.post_esp(&subscribe("dee@example.com")).await.status(),
+        200
+    );
+    platform.wait_for(3).await;
+    eventually("the refused signup to be dead", Duration::from_secs(10), || {
+        app.db.count(
+            "SELECT COUNT(*) AS n FROM jobs j JOIN attempts a ON a.job_id = j.id \
+             WHERE j.destination = 'loyaltysurf' AND j.status = 'dead' AND a.status_code = 404 \
+             AND a.response_body LIKE '%NOT_FOUND%'",
+        ) == 1
+    })
+    .await;
+    assert_eq!(status_of("subscribe"), 1);
+    assert_eq!(platform.calls()[1].0, "DELETE");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn loyaltysurf_limits_hold_and_its_retry_after_headers_are_honoured() {
     // LoyaltySurf's 30 per 5 s and 200 per minute, scaled down; answers take 300 ms, so
     // calls in flight overlap unless the three-connection cap holds them back.
