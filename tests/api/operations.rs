@@ -65,7 +65,14 @@ async fn readyz_is_503_when_the_database_does_not_answer() {
         );
         return;
     }
-    let app = TestApp::spawn_with(&[("BRIDGE_DB_TIMEOUT", "300ms")], None).await;
+    let app = TestApp::spawn_with(
+        &[
+            ("BRIDGE_DB_TIMEOUT", "300ms"),
+            ("BRIDGE_ADMIN_TOKEN", "admin-token-for-this-test"),
+        ],
+        None,
+    )
+    .await;
     let name = app.db.url.rsplit('/').next().unwrap().to_string();
     // Cut the bridge's connections and keep new ones out.
     let admin = |sql: String| {
@@ -98,6 +105,17 @@ async fn readyz_is_503_when_the_database_does_not_answer() {
         .await;
     assert_eq!(callback.status(), 503, "so is a callback");
     assert!(callback.headers().contains_key("retry-after"));
+    let stats = app
+        .client
+        .get(format!("{}/admin/api/stats", app.address))
+        .bearer_auth("admin-token-for-this-test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stats.status(), 503, "and an admin API call");
+    assert!(stats.headers().contains_key("retry-after"));
+    let problem: serde_json::Value = stats.json().await.unwrap();
+    assert_eq!(problem["status"], 503, "a problem document: {problem}");
     admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
     let mut ready = 0;
     for _ in 0..50 {

@@ -215,13 +215,17 @@ async fn loyaltysurf_deleting_a_participant_already_gone_is_done_and_other_404s_
         200
     );
     platform.wait_for(3).await;
-    eventually("the refused signup to be dead", Duration::from_secs(10), || {
-        app.db.count(
-            "SELECT COUNT(*) AS n FROM jobs j JOIN attempts a ON a.job_id = j.id \
+    eventually(
+        "the refused signup to be dead",
+        Duration::from_secs(10),
+        || {
+            app.db.count(
+                "SELECT COUNT(*) AS n FROM jobs j JOIN attempts a ON a.job_id = j.id \
              WHERE j.destination = 'loyaltysurf' AND j.status = 'dead' AND a.status_code = 404 \
              AND a.response_body LIKE '%NOT_FOUND%'",
-        ) == 1
-    })
+            ) == 1
+        },
+    )
     .await;
     assert_eq!(status_of("subscribe"), 1);
     assert_eq!(platform.calls()[1].0, "DELETE");
