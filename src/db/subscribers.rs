@@ -168,11 +168,7 @@ struct Entry {
 impl Working {
     /// Loads the subscribers with any of `emails` (every address the events may look up).
     pub fn load(conn: &mut DbConnection, emails: &[&str]) -> Result<Working, StoreError> {
-        Ok(Working::of(find_by_emails(conn, emails)?))
-    }
-
-    fn of(found: Vec<Subscriber>) -> Working {
-        let slots: Vec<Entry> = found
+        let slots: Vec<Entry> = find_by_emails(conn, emails)?
             .into_iter()
             .map(|record| Entry {
                 record,
@@ -185,7 +181,7 @@ impl Working {
             .enumerate()
             .map(|(n, entry)| (entry.record.email.clone(), n))
             .collect();
-        Working { slots, by_email }
+        Ok(Working { slots, by_email })
     }
 
     /// The stored id of the subscriber in `slot`, `None` while they are new.
