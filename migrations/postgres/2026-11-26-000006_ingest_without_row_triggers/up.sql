@@ -7,3 +7,5 @@
 ALTER TABLE inbound_events DROP CONSTRAINT inbound_events_subscriber_id_fkey;
 ALTER TABLE jobs DROP CONSTRAINT jobs_subscriber_id_fkey;
 ALTER TABLE jobs DROP CONSTRAINT jobs_inbound_event_id_fkey;
+-- The same for a delivery's attempts, recorded by the worker for a job it holds.
+ALTER TABLE attempts DROP CONSTRAINT attempts_job_id_fkey;
