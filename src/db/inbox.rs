@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
 
 use super::schema::inbound_events;
-use super::{DbConnection, StoreError, ROWS_PER_STATEMENT};
+use super::{column, DbConnection, StoreError, ROWS_PER_STATEMENT};
 
 /// `inbound_events.outcome` of an event that was acted on.
 pub const PROCESSED: &str = "processed";
@@ -93,9 +93,9 @@ pub fn key_seen(conn: &mut DbConnection, source: &str, key: &str) -> Result<bool
 
 /// Stores inbound events (on Postgres in one statement, on SQLite a few hundred per statement)
 /// and returns their ids in the same order.
-pub fn insert_all<'a>(
+pub fn insert_all(
     conn: &mut DbConnection,
-    events: &[NewInboundEvent<'a>],
+    events: &[NewInboundEvent<'_>],
 ) -> Result<Vec<i64>, StoreError> {
     if events.is_empty() {
         return Ok(Vec::new());
@@ -106,26 +106,21 @@ pub fn insert_all<'a>(
         // parses a few lines and plans one function scan, where a multi-row VALUES list is
         // parsed, analysed and planned row by row (and must be split under the limit on
         // bound parameters).
-        let column = |f: fn(&NewInboundEvent<'a>) -> Option<&'a str>| -> Vec<Option<&'a str>> {
-            events.iter().map(f).collect()
-        };
         let returned: Vec<super::ReturnedId> = diesel::sql_query(
             "INSERT INTO inbound_events (source, event_type, subject, body_sha256, body, \
              outcome, subscriber_id, received_at, idempotency_key) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
              $6::text[], $7::int8[], $8::int8[], $9::text[]) RETURNING id",
         )
-        .bind::<Array<Nullable<Text>>, _>(column(|e| Some(e.source)))
-        .bind::<Array<Nullable<Text>>, _>(column(|e| Some(e.event_type)))
-        .bind::<Array<Nullable<Text>>, _>(column(|e| e.subject))
-        .bind::<Array<Nullable<Text>>, _>(column(|e| Some(e.body_sha256)))
-        .bind::<Array<Nullable<Text>>, _>(column(|e| Some(e.body)))
-        .bind::<Array<Nullable<Text>>, _>(column(|e| Some(e.outcome)))
-        .bind::<Array<Nullable<BigInt>>, _>(
-            events.iter().map(|e| e.subscriber_id).collect::<Vec<_>>(),
-        )
-        .bind::<Array<BigInt>, _>(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(column(|e| e.idempotency_key))
+        .bind::<Array<Text>, _>(column(events, |e| e.source))
+        .bind::<Array<Text>, _>(column(events, |e| e.event_type))
+        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.subject))
+        .bind::<Array<Text>, _>(column(events, |e| e.body_sha256))
+        .bind::<Array<Text>, _>(column(events, |e| e.body))
+        .bind::<Array<Text>, _>(column(events, |e| e.outcome))
+        .bind::<Array<Nullable<BigInt>>, _>(column(events, |e| e.subscriber_id))
+        .bind::<Array<BigInt>, _>(column(events, |e| e.received_at))
+        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.idempotency_key))
         .load(c)?;
         ids.extend(returned.into_iter().map(|row| row.id));
         // As below: ids are drawn in the arrays' order.

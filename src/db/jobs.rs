@@ -13,7 +13,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
 
 use super::schema::{attempts, jobs, subscribers};
-use super::{DbConnection, StoreError};
+use super::{column, DbConnection, StoreError};
 
 /// The state of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,39 +104,30 @@ struct QueuedJob<'a> {
 /// [`open_lines`]). On Postgres the caller must hold the subscribers' row locks (any update of
 /// the row takes it; a row inserted in the same transaction is invisible to others), so that a
 /// line's head finishing at the same moment sees the new job.
-pub fn insert_all<'a>(
+pub fn insert_all(
     conn: &mut DbConnection,
-    new: &[(NewJob<'a>, JobStatus)],
+    new: &[(NewJob<'_>, JobStatus)],
 ) -> Result<(), StoreError> {
     if new.is_empty() {
         return Ok(());
     }
     if let DbConnection::Postgres(c) = conn {
         // One array per column, as in `inbox::insert_all`.
-        let text = |f: fn(&(NewJob<'a>, JobStatus)) -> &'a str| -> Vec<&'a str> {
-            new.iter().map(f).collect()
-        };
-        let number =
-            |f: fn(&(NewJob<'a>, JobStatus)) -> i64| -> Vec<i64> { new.iter().map(f).collect() };
         diesel::sql_query(
             "INSERT INTO jobs (subscriber_id, destination, kind, payload, created_at, \
              retry_from, run_at, inbound_event_id, status) \
              SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], \
              $6::int8[], $7::int8[], $8::int8[], $9::text[])",
         )
-        .bind::<Array<BigInt>, _>(number(|(job, _)| job.subscriber_id))
-        .bind::<Array<Text>, _>(text(|(job, _)| job.destination))
-        .bind::<Array<Text>, _>(text(|(job, _)| job.kind))
-        .bind::<Array<Text>, _>(text(|(job, _)| job.payload))
-        .bind::<Array<BigInt>, _>(number(|(job, _)| job.created_at))
-        .bind::<Array<BigInt>, _>(number(|(job, _)| job.retry_from))
-        .bind::<Array<BigInt>, _>(number(|(job, _)| job.run_at))
-        .bind::<Array<Nullable<BigInt>>, _>(
-            new.iter()
-                .map(|(job, _)| job.inbound_event_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Text>, _>(text(|(_, status)| status.as_str()))
+        .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.subscriber_id))
+        .bind::<Array<Text>, _>(column(new, |(job, _)| job.destination))
+        .bind::<Array<Text>, _>(column(new, |(job, _)| job.kind))
+        .bind::<Array<Text>, _>(column(new, |(job, _)| job.payload))
+        .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.created_at))
+        .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.retry_from))
+        .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.run_at))
+        .bind::<Array<Nullable<BigInt>>, _>(column(new, |(job, _)| job.inbound_event_id))
+        .bind::<Array<Text>, _>(column(new, |(_, status)| status.as_str()))
         .execute(c)?;
         return Ok(());
     }

@@ -9,7 +9,7 @@ use referral_bridge_adapters::platform::PersonUpdate;
 use referral_bridge_adapters::{Email, EspEvent, Person};
 
 use super::schema::subscribers;
-use super::{DbConnection, StoreError, ROWS_PER_STATEMENT};
+use super::{column, DbConnection, StoreError, ROWS_PER_STATEMENT};
 
 /// `subscribers.status` of someone on the list.
 pub const SUBSCRIBED: &str = "subscribed";
@@ -84,9 +84,9 @@ pub fn find_by_emails(
 
 /// Inserts subscribers (one statement on Postgres, a few hundred per statement on SQLite) and
 /// returns their ids by email.
-fn insert_all<'a>(
+fn insert_all(
     conn: &mut DbConnection,
-    new: &[NewSubscriber<'a>],
+    new: &[NewSubscriber<'_>],
 ) -> Result<HashMap<String, i64>, StoreError> {
     let mut ids = HashMap::with_capacity(new.len());
     if new.is_empty() {
@@ -101,22 +101,18 @@ fn insert_all<'a>(
             #[diesel(sql_type = BigInt)]
             id: i64,
         }
-        let text = |f: fn(&NewSubscriber<'a>) -> Option<&'a str>| -> Vec<Option<&'a str>> {
-            new.iter().map(f).collect()
-        };
-        let number = |f: fn(&NewSubscriber<'a>) -> i64| -> Vec<i64> { new.iter().map(f).collect() };
         let rows: Vec<Returned> = diesel::sql_query(
             "INSERT INTO subscribers (email, esp_id, first_name, name, status, created_at, \
              updated_at) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
              $5::text[], $6::int8[], $7::int8[]) RETURNING email, id",
         )
-        .bind::<Array<Nullable<Text>>, _>(text(|s| Some(s.email)))
-        .bind::<Array<Nullable<Text>>, _>(text(|s| s.esp_id))
-        .bind::<Array<Nullable<Text>>, _>(text(|s| s.first_name))
-        .bind::<Array<Nullable<Text>>, _>(text(|s| s.name))
-        .bind::<Array<Nullable<Text>>, _>(text(|s| Some(s.status)))
-        .bind::<Array<BigInt>, _>(number(|s| s.created_at))
-        .bind::<Array<BigInt>, _>(number(|s| s.updated_at))
+        .bind::<Array<Text>, _>(column(new, |s| s.email))
+        .bind::<Array<Nullable<Text>>, _>(column(new, |s| s.esp_id))
+        .bind::<Array<Nullable<Text>>, _>(column(new, |s| s.first_name))
+        .bind::<Array<Nullable<Text>>, _>(column(new, |s| s.name))
+        .bind::<Array<Text>, _>(column(new, |s| s.status))
+        .bind::<Array<BigInt>, _>(column(new, |s| s.created_at))
+        .bind::<Array<BigInt>, _>(column(new, |s| s.updated_at))
         .load(c)?;
         ids.extend(rows.into_iter().map(|row| (row.email, row.id)));
         return Ok(ids);
