@@ -106,7 +106,12 @@ pub fn insert_all(
         // parses a few lines and plans one function scan, where a multi-row VALUES list is
         // parsed, analysed and planned row by row (and must be split under the limit on
         // bound parameters).
-        let returned: Vec<super::ReturnedId> = diesel::sql_query(
+        #[derive(QueryableByName)]
+        struct Returned {
+            #[diesel(sql_type = BigInt)]
+            id: i64,
+        }
+        let returned: Vec<Returned> = diesel::sql_query(
             "INSERT INTO inbound_events (source, event_type, subject, body_sha256, body, \
              outcome, subscriber_id, received_at, idempotency_key) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \

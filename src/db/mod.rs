@@ -46,14 +46,6 @@ pub(crate) fn column<T, U>(rows: &[T], value: impl Fn(&T) -> U) -> Vec<U> {
     rows.iter().map(value).collect()
 }
 
-/// An `id` returned by a raw `INSERT ... RETURNING id`.
-#[derive(diesel::QueryableByName)]
-pub struct ReturnedId {
-    /// The new row's id.
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    pub id: i64,
-}
-
 /// A connection to either backend; most queries are written once against this type.
 #[derive(diesel::MultiConnection)]
 pub enum DbConnection {
