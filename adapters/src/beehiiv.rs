@@ -84,14 +84,8 @@ impl InboundEsp for Beehiiv {
 /// `subscription.confirmed`); `subscription.deleted` a departure; other events are ignored.
 /// beehiiv has no email-change event.
 pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))?;
-    let event_type = value
-        .get("event_type")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ParseError("the webhook has no `event_type`".into()))?;
+    let value = ParseError::json(body)?;
+    let event_type = ParseError::event_type(&value, "event_type")?;
     let data = value.get("data").unwrap_or(&Value::Null);
     let email = || -> Result<Email, ParseError> {
         let raw = data

@@ -158,14 +158,8 @@ impl InboundEsp for Brevo {
 /// loosely structured), so it is recorded and, changing nothing the platform is told of, not
 /// forwarded. Other events are ignored.
 pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))?;
-    let event_type = value
-        .get("event")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ParseError("the webhook has no `event`".into()))?;
+    let value = ParseError::json(body)?;
+    let event_type = ParseError::event_type(&value, "event")?;
     let email = || -> Result<Email, ParseError> {
         let raw = value
             .get("email")

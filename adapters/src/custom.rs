@@ -104,8 +104,7 @@ impl InboundEsp for CustomEsp {
 
 /// Reads one custom-ESP event from a JSON body.
 pub fn parse_event(body: &[u8]) -> Result<EspEvent, ParseError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))?;
+    let value = ParseError::json(body)?;
     let object = value
         .as_object()
         .ok_or_else(|| ParseError("the body must be a JSON object".into()))?;

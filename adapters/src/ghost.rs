@@ -254,8 +254,7 @@ fn subscribed(member: &Value) -> Option<bool> {
 /// (a departure), both `member.edited`: an email change (`previous.email`), a newsletter
 /// subscription ended or begun, or an update.
 pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))?;
+    let value = ParseError::json(body)?;
     let member = value
         .get("member")
         .ok_or_else(|| ParseError("the webhook has no `member`".into()))?;

@@ -131,8 +131,7 @@ impl InboundEsp for Kit {
 /// with the event its URL names. `subscriber.created` (once active) and `subscriber.activated`
 /// are signups; `unsubscribed`, `bounced` and `complained` departures; the rest is ignored.
 pub fn parse_webhook(body: &[u8], legacy_event: Option<&str>) -> Result<Vec<EspEvent>, ParseError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))?;
+    let value = ParseError::json(body)?;
     if let Some(events) = value.get("events") {
         let events = events
             .as_array()

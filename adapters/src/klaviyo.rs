@@ -170,8 +170,7 @@ fn profile_of(payload: &Value) -> Result<Person, ParseError> {
 /// (or to a list) is a signup, unsubscribed from email marketing (or suppressed) a departure;
 /// other topics are ignored. Klaviyo has no email-change topic.
 pub fn parse_webhook(body: &[u8]) -> Result<Vec<EspEvent>, ParseError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))?;
+    let value = ParseError::json(body)?;
     let items = value
         .get("data")
         .and_then(Value::as_array)

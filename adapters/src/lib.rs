@@ -144,6 +144,24 @@ pub enum VerifyError {
 #[error("{0}")]
 pub struct ParseError(pub String);
 
+impl ParseError {
+    /// Reads a webhook's body as JSON, or says that it is not.
+    pub fn json(body: &[u8]) -> Result<Value, ParseError> {
+        serde_json::from_slice(body)
+            .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))
+    }
+
+    /// The event's type under `key`, trimmed, or says that the webhook has none.
+    pub fn event_type<'v>(value: &'v Value, key: &str) -> Result<&'v str, ParseError> {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ParseError(format!("the webhook has no `{key}`")))
+    }
+}
+
 /// A person as an ESP describes them in a webhook.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Person {

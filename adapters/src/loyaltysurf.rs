@@ -148,8 +148,7 @@ fn participant(value: Option<&Value>) -> Option<PersonUpdate> {
 ///
 /// Other events are ignored.
 pub fn parse_callback(body: &[u8]) -> Result<Callback, ParseError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))?;
+    let value = ParseError::json(body)?;
     let event_type =
         text(value.get("event")).ok_or_else(|| ParseError("the webhook has no `event`".into()))?;
     let data = value.get("data").unwrap_or(&Value::Null);

@@ -62,8 +62,7 @@ impl InboundEsp for MailerLite {
 /// `subscriber.active`) is a signup; `subscriber.updated` an update; `unsubscribed`, `deleted`,
 /// `bounced` and `spam_reported` a departure; other events are ignored.
 pub fn parse_webhook(body: &[u8]) -> Result<Vec<EspEvent>, ParseError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))?;
+    let value = ParseError::json(body)?;
     match value.get("events") {
         Some(Value::Array(events)) => events
             .iter()

@@ -48,15 +48,8 @@ impl PlatformCallbacks for ReferralLoopCallbacks {
 /// signup left the waitlist). A signup without a usable address is left out; other events are
 /// ignored.
 pub fn parse_callback(body: &[u8]) -> Result<Callback, ParseError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))?;
-    let event_type = value
-        .get("event_type")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ParseError("the webhook has no `event_type`".into()))?
-        .to_string();
+    let value = ParseError::json(body)?;
+    let event_type = ParseError::event_type(&value, "event_type")?.to_string();
     let data = value.get("data").unwrap_or(&Value::Null);
     let text = |key: &str| {
         data.get(key)

@@ -56,8 +56,7 @@ pub const EVENT_TYPES: &[&str] = &[
 /// out (SparkLoop retries anything but a 200, so a callback is never refused for its content once
 /// it is JSON with a type); an unknown type is an ignored callback.
 pub fn parse_callback(body: &[u8]) -> Result<Callback, ParseError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))?;
+    let value = ParseError::json(body)?;
     let object = value
         .as_object()
         .ok_or_else(|| ParseError("the body must be a JSON object".into()))?;
