@@ -81,22 +81,12 @@ async fn the_admin_api_is_off_without_a_token_and_refuses_wrong_ones() {
     let app = TestApp::spawn().await;
     let (status, _) = get(&app, "/admin/api/stats", Some("anything")).await;
     assert_eq!(status, 404);
-    let page = app
-        .client
-        .get(format!("{}/admin/", app.address))
-        .send()
-        .await
-        .unwrap();
+    let page = app.get("/admin/").await;
     assert_eq!(page.status(), 404);
     app.stop().await;
 
     let app = spawn().await;
-    let response = app
-        .client
-        .get(format!("{}/admin/api/deliveries", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/admin/api/deliveries").await;
     assert_eq!(response.status(), 401);
     assert_eq!(
         response.headers()["content-type"],

@@ -192,6 +192,15 @@ impl TestApp {
         }
     }
 
+    /// `GET` of `path` on the bridge.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Posts a body to `/webhooks/esp` with the right bearer token.
     pub async fn post_esp(&self, body: &str) -> reqwest::Response {
         self.client

@@ -53,12 +53,7 @@ async fn webhooks_in_and_merge_fields_out() {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "6def"})));
     let app = spawn(Some(patched)).await;
     // Mailchimp checks the URL with a GET before it sends anything.
-    let ping = app
-        .client
-        .get(format!("{}/webhooks/esp", app.address))
-        .send()
-        .await
-        .unwrap();
+    let ping = app.get("/webhooks/esp").await;
     assert_eq!(ping.status(), 200);
     // Unsigned: the secret is the URL's token.
     assert_eq!(post_form(&app, "", SUBSCRIBE).await.status(), 401);

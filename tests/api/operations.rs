@@ -10,19 +10,9 @@ use crate::helpers::{base_vars, eventually, subscribe, BridgeProcess, TestApp, T
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let app = TestApp::spawn().await;
-    let health = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let health = app.get("/healthz").await;
     assert_eq!(health.status(), 200);
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), 200);
 
     app.post_esp(&subscribe("m@b.co")).await;
@@ -33,15 +23,7 @@ async fn health_readiness_and_metrics() {
         db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'done'") == 1
     })
     .await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get("/metrics").await.text().await.unwrap();
     for line in [
         r#"bridge_inbound_requests_total{endpoint="esp",outcome="stored"} 1"#,
         r#"bridge_inbound_requests_total{endpoint="esp",outcome="bad_request"} 1"#,
@@ -86,12 +68,7 @@ async fn readyz_is_503_when_the_database_does_not_answer() {
         "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
          SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
     ));
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), 503);
     let stored = app.post_esp(&subscribe("x@b.co")).await;
     assert_eq!(
@@ -119,14 +96,7 @@ async fn readyz_is_503_when_the_database_does_not_answer() {
     admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
     let mut ready = 0;
     for _ in 0..50 {
-        ready = app
-            .client
-            .get(format!("{}/readyz", app.address))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
+        ready = app.get("/readyz").await.status().as_u16();
         if ready == 200 {
             break;
         }

@@ -280,15 +280,7 @@ async fn the_backlog_and_its_time_to_drain_are_shown() {
             json!({"type": "subscribe", "subscriber": {"email": format!("w{n}@example.com")}});
         assert_eq!(app.post_esp(&body.to_string()).await.status(), 200);
     }
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get("/metrics").await.text().await.unwrap();
     for line in [
         r#"bridge_queue_depth{destination="sparkloop"} 5"#,
         r#"bridge_queue_drain_estimate_seconds{destination="sparkloop"} 180.0"#,
