@@ -16,7 +16,7 @@
 //! BENCH_SWEEP (a comma-separated list of connection counts, `none` for none),
 //! BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable; a
 //! fresh database is created and dropped under it), BENCH_BACKENDS (sqlite, postgres or both),
-//! BENCH_WORKER=off (nothing is delivered while ingesting).
+//! BENCH_WORKER=off (nothing is delivered while ingesting), BENCH_DRAIN=off (no drain phase).
 
 mod support;
 
@@ -135,6 +135,9 @@ fn run_backend(
         });
     }
     bridge.stop();
+    if std::env::var("BENCH_DRAIN").is_ok_and(|v| v == "off") {
+        return;
+    }
 
     // The drain: 10,000 jobs queued while SparkLoop is not configured, then a bridge that can
     // deliver starts and empties the queue.
