@@ -125,8 +125,10 @@ fn record_deliveries(
         .collect();
     addresses.sort_unstable();
     addresses.dedup();
-    let mut latest = inbox::latest_for_subjects(conn, SOURCE, &addresses)?;
+    // Subscribers first: on Postgres this locks them, so that the latest inbox entries read next
+    // include whatever a concurrent batch about the same people committed while we waited.
     let mut working = subscribers::Working::load(conn, &addresses)?;
+    let mut latest = inbox::latest_for_subjects(conn, SOURCE, &addresses)?;
 
     let mut recorded = Vec::new();
     let mut answers = Vec::with_capacity(deliveries.len());
@@ -332,6 +334,75 @@ mod tests {
             )
         })
         .unwrap()
+    }
+
+    /// Writes `first` and `second` in two transactions at once: `second` starts once `first`
+    /// has done all its work, and `first` commits a moment later, time enough for `second` to
+    /// read what it reads were it not made to wait. Returns both answers.
+    fn at_once(db: &Db, first: &Delivery, second: &Delivery) -> (Accepted, Accepted) {
+        let (written, wait_written) = std::sync::mpsc::channel();
+        let (commit, wait_commit) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            let first = scope.spawn(move || {
+                db.write(|conn| {
+                    let answers = record_deliveries(
+                        conn,
+                        &[first],
+                        Duration::from_secs(3600),
+                        Forwarding::for_platform(&crate::config::Platform::SparkLoop),
+                    )?;
+                    written.send(()).unwrap();
+                    wait_commit.recv().unwrap();
+                    Ok(answers)
+                })
+                .unwrap()
+            });
+            wait_written.recv().unwrap();
+            let second = scope.spawn(|| write(db, &[second]));
+            std::thread::sleep(Duration::from_millis(300));
+            commit.send(()).unwrap();
+            (first.join().unwrap()[0], second.join().unwrap()[0])
+        })
+    }
+
+    const ANN: &str = "ann@example.com";
+
+    /// A database where ANN has subscribed.
+    fn with_ann() -> TestDb {
+        let test = TestDb::default();
+        let join = json!({"type": "subscribe", "subscriber": {"email": ANN}});
+        write(&test.db, &[&delivery(join, 1)]);
+        test
+    }
+
+    /// Two batches about one subscriber at once (two writers, or two instances on one Postgres):
+    /// the later decides on what the earlier committed, rather than writing back the record as
+    /// it read it before and undoing the earlier change.
+    #[test]
+    fn concurrent_batches_about_one_subscriber_keep_both_changes() {
+        let test = with_ann();
+        let rename = json!({"type": "update", "subscriber": {"email": ANN, "first_name": "Ann"}});
+        let leave = json!({"type": "unsubscribe", "subscriber": {"email": ANN}});
+        let answers = at_once(&test.db, &delivery(rename, 2), &delivery(leave, 3));
+        assert_eq!(answers, (Accepted::Stored, Accepted::Stored));
+
+        let found = test
+            .db
+            .read(|conn| subscribers::find_by_emails(conn, &[ANN]))
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].first_name.as_deref(), Some("Ann"), "{found:?}");
+        assert_eq!(found[0].status, "unsubscribed", "{found:?}");
+    }
+
+    /// The same delivery in two batches at once (an ESP retrying while its first try is still
+    /// being written) is acted on once.
+    #[test]
+    fn a_repeat_written_at_once_is_a_duplicate() {
+        let test = with_ann();
+        let leave = json!({"type": "unsubscribe", "subscriber": {"email": ANN}});
+        let answers = at_once(&test.db, &delivery(leave.clone(), 2), &delivery(leave, 3));
+        assert_eq!(answers, (Accepted::Stored, Accepted::Duplicate));
     }
 
     #[test]

@@ -65,19 +65,30 @@ struct Fields<'a> {
     updated_at: i64,
 }
 
-/// The subscribers with these normalised emails.
+/// The subscribers with these normalised emails; on Postgres their rows are locked until the
+/// end of the caller's transaction.
+///
+/// The callers read, decide in memory and write back whole records: without the lock, two
+/// transactions deciding on the same subscriber at once (two ingest writers, two instances, an
+/// import beside the ingest) would each write back what they read, and the later would undo the
+/// earlier (a new name, an email change). Locked in id order, so that two callers cannot
+/// deadlock; a caller that waited reads the row as committed (Postgres re-checks the email, so a
+/// changed address is no longer found under its old one). SQLite has one writer at a time.
 pub fn find_by_emails(
     conn: &mut DbConnection,
     emails: &[&str],
 ) -> Result<Vec<Subscriber>, StoreError> {
     let mut found = Vec::with_capacity(emails.len());
     for chunk in emails.chunks(ROWS_PER_STATEMENT) {
-        found.extend(
-            subscribers::table
-                .filter(subscribers::email.eq_any(chunk))
+        let query = subscribers::table.filter(subscribers::email.eq_any(chunk));
+        found.extend(match conn {
+            DbConnection::Postgres(c) => query
                 .select(Subscriber::as_select())
-                .load(conn)?,
-        );
+                .order(subscribers::id)
+                .for_update()
+                .load(c)?,
+            DbConnection::Sqlite(_) => query.select(Subscriber::as_select()).load(conn)?,
+        });
     }
     Ok(found)
 }
