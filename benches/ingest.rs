@@ -5,10 +5,12 @@
 //! 1. `GET /healthz` at full speed (the baseline),
 //! 2. `POST /webhooks/esp` at full speed (each a distinct subscriber, stored durably, while the
 //!    worker forwards them), reported as a ratio of the baseline,
-//! 3. `POST /webhooks/esp` at a fixed 1,000 requests/s, latency measured from each request's
+//! 3. `POST /webhooks/esp` at full speed again, each an `update` renaming one of the subscribers
+//!    stored in phase 2 (a changed record written back, a job queued behind any still open),
+//! 4. `POST /webhooks/esp` at a fixed 1,000 requests/s, latency measured from each request's
 //!    scheduled start (so a stall is not hidden), p50/p99,
-//! 4. a backlog of 10,000 jobs drained to the stand-in: jobs/s;
-//! 5. phases 1 and 2 again with more concurrent senders (BENCH_SWEEP, default 128 and 256): a
+//! 5. a backlog of 10,000 jobs drained to the stand-in: jobs/s;
+//! 6. phases 1 and 2 again with more concurrent senders (BENCH_SWEEP, default 128 and 256): a
 //!    batch commits whatever arrived while the previous one ran, so the ratio depends on how
 //!    many requests wait together, and each level has its own baseline.
 //!
@@ -67,6 +69,22 @@ fn subscribe(address: &str) -> MakeRequest {
     })
 }
 
+/// An `update` webhook giving one of the subscribers numbered `known` a new first name.
+fn rename(address: &str, known: std::ops::Range<u64>) -> MakeRequest {
+    let url = format!("{address}/webhooks/esp");
+    let count = (known.end - known.start).max(1);
+    Arc::new(move |client, n| {
+        let who = known.start + n % count;
+        client
+            .post(&url)
+            .bearer_auth(ESP_SECRET)
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"type":"update","subscriber":{{"email":"bench{who}@example.com","first_name":"U{n}"}}}}"#
+            ))
+    })
+}
+
 /// Runs every phase on `backend`; `new_database` gives a fresh, empty database URL (the drain
 /// gets one of its own, so that it measures exactly its own backlog).
 fn run_backend(
@@ -95,6 +113,7 @@ fn run_backend(
         )
         .await;
         println!("{}", health.line("GET /healthz"));
+        let first = next.load(Ordering::Relaxed);
         let ingest = support::closed_loop(
             subscribe(&bridge.address),
             seconds,
@@ -106,6 +125,19 @@ fn run_backend(
             "{}  = {:.0}% of /healthz",
             ingest.line("POST /webhooks/esp"),
             100.0 * ingest.rate / health.rate
+        );
+        let known = first..next.load(Ordering::Relaxed);
+        let updates = support::closed_loop(
+            rename(&bridge.address, known),
+            seconds,
+            connections,
+            next.clone(),
+        )
+        .await;
+        println!(
+            "{}  = {:.0}% of /healthz",
+            updates.line("POST, known people"),
+            100.0 * updates.rate / health.rate
         );
         let paced =
             support::open_loop(subscribe(&bridge.address), 1000, seconds, next.clone()).await;
