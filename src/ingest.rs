@@ -177,7 +177,7 @@ fn record_deliveries(
     stored_subscribers.sort_unstable();
     stored_subscribers.dedup();
     let ids = working.save(conn)?;
-    // Read after the subscribers' rows are locked by `save`, so that no line changes under us.
+    // The subscribers' rows are locked (by `Working::load`), so that no line changes under us.
     let mut open_lines = jobs::open_lines(conn, &stored_subscribers, forwarding.destination)?;
 
     let rows: Vec<inbox::NewInboundEvent<'_>> = recorded

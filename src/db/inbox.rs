@@ -52,6 +52,33 @@ pub fn latest_for_subjects(
     subjects: &[&str],
 ) -> Result<HashMap<String, (String, i64)>, StoreError> {
     let mut latest = HashMap::with_capacity(subjects.len());
+    if let DbConnection::Postgres(c) = conn {
+        // One step on Postgres: for each subject, the first row read backwards along
+        // `inbound_events_by_subject`, however long its history.
+        #[derive(QueryableByName)]
+        struct Latest {
+            #[diesel(sql_type = Text)]
+            subject: String,
+            #[diesel(sql_type = Text)]
+            body_sha256: String,
+            #[diesel(sql_type = BigInt)]
+            received_at: i64,
+        }
+        let rows: Vec<Latest> = diesel::sql_query(
+            "SELECT s.subject, l.body_sha256, l.received_at \
+             FROM unnest($1::text[]) AS s(subject) CROSS JOIN LATERAL \
+             (SELECT body_sha256, received_at FROM inbound_events \
+              WHERE source = $2 AND subject = s.subject ORDER BY id DESC LIMIT 1) AS l",
+        )
+        .bind::<Array<Text>, _>(subjects)
+        .bind::<Text, _>(source)
+        .load(c)?;
+        latest.extend(
+            rows.into_iter()
+                .map(|row| (row.subject, (row.body_sha256, row.received_at))),
+        );
+        return Ok(latest);
+    }
     for chunk in subjects.chunks(ROWS_PER_STATEMENT) {
         // Two steps rather than a sub-select, which diesel cannot write on one table; new
         // addresses, the usual case, cost only the first.

@@ -138,6 +138,40 @@ fn insert_all(
     Ok(ids)
 }
 
+/// Writes back every column an event can change of stored subscribers: on Postgres in one
+/// statement (their rows are already locked by [`find_by_emails`], so the order in which it
+/// takes them does not matter), on SQLite one by one in the given order.
+fn update_all(conn: &mut DbConnection, records: &[&Subscriber]) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let DbConnection::Postgres(c) = conn else {
+        for record in records {
+            update(conn, record)?;
+        }
+        return Ok(());
+    };
+    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+        diesel::sql_query(
+            "UPDATE subscribers AS s SET email = u.email, esp_id = u.esp_id, \
+             first_name = u.first_name, name = u.name, status = u.status, \
+             updated_at = u.updated_at \
+             FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::int8[]) AS u(id, email, esp_id, first_name, name, status, updated_at) \
+             WHERE s.id = u.id",
+        )
+        .bind::<Array<BigInt>, _>(column(chunk, |r| r.id))
+        .bind::<Array<Text>, _>(column(chunk, |r| r.email.as_str()))
+        .bind::<Array<Nullable<Text>>, _>(column(chunk, |r| r.esp_id.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(column(chunk, |r| r.first_name.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(column(chunk, |r| r.name.as_deref()))
+        .bind::<Array<Text>, _>(column(chunk, |r| r.status.as_str()))
+        .bind::<Array<BigInt>, _>(column(chunk, |r| r.updated_at))
+        .execute(c)?;
+    }
+    Ok(())
+}
+
 /// Writes back every column an event can change of one stored subscriber.
 fn update(conn: &mut DbConnection, record: &Subscriber) -> Result<(), StoreError> {
     diesel::update(subscribers::table.find(record.id))
@@ -173,7 +207,8 @@ struct Entry {
 }
 
 impl Working {
-    /// Loads the subscribers with any of `emails` (every address the events may look up).
+    /// Loads the subscribers with any of `emails` (every address the events may look up),
+    /// locking them on Postgres (see [`find_by_emails`]).
     pub fn load(conn: &mut DbConnection, emails: &[&str]) -> Result<Working, StoreError> {
         let slots: Vec<Entry> = find_by_emails(conn, emails)?
             .into_iter()
@@ -306,10 +341,11 @@ impl Working {
         Some((Slot(n), news))
     }
 
-    /// Writes the changed records back and returns every slot's id. Stored records are updated
-    /// in id order, so that concurrent batches on Postgres take their row locks in one order and
-    /// cannot deadlock; the row locks also keep each subscriber's job line stable until commit
-    /// (see [`super::jobs::insert_all`]). New records go in with one statement per few hundred.
+    /// Writes the changed records back and returns every slot's id. On Postgres the stored
+    /// records were locked by [`Working::load`]; the locks also keep each subscriber's job line
+    /// stable until commit (see [`super::jobs::insert_all`]). Changed records go back in one
+    /// statement on Postgres, in id order one by one on SQLite; new records in one statement
+    /// per few hundred.
     pub fn save(mut self, conn: &mut DbConnection) -> Result<SavedIds, StoreError> {
         let mut stored: Vec<&Subscriber> = self
             .slots
@@ -318,9 +354,7 @@ impl Working {
             .map(|entry| &entry.record)
             .collect();
         stored.sort_unstable_by_key(|record| record.id);
-        for record in stored {
-            update(conn, record)?;
-        }
+        update_all(conn, &stored)?;
         let new: Vec<NewSubscriber<'_>> = self
             .slots
             .iter()
