@@ -80,8 +80,8 @@ pub fn latest_for_subjects(
         return Ok(latest);
     }
     for chunk in subjects.chunks(ROWS_PER_STATEMENT) {
-        // Two steps rather than a sub-select, which diesel cannot write on one table; new
-        // addresses, the usual case, cost only the first.
+        // On SQLite two steps rather than a sub-select, which diesel cannot write on one table;
+        // new addresses, the usual case, cost only the first.
         let latest_ids: Vec<Option<i64>> = inbound_events::table
             .filter(inbound_events::source.eq(source))
             .filter(inbound_events::subject.eq_any(chunk))

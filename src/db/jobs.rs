@@ -103,8 +103,8 @@ struct QueuedJob<'a> {
 /// its status: `Pending` for the head of an empty line, `Waiting` behind an open job (see
 /// [`open_lines`]). On Postgres the caller must hold the subscribers' row locks
 /// ([`super::subscribers::find_by_emails`] or any update of the row takes one; a row inserted in
-/// the same transaction is invisible to others), so that a
-/// line's head finishing at the same moment sees the new job.
+/// the same transaction is invisible to others), so that a line's head finishing at the same
+/// moment sees the new job.
 pub fn insert_all(
     conn: &mut DbConnection,
     new: &[(NewJob<'_>, JobStatus)],
