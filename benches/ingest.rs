@@ -113,35 +113,25 @@ fn run_backend(
         )
         .await;
         println!("{}", health.line("GET /healthz"));
+        // Both flat-out POST phases, printed as a share of the baseline.
+        let flat_out = |make: MakeRequest, label: &'static str| {
+            let next = next.clone();
+            async move {
+                let measured = support::closed_loop(make, seconds, connections, next).await;
+                println!(
+                    "{}  = {:.0}% of /healthz",
+                    measured.line(label),
+                    100.0 * measured.rate / health.rate
+                );
+            }
+        };
         let first = next.load(Ordering::Relaxed);
-        let ingest = support::closed_loop(
-            subscribe(&bridge.address),
-            seconds,
-            connections,
-            next.clone(),
-        )
-        .await;
-        println!(
-            "{}  = {:.0}% of /healthz",
-            ingest.line("POST /webhooks/esp"),
-            100.0 * ingest.rate / health.rate
-        );
+        flat_out(subscribe(&bridge.address), "POST /webhooks/esp").await;
         let known = first..next.load(Ordering::Relaxed);
         let paced =
             support::open_loop(subscribe(&bridge.address), 1000, seconds, next.clone()).await;
         println!("{}", paced.line("POST at 1,000 req/s"));
-        let updates = support::closed_loop(
-            rename(&bridge.address, known),
-            seconds,
-            connections,
-            next.clone(),
-        )
-        .await;
-        println!(
-            "{}  = {:.0}% of /healthz",
-            updates.line("POST, known people"),
-            100.0 * updates.rate / health.rate
-        );
+        flat_out(rename(&bridge.address, known), "POST, known people").await;
     });
     for senders in sweep() {
         runtime.block_on(async {
