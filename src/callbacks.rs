@@ -44,13 +44,32 @@ pub fn start(db: crate::db::Db, rules: Rules, writers: usize, capacity: usize) -
         db,
         writers,
         capacity,
-        move |conn, batch: &[&CallbackDelivery]| {
-            batch
-                .iter()
-                .map(|delivery| record(conn, delivery, rules))
-                .collect()
-        },
+        move |conn, batch: &[&CallbackDelivery]| record_batch(conn, batch, rules),
     )
+}
+
+/// Records a batch of callbacks in the caller's transaction, one by one, after locking on
+/// Postgres everyone they name (in id order, see [`subscribers::find_by_emails`]): a writer
+/// given the same callback at the same moment then waits, and finds this one's inbox entry.
+fn record_batch(
+    conn: &mut DbConnection,
+    batch: &[&CallbackDelivery],
+    rules: Rules,
+) -> Result<Vec<Accepted>, StoreError> {
+    if let DbConnection::Postgres(_) = conn {
+        let mut emails: Vec<&str> = batch
+            .iter()
+            .flat_map(|delivery| &delivery.callback.people)
+            .map(|person| person.email.as_str())
+            .collect();
+        emails.sort_unstable();
+        emails.dedup();
+        subscribers::find_by_emails(conn, &emails)?;
+    }
+    batch
+        .iter()
+        .map(|delivery| record(conn, delivery, rules))
+        .collect()
 }
 
 /// Records one callback. A repeat of the main subject's previous callback within the window is
@@ -134,4 +153,51 @@ pub fn record(
         )?;
     }
     Ok(Accepted::Stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use referral_bridge_adapters::sparkloop::parse_callback;
+
+    use super::*;
+    use crate::db::test_db::{at_once, TestDb};
+
+    fn delivery(body: &str, now: i64) -> CallbackDelivery {
+        CallbackDelivery {
+            platform: "sparkloop",
+            callback: parse_callback(body.as_bytes()).unwrap(),
+            body: body.to_string(),
+            hash: crate::ingest::body_hash(body.as_bytes()),
+            now,
+        }
+    }
+
+    /// The same callback given to two writers at once (the platform retrying while its first
+    /// try is still being written) is acted on once.
+    #[test]
+    fn a_repeat_written_at_once_is_a_duplicate() {
+        let test = TestDb::default();
+        let rules = Rules {
+            dedupe_window: Duration::from_secs(3600),
+            write_delay: Duration::from_secs(1),
+        };
+        let body = |count: u32| {
+            format!(
+                r#"{{"type":"sync_subscriber","subscriber":{{"id":"sub_1","email":"p@example.com","referral_code":"c1","tot_referrals":{count}}}}}"#
+            )
+        };
+        // The person is known, as after their first callback.
+        let first = delivery(&body(1), 1);
+        test.db
+            .write(|conn| record_batch(conn, &[&first], rules))
+            .unwrap();
+
+        let (again, retried) = (delivery(&body(2), 2), delivery(&body(2), 3));
+        let answers = at_once(
+            &test.db,
+            |conn| Ok(record_batch(conn, &[&again], rules)?[0]),
+            |conn| Ok(record_batch(conn, &[&retried], rules)?[0]),
+        );
+        assert_eq!(answers, (Accepted::Stored, Accepted::Duplicate));
+    }
 }

@@ -240,7 +240,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::db::test_db::TestDb;
+    use crate::db::test_db::{at_once, TestDb};
     use crate::db::Db;
 
     fn delivery(body: serde_json::Value, now: i64) -> Delivery {
@@ -336,33 +336,14 @@ mod tests {
         .unwrap()
     }
 
-    /// Writes `first` and `second` in two transactions at once: `second` starts once `first`
-    /// has done all its work, and `first` commits a moment later, time enough for `second` to
-    /// read what it reads were it not made to wait. Returns both answers.
-    fn at_once(db: &Db, first: &Delivery, second: &Delivery) -> (Accepted, Accepted) {
-        let (written, wait_written) = std::sync::mpsc::channel();
-        let (commit, wait_commit) = std::sync::mpsc::channel::<()>();
-        std::thread::scope(|scope| {
-            let first = scope.spawn(move || {
-                db.write(|conn| {
-                    let answers = record_deliveries(
-                        conn,
-                        &[first],
-                        Duration::from_secs(3600),
-                        Forwarding::for_platform(&crate::config::Platform::SparkLoop),
-                    )?;
-                    written.send(()).unwrap();
-                    wait_commit.recv().unwrap();
-                    Ok(answers)
-                })
-                .unwrap()
-            });
-            wait_written.recv().unwrap();
-            let second = scope.spawn(|| write(db, &[second]));
-            std::thread::sleep(Duration::from_millis(300));
-            commit.send(()).unwrap();
-            (first.join().unwrap()[0], second.join().unwrap()[0])
-        })
+    /// [`at_once`] for one delivery each.
+    fn both_at_once(db: &Db, first: &Delivery, second: &Delivery) -> (Accepted, Accepted) {
+        let record = |delivery: &Delivery, conn: &mut DbConnection| {
+            let forwarding = Forwarding::for_platform(&crate::config::Platform::SparkLoop);
+            let window = Duration::from_secs(3600);
+            Ok(record_deliveries(conn, &[delivery], window, forwarding)?[0])
+        };
+        at_once(db, |conn| record(first, conn), |conn| record(second, conn))
     }
 
     const ANN: &str = "ann@example.com";
@@ -383,7 +364,7 @@ mod tests {
         let test = with_ann();
         let rename = json!({"type": "update", "subscriber": {"email": ANN, "first_name": "Ann"}});
         let leave = json!({"type": "unsubscribe", "subscriber": {"email": ANN}});
-        let answers = at_once(&test.db, &delivery(rename, 2), &delivery(leave, 3));
+        let answers = both_at_once(&test.db, &delivery(rename, 2), &delivery(leave, 3));
         assert_eq!(answers, (Accepted::Stored, Accepted::Stored));
 
         let found = test
@@ -401,7 +382,7 @@ mod tests {
     fn a_repeat_written_at_once_is_a_duplicate() {
         let test = with_ann();
         let leave = json!({"type": "unsubscribe", "subscriber": {"email": ANN}});
-        let answers = at_once(&test.db, &delivery(leave.clone(), 2), &delivery(leave, 3));
+        let answers = both_at_once(&test.db, &delivery(leave.clone(), 2), &delivery(leave, 3));
         assert_eq!(answers, (Accepted::Stored, Accepted::Duplicate));
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use diesel::Connection;
 
-use super::Db;
+use super::{Db, DbConnection, StoreError};
 use crate::config::DatabaseUrl;
 
 /// A migrated database: a fresh one under TEST_DATABASE_URL when set (dropped afterwards),
@@ -61,4 +61,32 @@ impl Drop for TestDb {
             }
         }
     }
+}
+
+/// Runs `first` and `second` in two write transactions at once: `second` starts once `first` has
+/// done its work, and `first` commits 300 ms later, time enough for `second` to read what it
+/// reads were it not made to wait. Returns both results.
+pub fn at_once<A: Send, B: Send>(
+    db: &Db,
+    first: impl FnOnce(&mut DbConnection) -> Result<A, StoreError> + Send,
+    second: impl FnOnce(&mut DbConnection) -> Result<B, StoreError> + Send,
+) -> (A, B) {
+    let (written, wait_written) = std::sync::mpsc::channel();
+    let (commit, wait_commit) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let first = scope.spawn(move || {
+            db.write(|conn| {
+                let result = first(conn)?;
+                written.send(()).unwrap();
+                wait_commit.recv().unwrap();
+                Ok(result)
+            })
+            .unwrap()
+        });
+        wait_written.recv().unwrap();
+        let second = scope.spawn(|| db.write(second).unwrap());
+        std::thread::sleep(Duration::from_millis(300));
+        commit.send(()).unwrap();
+        (first.join().unwrap(), second.join().unwrap())
+    })
 }
