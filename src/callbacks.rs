@@ -64,6 +64,7 @@ fn record_batch(
             .collect();
         emails.sort_unstable();
         emails.dedup();
+        // Read for its row locks only; `record` reads each person as it goes.
         subscribers::find_by_emails(conn, &emails)?;
     }
     batch
