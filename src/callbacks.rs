@@ -49,13 +49,14 @@ pub fn start(db: crate::db::Db, rules: Rules, writers: usize, capacity: usize) -
 }
 
 /// Records a batch of callbacks in the caller's transaction, one by one, after locking on
-/// Postgres everyone they name (in id order, see [`subscribers::find_by_emails`]): a writer
+/// Postgres everyone they name (in id order, see [`subscribers::lock_by_emails`]): a writer
 /// given the same callback at the same moment then waits, and finds this one's inbox entry.
 fn record_batch(
     conn: &mut DbConnection,
     batch: &[&CallbackDelivery],
     rules: Rules,
 ) -> Result<Vec<Accepted>, StoreError> {
+    // SQLite has one writer at a time: nothing to lock.
     if let DbConnection::Postgres(_) = conn {
         let mut emails: Vec<&str> = batch
             .iter()
@@ -65,7 +66,7 @@ fn record_batch(
         emails.sort_unstable();
         emails.dedup();
         // Read for its row locks only; `record` reads each person as it goes.
-        subscribers::find_by_emails(conn, &emails)?;
+        subscribers::lock_by_emails(conn, &emails)?;
     }
     batch
         .iter()

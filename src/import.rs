@@ -334,11 +334,14 @@ fn record_batch(
     now: i64,
 ) -> Result<Summary, StoreError> {
     let emails: Vec<&str> = rows.iter().map(|r| r.person.email.as_str()).collect();
-    let known: HashMap<String, subscribers::Subscriber> =
+    // A dry run only reads; a real one locks the people it is about to update.
+    let known = if options.dry_run {
         subscribers::find_by_emails(conn, &emails)?
-            .into_iter()
-            .map(|s| (s.email.clone(), s))
-            .collect();
+    } else {
+        subscribers::lock_by_emails(conn, &emails)?
+    };
+    let known: HashMap<String, subscribers::Subscriber> =
+        known.into_iter().map(|s| (s.email.clone(), s)).collect();
     let mut counts = Summary::default();
     // A file may name someone twice: later rows are compared with earlier ones.
     let mut seen: HashMap<&str, ImportedPerson> = HashMap::new();

@@ -102,7 +102,7 @@ struct QueuedJob<'a> {
 /// Inserts jobs (one statement on Postgres, a few hundred per statement on SQLite), each with
 /// its status: `Pending` for the head of an empty line, `Waiting` behind an open job (see
 /// [`open_lines`]). On Postgres the caller must hold the subscribers' row locks
-/// ([`super::subscribers::find_by_emails`] or any update of the row takes one; a row inserted in
+/// ([`super::subscribers::lock_by_emails`] or any update of the row takes one; a row inserted in
 /// the same transaction is invisible to others), so that a line's head finishing at the same
 /// moment sees the new job.
 pub fn insert_all(

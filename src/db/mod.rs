@@ -41,7 +41,8 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 /// backends' limits on bound parameters (SQLite 32,766, Postgres 65,535).
 pub const ROWS_PER_STATEMENT: usize = 500;
 
-/// One column of `rows` as an array, bound to a Postgres `INSERT ... SELECT FROM unnest(...)`.
+/// One column of `rows` as an array, bound to a Postgres statement that reads its rows from
+/// `unnest(...)`.
 pub(crate) fn column<T, U>(rows: &[T], value: impl Fn(&T) -> U) -> Vec<U> {
     rows.iter().map(value).collect()
 }

@@ -65,30 +65,49 @@ struct Fields<'a> {
     updated_at: i64,
 }
 
-/// The subscribers with these normalised emails; on Postgres their rows are locked until the
-/// end of the caller's transaction.
-///
-/// The callers read, decide in memory and write back whole records: without the lock, two
-/// transactions deciding on the same subscriber at once (two ingest writers, two instances, an
-/// import beside the ingest) would each write back what they read, and the later would undo the
-/// earlier (a new name, an email change). Locked in id order, so that two callers cannot
-/// deadlock; a caller that waited reads the row as committed (Postgres re-checks the email, so a
-/// changed address is no longer found under its old one). SQLite has one writer at a time.
+/// The subscribers with these normalised emails.
 pub fn find_by_emails(
     conn: &mut DbConnection,
     emails: &[&str],
 ) -> Result<Vec<Subscriber>, StoreError> {
     let mut found = Vec::with_capacity(emails.len());
     for chunk in emails.chunks(ROWS_PER_STATEMENT) {
-        let query = subscribers::table.filter(subscribers::email.eq_any(chunk));
-        found.extend(match conn {
-            DbConnection::Postgres(c) => query
+        found.extend(
+            subscribers::table
+                .filter(subscribers::email.eq_any(chunk))
+                .select(Subscriber::as_select())
+                .load(conn)?,
+        );
+    }
+    Ok(found)
+}
+
+/// [`find_by_emails`] for a caller about to write: on Postgres the rows are locked until the end
+/// of the caller's transaction.
+///
+/// The callers read, decide in memory and write back: without the lock, two transactions
+/// deciding on the same subscriber at once (two ingest writers, two instances, an import beside
+/// the ingest) would each write back what they read, and the later would undo the earlier (a new
+/// name, an email change). Locked in id order, so that two callers cannot deadlock; a caller
+/// that waited reads the row as committed (Postgres re-checks the email, so a changed address is
+/// no longer found under its old one). SQLite has one writer at a time.
+pub fn lock_by_emails(
+    conn: &mut DbConnection,
+    emails: &[&str],
+) -> Result<Vec<Subscriber>, StoreError> {
+    let DbConnection::Postgres(c) = conn else {
+        return find_by_emails(conn, emails);
+    };
+    let mut found = Vec::with_capacity(emails.len());
+    for chunk in emails.chunks(ROWS_PER_STATEMENT) {
+        found.extend(
+            subscribers::table
+                .filter(subscribers::email.eq_any(chunk))
                 .select(Subscriber::as_select())
                 .order(subscribers::id)
                 .for_update()
                 .load(c)?,
-            DbConnection::Sqlite(_) => query.select(Subscriber::as_select()).load(conn)?,
-        });
+        );
     }
     Ok(found)
 }
@@ -139,7 +158,7 @@ fn insert_all(
 }
 
 /// Writes back every column an event can change of stored subscribers: on Postgres in one
-/// statement (their rows are already locked by [`find_by_emails`], so the order in which it
+/// statement (their rows are already locked by [`lock_by_emails`], so the order in which it
 /// takes them does not matter), on SQLite one by one in the given order.
 fn update_all(conn: &mut DbConnection, records: &[&Subscriber]) -> Result<(), StoreError> {
     if records.is_empty() {
@@ -151,24 +170,22 @@ fn update_all(conn: &mut DbConnection, records: &[&Subscriber]) -> Result<(), St
         }
         return Ok(());
     };
-    for chunk in records.chunks(ROWS_PER_STATEMENT) {
-        diesel::sql_query(
-            "UPDATE subscribers AS s SET email = u.email, esp_id = u.esp_id, \
-             first_name = u.first_name, name = u.name, status = u.status, \
-             updated_at = u.updated_at \
-             FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::text[], $7::int8[]) AS u(id, email, esp_id, first_name, name, status, updated_at) \
-             WHERE s.id = u.id",
-        )
-        .bind::<Array<BigInt>, _>(column(chunk, |r| r.id))
-        .bind::<Array<Text>, _>(column(chunk, |r| r.email.as_str()))
-        .bind::<Array<Nullable<Text>>, _>(column(chunk, |r| r.esp_id.as_deref()))
-        .bind::<Array<Nullable<Text>>, _>(column(chunk, |r| r.first_name.as_deref()))
-        .bind::<Array<Nullable<Text>>, _>(column(chunk, |r| r.name.as_deref()))
-        .bind::<Array<Text>, _>(column(chunk, |r| r.status.as_str()))
-        .bind::<Array<BigInt>, _>(column(chunk, |r| r.updated_at))
-        .execute(c)?;
-    }
+    diesel::sql_query(
+        "UPDATE subscribers AS s SET email = u.email, esp_id = u.esp_id, \
+         first_name = u.first_name, name = u.name, status = u.status, \
+         updated_at = u.updated_at \
+         FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], \
+         $6::text[], $7::int8[]) AS u(id, email, esp_id, first_name, name, status, updated_at) \
+         WHERE s.id = u.id",
+    )
+    .bind::<Array<BigInt>, _>(column(records, |r| r.id))
+    .bind::<Array<Text>, _>(column(records, |r| r.email.as_str()))
+    .bind::<Array<Nullable<Text>>, _>(column(records, |r| r.esp_id.as_deref()))
+    .bind::<Array<Nullable<Text>>, _>(column(records, |r| r.first_name.as_deref()))
+    .bind::<Array<Nullable<Text>>, _>(column(records, |r| r.name.as_deref()))
+    .bind::<Array<Text>, _>(column(records, |r| r.status.as_str()))
+    .bind::<Array<BigInt>, _>(column(records, |r| r.updated_at))
+    .execute(c)?;
     Ok(())
 }
 
@@ -208,9 +225,9 @@ struct Entry {
 
 impl Working {
     /// Loads the subscribers with any of `emails` (every address the events may look up),
-    /// locking them on Postgres (see [`find_by_emails`]).
+    /// locking them on Postgres (see [`lock_by_emails`]).
     pub fn load(conn: &mut DbConnection, emails: &[&str]) -> Result<Working, StoreError> {
-        let slots: Vec<Entry> = find_by_emails(conn, emails)?
+        let slots: Vec<Entry> = lock_by_emails(conn, emails)?
             .into_iter()
             .map(|record| Entry {
                 record,
