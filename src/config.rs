@@ -6,6 +6,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use referral_bridge_adapters::loyaltysurf::{self, LoyaltySurfApi, OnUnsubscribe};
+use referral_bridge_adapters::referralloop::{self, ReferralLoopApi};
+use referral_bridge_adapters::sparkloop;
+use secrecy::SecretString;
 use serde::Deserialize;
 
 /// A configuration value that is missing or cannot be used; the message names the variable.
@@ -122,7 +126,7 @@ pub enum Upstream {
         /// `SPARKLOOP_INCOMING_WEBHOOK_URL`.
         url: String,
     },
-    /// SparkLoop API v2 calls (not delivered by this version; jobs wait in the queue).
+    /// SparkLoop API v2 calls.
     Api,
 }
 
@@ -132,46 +136,19 @@ pub enum Platform {
     /// SparkLoop, through its incoming webhook or API ([`SparkLoopSettings`]).
     SparkLoop,
     /// LoyaltySurf's API.
-    LoyaltySurf(LoyaltySurfApi),
+    LoyaltySurf {
+        /// `LOYALTYSURF_*`, as the adapter takes them.
+        api: LoyaltySurfApi,
+        /// `LOYALTYSURF_RATE_LIMIT`: every window holds.
+        rate_limits: Vec<RateLimit>,
+    },
     /// ReferralLoop's API.
-    ReferralLoop(ReferralLoopApi),
-}
-
-/// What LoyaltySurf does with an unsubscribe (`LOYALTYSURF_UNSUBSCRIBE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnUnsubscribe {
-    /// Nothing: the participant stays, with their referrals.
-    Keep,
-    /// The participant is deleted.
-    Delete,
-}
-
-/// `LOYALTYSURF_*` for sending ESP events to LoyaltySurf.
-#[derive(Debug, Clone)]
-pub struct LoyaltySurfApi {
-    /// `LOYALTYSURF_API_URL`.
-    pub api_url: String,
-    /// `LOYALTYSURF_API_KEY` (`Authorization: Bearer`); events wait while it is unset.
-    pub api_key: Option<Secret>,
-    /// `LOYALTYSURF_CAMPAIGN_ID`.
-    pub campaign_id: String,
-    /// `LOYALTYSURF_RATE_LIMIT`: every window holds.
-    pub rate_limits: Vec<RateLimit>,
-    /// `LOYALTYSURF_UNSUBSCRIBE`.
-    pub on_unsubscribe: OnUnsubscribe,
-}
-
-/// `REFERRALLOOP_*` for sending ESP events to ReferralLoop.
-#[derive(Debug, Clone)]
-pub struct ReferralLoopApi {
-    /// `REFERRALLOOP_API_URL`.
-    pub api_url: String,
-    /// `REFERRALLOOP_API_KEY` (`Authorization: Bearer`); events wait while it is unset.
-    pub api_key: Option<Secret>,
-    /// `REFERRALLOOP_WAITLIST_ID`.
-    pub waitlist_id: String,
-    /// `REFERRALLOOP_RATE_LIMIT`.
-    pub rate_limit: RateLimit,
+    ReferralLoop {
+        /// `REFERRALLOOP_*`, as the adapter takes them.
+        api: ReferralLoopApi,
+        /// `REFERRALLOOP_RATE_LIMIT`.
+        rate_limit: RateLimit,
+    },
 }
 
 /// The SparkLoop side of the configuration.
@@ -474,51 +451,6 @@ impl Raw {
 }
 
 impl Settings {
-    /// The rate limit jobs for `destination` are sent at, if they are paced (of several, the
-    /// one that binds over a long backlog).
-    pub fn pace_of(&self, destination: &str) -> Option<RateLimit> {
-        if destination == crate::fields::DESTINATION {
-            return Some(self.esp.rate_limit);
-        }
-        if destination == self.upstream_destination() {
-            return RateLimit::slowest(&self.upstream_limits());
-        }
-        None
-    }
-
-    /// How long `open` jobs for `destination` take at its rate limit, if it is paced.
-    pub fn drain_seconds(&self, destination: &str, open: i64) -> Option<f64> {
-        self.pace_of(destination)
-            .map(|limit| limit.time_for(open.max(0) as u64).as_secs_f64())
-    }
-
-    /// The queue (`jobs.destination`) ESP events go to: the platform's name.
-    pub fn upstream_destination(&self) -> &'static str {
-        match self.platform {
-            Platform::SparkLoop => crate::sparkloop::DESTINATION,
-            Platform::LoyaltySurf(_) => crate::upstream::LOYALTYSURF,
-            Platform::ReferralLoop(_) => crate::upstream::REFERRALLOOP,
-        }
-    }
-
-    /// The rate limits the platform's calls keep to, all at once; none when not paced
-    /// (SparkLoop's incoming webhook).
-    pub fn upstream_limits(&self) -> Vec<RateLimit> {
-        match &self.platform {
-            Platform::SparkLoop => match self.sparkloop.upstream {
-                Upstream::Api => vec![self.sparkloop.rate_limit],
-                Upstream::Webhook { .. } => Vec::new(),
-            },
-            Platform::LoyaltySurf(api) => api.rate_limits.clone(),
-            Platform::ReferralLoop(api) => vec![api.rate_limit],
-        }
-    }
-
-    /// How ESP events are queued for the platform.
-    pub fn forwarding(&self) -> crate::upstream::Forwarding {
-        crate::upstream::Forwarding::for_platform(&self.platform)
-    }
-
     /// Reads the process environment, after loading `.env` from the working directory (values
     /// already in the environment are kept).
     pub fn load() -> Result<Self, ConfigError> {
@@ -571,46 +503,53 @@ impl Settings {
         };
         let platform = match platform_name.as_str() {
             "sparkloop" => Platform::SparkLoop,
-            "loyaltysurf" => Platform::LoyaltySurf(LoyaltySurfApi {
-                api_url: http_url(
-                    "LOYALTYSURF_API_URL",
-                    non_empty(raw.loyaltysurf_api_url)
-                        .unwrap_or_else(|| "https://api.loyaltysurf.io/v1".into()),
-                )?,
-                api_key: secret(raw.loyaltysurf_api_key),
-                campaign_id: required("LOYALTYSURF_CAMPAIGN_ID", raw.loyaltysurf_campaign_id)?,
+            "loyaltysurf" => Platform::LoyaltySurf {
+                api: LoyaltySurfApi {
+                    api_url: http_url(
+                        "LOYALTYSURF_API_URL",
+                        non_empty(raw.loyaltysurf_api_url)
+                            .unwrap_or_else(|| loyaltysurf::DEFAULT_API_URL.into()),
+                    )?,
+                    api_key: secret_string(raw.loyaltysurf_api_key),
+                    campaign_id: required("LOYALTYSURF_CAMPAIGN_ID", raw.loyaltysurf_campaign_id)?,
+                    on_unsubscribe: match non_empty(raw.loyaltysurf_unsubscribe).as_deref() {
+                        None | Some("keep") => OnUnsubscribe::Keep,
+                        Some("delete") => OnUnsubscribe::Delete,
+                        Some(other) => {
+                            return Err(invalid(
+                                "LOYALTYSURF_UNSUBSCRIBE",
+                                format!("unknown action `{other}`; expected `keep` or `delete`"),
+                            ))
+                        }
+                    },
+                },
                 rate_limits: RateLimit::parse_all(
                     non_empty(raw.loyaltysurf_rate_limit)
                         .as_deref()
-                        .unwrap_or("30/5s,200/60s"),
+                        .unwrap_or(loyaltysurf::DEFAULT_RATE_LIMIT),
                 )
                 .map_err(|reason| invalid("LOYALTYSURF_RATE_LIMIT", reason))?,
-                on_unsubscribe: match non_empty(raw.loyaltysurf_unsubscribe).as_deref() {
-                    None | Some("keep") => OnUnsubscribe::Keep,
-                    Some("delete") => OnUnsubscribe::Delete,
-                    Some(other) => {
-                        return Err(invalid(
-                            "LOYALTYSURF_UNSUBSCRIBE",
-                            format!("unknown action `{other}`; expected `keep` or `delete`"),
-                        ))
-                    }
+            },
+            "referralloop" => Platform::ReferralLoop {
+                api: ReferralLoopApi {
+                    api_url: http_url(
+                        "REFERRALLOOP_API_URL",
+                        non_empty(raw.referralloop_api_url)
+                            .unwrap_or_else(|| referralloop::DEFAULT_API_URL.into()),
+                    )?,
+                    api_key: secret_string(raw.referralloop_api_key),
+                    waitlist_id: required(
+                        "REFERRALLOOP_WAITLIST_ID",
+                        raw.referralloop_waitlist_id,
+                    )?,
                 },
-            }),
-            "referralloop" => Platform::ReferralLoop(ReferralLoopApi {
-                api_url: http_url(
-                    "REFERRALLOOP_API_URL",
-                    non_empty(raw.referralloop_api_url)
-                        .unwrap_or_else(|| "https://www.referralloop.dev/api/v1".into()),
-                )?,
-                api_key: secret(raw.referralloop_api_key),
-                waitlist_id: required("REFERRALLOOP_WAITLIST_ID", raw.referralloop_waitlist_id)?,
                 rate_limit: RateLimit::parse(
                     non_empty(raw.referralloop_rate_limit)
                         .as_deref()
-                        .unwrap_or("1000/1h"),
+                        .unwrap_or(referralloop::DEFAULT_RATE_LIMIT),
                 )
                 .map_err(|reason| invalid("REFERRALLOOP_RATE_LIMIT", reason))?,
-            }),
+            },
             other => {
                 return Err(invalid(
                     "BRIDGE_PLATFORM",
@@ -645,14 +584,14 @@ impl Settings {
             api_url: http_url(
                 "SPARKLOOP_API_URL",
                 non_empty(raw.sparkloop_api_url)
-                    .unwrap_or_else(|| "https://api.sparkloop.app".into()),
+                    .unwrap_or_else(|| sparkloop::outbound::DEFAULT_API_URL.into()),
             )?,
             api_key: secret(raw.sparkloop_api_key),
             webhook_token: secret(raw.sparkloop_webhook_token.clone()),
             rate_limit: RateLimit::parse(
                 non_empty(raw.sparkloop_rate_limit.clone())
                     .as_deref()
-                    .unwrap_or("120/60s"),
+                    .unwrap_or(sparkloop::outbound::DEFAULT_RATE_LIMIT),
             )
             .map_err(|reason| invalid("SPARKLOOP_RATE_LIMIT", reason))?,
             campaign_id: non_empty(raw.sparkloop_campaign_id.clone()),
@@ -801,6 +740,10 @@ fn secret(value: Option<String>) -> Option<Secret> {
     non_empty(value).map(Secret)
 }
 
+fn secret_string(value: Option<String>) -> Option<SecretString> {
+    non_empty(value).map(SecretString::from)
+}
+
 fn http_url(variable: &'static str, url: String) -> Result<String, ConfigError> {
     match reqwest::Url::parse(&url) {
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(url),
@@ -877,33 +820,6 @@ mod tests {
         assert_eq!(s.retry.max_age, Duration::from_secs(30 * 86400));
         assert_eq!(s.dedupe_window, Duration::from_secs(3600));
         assert_eq!(s.sparkloop.upstream, Upstream::Api);
-    }
-
-    #[test]
-    fn platforms_have_their_documented_defaults() {
-        let s = settings(&[
-            ("BRIDGE_PLATFORM", "loyaltysurf"),
-            ("LOYALTYSURF_CAMPAIGN_ID", "ct8f71"),
-        ])
-        .unwrap();
-        assert_eq!(s.upstream_destination(), "loyaltysurf");
-        assert_eq!(
-            s.upstream_limits(),
-            vec![
-                RateLimit::parse("30/5s").unwrap(),
-                RateLimit::parse("200/60s").unwrap()
-            ]
-        );
-        // 200 a minute binds a long backlog, not 30 per 5 s (360 a minute).
-        assert_eq!(s.pace_of("loyaltysurf"), RateLimit::parse("200/60s").ok());
-        assert_eq!(s.pace_of("sparkloop"), None);
-        let s = settings(&[
-            ("BRIDGE_PLATFORM", "referralloop"),
-            ("REFERRALLOOP_WAITLIST_ID", "w"),
-        ])
-        .unwrap();
-        assert_eq!(s.pace_of("referralloop"), RateLimit::parse("1000/1h").ok());
-        assert!(!s.forwarding().forwards("unsubscribe"));
     }
 
     #[test]

@@ -14,7 +14,6 @@ use serde_json::Value;
 use crate::db::jobs::{self, JobStatus};
 use crate::db::subscribers::{self, ImportedPerson};
 use crate::db::{Db, DbConnection, StoreError};
-use crate::sparkloop;
 
 /// Rows written per transaction.
 const BATCH_ROWS: usize = 5_000;
@@ -59,7 +58,7 @@ pub struct Options {
     /// Queue a `subscribe` job for the platform for each new subscriber.
     pub push: bool,
     /// The platform's queue.
-    pub forwarding: crate::upstream::Forwarding,
+    pub forwarding: crate::peers::Forwarding,
 }
 
 /// Counts of what the import found and did.
@@ -392,7 +391,7 @@ fn record_batch(
                     person: person.to_person()?,
                     created_at: created[person.email.as_str()],
                 };
-                let (kind, payload) = sparkloop::webhook_payload(&event)
+                let (kind, payload) = referral_bridge_adapters::sparkloop::webhook_payload(&event)
                     .filter(|(kind, _)| options.forwarding.forwards(kind))?;
                 Some((*ids.get(&person.email)?, kind, payload))
             })

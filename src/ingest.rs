@@ -10,8 +10,7 @@ use crate::db::batch::BatchWriter;
 use crate::db::jobs::JobStatus;
 use crate::db::subscribers::Slot;
 use crate::db::{inbox, jobs, subscribers, DbConnection, StoreError};
-use crate::sparkloop;
-use crate::upstream::Forwarding;
+use crate::peers::Forwarding;
 
 /// What became of an accepted delivery.
 ///
@@ -202,7 +201,7 @@ fn record_deliveries(
         .filter(|(row, _)| row.outcome == inbox::PROCESSED)
         .filter_map(|(row, event_id)| {
             let subscriber_id = ids.of(row.subscriber?);
-            let (kind, payload) = sparkloop::webhook_payload(row.event)
+            let (kind, payload) = referral_bridge_adapters::sparkloop::webhook_payload(row.event)
                 .filter(|(kind, _)| forwarding.forwards(kind))?;
             Some((subscriber_id, event_id, row.delivery.now, kind, payload))
         })
@@ -330,7 +329,7 @@ mod tests {
                 conn,
                 deliveries,
                 Duration::from_secs(3600),
-                Forwarding::for_platform(&crate::config::Platform::SparkLoop),
+                Forwarding::sparkloop(),
             )
         })
         .unwrap()
@@ -339,7 +338,7 @@ mod tests {
     /// [`at_once`] for one delivery each.
     fn both_at_once(db: &Db, first: &Delivery, second: &Delivery) -> (Accepted, Accepted) {
         let record = |delivery: &Delivery, conn: &mut DbConnection| {
-            let forwarding = Forwarding::for_platform(&crate::config::Platform::SparkLoop);
+            let forwarding = Forwarding::sparkloop();
             let window = Duration::from_secs(3600);
             Ok(record_deliveries(conn, &[delivery], window, forwarding)?[0])
         };

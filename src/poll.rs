@@ -43,10 +43,7 @@ impl Poller {
             esp,
             ingest,
             wake,
-            client: reqwest::Client::builder()
-                .timeout(timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            client: crate::send::client(timeout)?,
             interval,
         })
     }
@@ -87,7 +84,8 @@ impl Poller {
         let Some(request) = self.esp.poll_request(since) else {
             return Ok(0);
         };
-        let response = crate::worker::http_request(&self.client, request)?
+        let response = crate::send::http_request(&self.client, request)
+            .map_err(|e| e.to_string())?
             .send()
             .await
             .map_err(|e| format!("cannot reach the ESP: {}", e.without_url()))?;

@@ -98,7 +98,8 @@ pub async fn provision(
 
 /// Sends an adapter's request; the status and body, or the network error.
 async fn send(client: &reqwest::Client, request: OutboundRequest) -> Result<(u16, String), String> {
-    let response = crate::worker::http_request(client, request)?
+    let response = crate::send::http_request(client, request)
+        .map_err(|e| e.to_string())?
         .send()
         .await
         .map_err(|e| format!("the ESP cannot be reached: {}", e.without_url()))?;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::db::{jobs, Db};
 use crate::metrics::Metrics;
+use crate::peers::Peers;
 use crate::worker::Worker;
 
 /// What the HTTP handlers share.
@@ -26,6 +27,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The configured ESP adapter.
     pub esp: Arc<dyn EspAdapter>,
+    /// The ESP and the platform as configured, and their paces.
+    pub peers: Peers,
     /// SparkLoop's callbacks.
     pub sparkloop: Box<dyn PlatformCallbacks>,
     /// ReferralLoop's webhooks.
@@ -88,12 +91,8 @@ impl Application {
         let port = listener.local_addr()?.port();
         let metrics = Arc::new(Metrics::default());
         let wake = Arc::new(Notify::new());
-        let esp: Arc<dyn EspAdapter> = referral_bridge_adapters::esp_adapter(
-            &settings.esp.adapter,
-            settings.esp.adapter_config(),
-        )
-        .context("ESP_ADAPTER names no known adapter")?
-        .into();
+        let peers = Peers::new(&settings)?;
+        let esp = peers.esp.clone();
         let sparkloop = referral_bridge_adapters::platform_callbacks("sparkloop")
             .context("the SparkLoop callbacks are missing")?;
         let referralloop = referral_bridge_adapters::platform_callbacks("referralloop")
@@ -101,7 +100,7 @@ impl Application {
         let worker = Worker::new(
             db.clone(),
             settings.clone(),
-            esp.clone(),
+            &peers,
             metrics.clone(),
             wake.clone(),
         )?;
@@ -120,7 +119,7 @@ impl Application {
         let ingest = crate::ingest::start_ingest(
             db.clone(),
             settings.dedupe_window,
-            settings.forwarding(),
+            peers.forwarding(),
             writers,
             4096,
         );
@@ -156,6 +155,7 @@ impl Application {
             settings,
             metrics,
             esp,
+            peers,
             wake_workers: wake,
         });
         let server = HttpServer::new(move || {

@@ -33,6 +33,9 @@ struct FieldIds {
     missing: bool,
 }
 
+/// The `ESP_RATE_LIMIT` used unless one is set. ActiveCampaign: 5 requests a second per account.
+pub const DEFAULT_RATE_LIMIT: &str = "5/1s";
+
 /// The ActiveCampaign adapter.
 #[derive(Debug, Default)]
 pub struct ActiveCampaign {

@@ -18,6 +18,9 @@ use crate::{Email, EspEvent, InboundEsp, InboundRequest, ParseError, Person, Ver
 /// beehiiv's API base, `/v2` included.
 pub const DEFAULT_API_URL: &str = "https://api.beehiiv.com/v2";
 
+/// The `ESP_RATE_LIMIT` used unless one is set. beehiiv: 180 requests a minute per organisation.
+pub const DEFAULT_RATE_LIMIT: &str = "180/60s";
+
 /// The beehiiv adapter.
 #[derive(Debug, Default, Clone)]
 pub struct Beehiiv {

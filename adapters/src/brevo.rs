@@ -3,17 +3,22 @@
 //! `Authorization: Bearer` or `?token=`. Out: `PUT {ESP_API_URL}/contacts/{url-encoded email}`
 //! with the bridge's `attributes` only (Brevo changes just those), header `api-key`.
 
+use std::time::{Duration, SystemTime};
+
 use serde_json::{json, Map, Value};
 
 use crate::custom::CustomEsp;
 use crate::outbound::{
-    usual_verdict, Answer, EspConfig, FieldUpdate, MessageId, OutboundEsp, OutboundRequest,
-    WriteVerdict,
+    usual_verdict, Answer, EspConfig, FieldUpdate, Headers, MessageId, OutboundEsp,
+    OutboundRequest, WriteVerdict,
 };
 use crate::{Email, EspEvent, InboundEsp, InboundRequest, ParseError, Person, VerifyError};
 
 /// Brevo's API base, `/v3` included.
 pub const DEFAULT_API_URL: &str = "https://api.brevo.com/v3";
+
+/// Brevo's contacts endpoints: 10 requests a second on its General plans.
+pub const DEFAULT_RATE_LIMIT: &str = "10/1s";
 
 /// The Brevo adapter.
 #[derive(Debug, Default, Clone)]
@@ -39,6 +44,16 @@ impl OutboundEsp for Brevo {
 
     fn max_batch(&self) -> usize {
         100
+    }
+
+    fn retry_after(&self, headers: &Headers<'_>, now: SystemTime) -> Option<Duration> {
+        // Brevo says when its window resets instead of sending Retry-After.
+        headers.retry_after(now).or_else(|| {
+            headers
+                .get("x-sib-ratelimit-reset")
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_secs)
+        })
     }
 
     fn batch_update(&self, updates: &[FieldUpdate<'_>]) -> Option<OutboundRequest> {

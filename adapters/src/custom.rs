@@ -12,6 +12,9 @@ use crate::{
     Person, VerifyError,
 };
 
+/// The `ESP_RATE_LIMIT` used unless one is set. The custom ESP: a modest pace for a receiver of unknown capacity.
+pub const DEFAULT_RATE_LIMIT: &str = "10/1s";
+
 /// The custom ESP adapter. In: `Authorization: Bearer <secret>` or `?token=<secret>`, and the
 /// seed's JSON shapes. Out: the subscriber's whole state POSTed to `ESP_API_URL`, with
 /// `Authorization: Bearer ESP_API_KEY` when set and Standard Webhooks signature headers when

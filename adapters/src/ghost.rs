@@ -33,6 +33,9 @@ pub const NOTE_LIMIT: usize = 2000;
 /// Ghost's limit on a label's name.
 const LABEL_LIMIT: usize = 191;
 
+/// The `ESP_RATE_LIMIT` used unless one is set. Ghost's Admin API: a modest pace (it publishes no limit).
+pub const DEFAULT_RATE_LIMIT: &str = "10/1s";
+
 /// The Ghost adapter.
 #[derive(Debug, Default, Clone)]
 pub struct Ghost {

@@ -26,6 +26,9 @@ pub const DEFAULT_API_URL: &str = "https://api.kit.com";
 /// How far a signature's timestamp may be from now, as Kit suggests.
 const TOLERANCE_SECONDS: i64 = 300;
 
+/// The `ESP_RATE_LIMIT` used unless one is set. Kit: 120 requests per rolling minute per API key.
+pub const DEFAULT_RATE_LIMIT: &str = "120/60s";
+
 /// The Kit adapter.
 #[derive(Debug, Default, Clone)]
 pub struct Kit {

@@ -26,6 +26,9 @@ pub const REVISION: &str = "2026-07-15";
 /// How far `Klaviyo-Timestamp` may be from now.
 const TOLERANCE: Duration = Duration::from_secs(5 * 60);
 
+/// The `ESP_RATE_LIMIT` used unless one is set. Klaviyo's profile endpoints: 75 a second in a burst, 750 a minute steady.
+pub const DEFAULT_RATE_LIMIT: &str = "75/1s,750/60s";
+
 /// The Klaviyo adapter.
 #[derive(Debug, Default, Clone)]
 pub struct Klaviyo {

@@ -21,6 +21,9 @@ use crate::{Email, EspEvent, InboundEsp, InboundRequest, ParseError, VerifyError
 /// Subscribers read per poll.
 pub const PAGE_SIZE: usize = 100;
 
+/// The `ESP_RATE_LIMIT` used unless one is set. listmonk: a modest pace for a self-hosted server.
+pub const DEFAULT_RATE_LIMIT: &str = "10/1s";
+
 /// The listmonk adapter.
 #[derive(Debug, Default)]
 pub struct Listmonk {

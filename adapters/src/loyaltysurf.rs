@@ -1,6 +1,12 @@
-//! LoyaltySurf's webhooks: `LoyaltySurf-Signature: ts=<unix ms>,v=<hex HMAC-SHA256 of
-//! "ts.body">` and JSON `{event, createdAt, data}` about participants (GrowSurf, its sister
-//! product, sends the same shapes).
+//! LoyaltySurf, both ways.
+//!
+//! In: webhooks signed `LoyaltySurf-Signature: ts=<unix ms>,v=<hex HMAC-SHA256 of "ts.body">`,
+//! JSON `{event, createdAt, data}` about participants (GrowSurf, its sister product, sends the
+//! same shapes).
+//!
+//! Out ([`LoyaltySurfApi`]): ESP events as participant calls with a bearer key, at most
+//! [`MAX_CONNECTIONS`] in flight, paced to [`DEFAULT_RATE_LIMIT`] unless configured, a 429
+//! pausing for the longest of its `LoyaltySurf-Retry-After-{Second,Minute,Hour}-Milliseconds`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,8 +14,27 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::platform::{Callback, PersonUpdate, PlatformCallbacks, ReferralData};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Map};
+
+use crate::outbound::{Answer, Headers, OutboundRequest, WriteVerdict};
+use crate::platform::{
+    api_url, json_call, usual_platform_verdict, CallError, Callback, JobSubscriber,
+    OutboundPlatform, PersonUpdate, PlatformCallbacks, ReferralData, ALL_KINDS,
+};
 use crate::{Email, InboundRequest, ParseError, VerifyError};
+
+/// The destination name of jobs for LoyaltySurf.
+pub const DESTINATION: &str = "loyaltysurf";
+
+/// LoyaltySurf's API base.
+pub const DEFAULT_API_URL: &str = "https://api.loyaltysurf.io/v1";
+
+/// `LOYALTYSURF_RATE_LIMIT` unless set: both of LoyaltySurf's windows.
+pub const DEFAULT_RATE_LIMIT: &str = "30/5s,200/60s";
+
+/// LoyaltySurf's limit of concurrent connections per client.
+pub const MAX_CONNECTIONS: usize = 3;
 
 /// How far a signature's timestamp may be from now when none is configured.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
@@ -196,6 +221,144 @@ pub fn parse_callback(body: &[u8]) -> Result<Callback, ParseError> {
     Ok(callback)
 }
 
+/// What LoyaltySurf does with an unsubscribe (`LOYALTYSURF_UNSUBSCRIBE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnsubscribe {
+    /// Nothing: the participant stays, with their referrals.
+    Keep,
+    /// The participant is deleted.
+    Delete,
+}
+
+/// ESP events sent to one LoyaltySurf campaign (`LOYALTYSURF_*`).
+#[derive(Debug, Clone)]
+pub struct LoyaltySurfApi {
+    /// `LOYALTYSURF_API_URL`.
+    pub api_url: String,
+    /// `LOYALTYSURF_API_KEY` (`Authorization: Bearer`); events wait while it is unset.
+    pub api_key: Option<SecretString>,
+    /// `LOYALTYSURF_CAMPAIGN_ID`.
+    pub campaign_id: String,
+    /// `LOYALTYSURF_UNSUBSCRIBE`.
+    pub on_unsubscribe: OnUnsubscribe,
+}
+
+impl OutboundPlatform for LoyaltySurfApi {
+    fn destination(&self) -> &'static str {
+        DESTINATION
+    }
+
+    fn rate_limit_variable(&self) -> &'static str {
+        "LOYALTYSURF_RATE_LIMIT"
+    }
+
+    fn forwards(&self, kind: &str) -> bool {
+        match self.on_unsubscribe {
+            OnUnsubscribe::Delete => ALL_KINDS.contains(&kind),
+            OnUnsubscribe::Keep => matches!(kind, "subscribe" | "update"),
+        }
+    }
+
+    fn outbound_problem(&self) -> Option<String> {
+        self.api_key.is_none().then(|| {
+            "LOYALTYSURF_API_KEY is not set: ESP events are stored and queued for LoyaltySurf's \
+             API, and are sent once it is"
+                .into()
+        })
+    }
+
+    /// Subscribe is `POST /campaign/{id}/participant` with `email`, `firstName`, `lastName`; an
+    /// update `POST /campaign/{id}/participant/{previous email}` (the participant is found by
+    /// address) with the new ones; unsubscribe, when it is sent,
+    /// `DELETE /campaign/{id}/participant/{email}`.
+    fn request(&self, kind: &str, payload: &str) -> Result<OutboundRequest, CallError> {
+        let s = JobSubscriber::read(payload)?;
+        let variable = "LOYALTYSURF_API_URL";
+        let campaign = self.campaign_id.as_str();
+        let mut body = Map::new();
+        body.insert("email".into(), json!(s.email));
+        if let Some(first) = s.first_name {
+            body.insert("firstName".into(), json!(first));
+        }
+        if let Some(last) = s.last_name {
+            body.insert("lastName".into(), json!(last));
+        }
+        let (method, url, body) = match kind {
+            "subscribe" => (
+                "POST",
+                api_url(
+                    &self.api_url,
+                    variable,
+                    &["campaign", campaign, "participant"],
+                )?,
+                Value::Object(body).to_string(),
+            ),
+            "update" => {
+                let identifier = s.previous_email.unwrap_or_else(|| s.email.clone());
+                let segments = ["campaign", campaign, "participant", &identifier];
+                (
+                    "POST",
+                    api_url(&self.api_url, variable, &segments)?,
+                    Value::Object(body).to_string(),
+                )
+            }
+            "unsubscribe" => {
+                let segments = ["campaign", campaign, "participant", &s.email];
+                (
+                    "DELETE",
+                    api_url(&self.api_url, variable, &segments)?,
+                    String::new(),
+                )
+            }
+            other => {
+                return Err(CallError::NoCall {
+                    platform: "LoyaltySurf",
+                    kind: other.into(),
+                })
+            }
+        };
+        let key = self
+            .api_key
+            .as_ref()
+            .map(|k| k.expose_secret())
+            .unwrap_or_default();
+        Ok(json_call(
+            method,
+            url,
+            body,
+            ("Authorization", format!("Bearer {key}")),
+        ))
+    }
+
+    /// A 409 is a duplicate request still in progress (retried); a participant already
+    /// deleted is done.
+    fn read_answer(&self, kind: &str, answer: &Answer<'_>) -> WriteVerdict {
+        match (kind, answer.status) {
+            (_, 409) => WriteVerdict::RetryLater { after: None },
+            ("unsubscribe", 404) => WriteVerdict::Done,
+            _ => usual_platform_verdict(answer),
+        }
+    }
+
+    fn max_connections(&self) -> Option<usize> {
+        Some(MAX_CONNECTIONS)
+    }
+
+    /// The longest of the windows' own delays holds, when there is no `Retry-After`.
+    fn retry_after(&self, headers: &Headers<'_>, now: SystemTime) -> Option<Duration> {
+        headers.retry_after(now).or_else(|| {
+            ["Second", "Minute", "Hour"]
+                .iter()
+                .filter_map(|window| {
+                    headers.get(&format!("loyaltysurf-retry-after-{window}-milliseconds"))
+                })
+                .filter_map(|v| v.parse::<u64>().ok())
+                .max()
+                .map(Duration::from_millis)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,5 +500,96 @@ mod tests {
             .is_ignored());
         assert!(parse_callback(br#"{"data": {}}"#).is_err());
         assert!(parse_callback(b"not json").is_err());
+    }
+
+    fn api() -> LoyaltySurfApi {
+        LoyaltySurfApi {
+            api_url: "http://ls.test/v1".into(),
+            api_key: Some("k".to_string().into()),
+            campaign_id: "ct8f71".into(),
+            on_unsubscribe: OnUnsubscribe::Delete,
+        }
+    }
+
+    #[test]
+    fn calls_have_the_documented_shapes() {
+        let api = api();
+        let call = api
+            .request(
+                "subscribe",
+                r#"{"type":"subscribe","subscriber":{"email":"a@b.co","name":"Ann Lee Smith","first_name":"Ann"}}"#,
+            )
+            .unwrap();
+        assert_eq!(
+            (call.method, call.url.as_str()),
+            ("POST", "http://ls.test/v1/campaign/ct8f71/participant")
+        );
+        assert!(call
+            .headers
+            .contains(&("Authorization".into(), "Bearer k".into())));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&call.body).unwrap(),
+            json!({"email": "a@b.co", "firstName": "Ann", "lastName": "Lee Smith"})
+        );
+        let call = api
+            .request(
+                "update",
+                r#"{"type":"update","subscriber":{"email":"new@b.co","previous_email":"old+1@b.co"}}"#,
+            )
+            .unwrap();
+        assert_eq!(
+            call.url,
+            "http://ls.test/v1/campaign/ct8f71/participant/old+1@b.co"
+        );
+        assert_eq!(call.body, br#"{"email":"new@b.co"}"#);
+        let call = api
+            .request(
+                "unsubscribe",
+                r#"{"type":"unsubscribe","subscriber":{"email":"a@b.co"}}"#,
+            )
+            .unwrap();
+        assert_eq!(call.method, "DELETE");
+        assert!(call.body.is_empty());
+        let keep = LoyaltySurfApi {
+            on_unsubscribe: OnUnsubscribe::Keep,
+            ..api
+        };
+        assert!(!keep.forwards("unsubscribe"));
+        let answer = |status| Answer {
+            status,
+            retry_after: None,
+            body: "",
+        };
+        assert_eq!(
+            keep.read_answer("subscribe", &answer(409)),
+            WriteVerdict::RetryLater { after: None }
+        );
+        assert_eq!(
+            keep.read_answer("unsubscribe", &answer(404)),
+            WriteVerdict::Done
+        );
+        assert_eq!(
+            keep.read_answer("subscribe", &answer(404)),
+            WriteVerdict::Failed
+        );
+    }
+
+    #[test]
+    fn the_longest_window_holds_after_a_429() {
+        let headers = vec![
+            (
+                "LoyaltySurf-Retry-After-Second-Milliseconds".to_string(),
+                "800".to_string(),
+            ),
+            (
+                "loyaltysurf-retry-after-minute-milliseconds".to_string(),
+                "41000".to_string(),
+            ),
+        ];
+        assert_eq!(
+            api().retry_after(&Headers(&headers), SystemTime::now()),
+            Some(Duration::from_millis(41_000))
+        );
+        assert_eq!(api().retry_after(&Headers(&[]), SystemTime::now()), None);
     }
 }

@@ -20,6 +20,10 @@ use crate::{
 /// Merge tags are at most this long.
 const TAG_LENGTH: usize = 10;
 
+/// The `ESP_RATE_LIMIT` used unless one is set. Mailchimp limits connections (10 at once), not
+/// a rate; 10 calls a second keeps well within it for calls of about a second or less.
+pub const DEFAULT_RATE_LIMIT: &str = "10/1s";
+
 /// The Mailchimp adapter.
 #[derive(Debug, Default, Clone)]
 pub struct Mailchimp {

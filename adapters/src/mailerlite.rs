@@ -17,6 +17,9 @@ use crate::{Email, EspEvent, InboundEsp, InboundRequest, ParseError, Person, Ver
 /// MailerLite's API base.
 pub const DEFAULT_API_URL: &str = "https://connect.mailerlite.com/api";
 
+/// The `ESP_RATE_LIMIT` used unless one is set. MailerLite: 120 requests a minute per account.
+pub const DEFAULT_RATE_LIMIT: &str = "120/60s";
+
 /// The MailerLite adapter.
 #[derive(Debug, Default, Clone)]
 pub struct MailerLite {

@@ -2,7 +2,7 @@
 //! referral fields, and how to read the ESP's answer. The service sends the request; the adapter
 //! only describes it, so that it can be tested without a network.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
@@ -53,6 +53,36 @@ pub struct OutboundRequest {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
+}
+
+/// The headers of an answer, as the service received them, looked up by name in any case.
+#[derive(Debug, Clone, Copy)]
+pub struct Headers<'a>(pub &'a [(String, String)]);
+
+impl<'a> Headers<'a> {
+    /// The value of the first header called `name`, trimmed.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    }
+
+    /// The standard `Retry-After` delay (seconds, or an HTTP date), as of `now`.
+    pub fn retry_after(&self, now: SystemTime) -> Option<Duration> {
+        parse_retry_after(self.get("retry-after")?, now)
+    }
+}
+
+/// Reads a `Retry-After` value: seconds, or an HTTP date (a date in the past is no wait).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    httpdate::parse_http_date(value)
+        .ok()
+        .map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// What came back from the ESP.
@@ -128,6 +158,12 @@ pub trait OutboundEsp: Send + Sync {
     /// well as) a rate; `None`: no such limit.
     fn max_connections(&self) -> Option<usize> {
         None
+    }
+
+    /// How long the ESP asks to be left alone after this answer, as its headers say; the
+    /// default reads the standard `Retry-After`.
+    fn retry_after(&self, headers: &Headers<'_>, now: SystemTime) -> Option<Duration> {
+        headers.retry_after(now)
     }
 
     /// The name a configured field has in this ESP (Mailchimp's 10-character tag, Kit's

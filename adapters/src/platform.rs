@@ -1,8 +1,14 @@
-//! Referral platforms' callbacks (SparkLoop, ReferralLoop, LoyaltySurf), verified and parsed into normalised updates of
-//! the people they name, the same verify-then-parse shape as the ESP side.
+//! What every referral platform (SparkLoop, LoyaltySurf, ReferralLoop) has in common, both
+//! directions: callbacks verified and parsed into normalised updates of the people they name
+//! ([`PlatformCallbacks`], the same verify-then-parse shape as the ESP side), and the calls that
+//! forward the ESP's events to it ([`OutboundPlatform`]). Each platform's own module holds both
+//! halves of it.
+
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+use crate::outbound::{Answer, Headers, OutboundRequest, WriteVerdict};
 use crate::{Email, InboundRequest, ParseError, VerifyError};
 
 /// What a platform says about one person; `None` leaves the known value as it is (a key that is
@@ -110,4 +116,238 @@ pub trait PlatformCallbacks: Send + Sync {
     /// Reads the callback. Unknown event types parse to an ignored callback, whatever else the
     /// body holds or lacks.
     fn parse(&self, request: &InboundRequest<'_>) -> Result<Callback, ParseError>;
+}
+
+/// Why the call that forwards a job to a platform cannot be made; the job's error says so.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The job's body is not the JSON the bridge queues.
+    #[error("the job's body is not JSON: {0}")]
+    NotJson(String),
+    /// The job's body names no subscriber.
+    #[error("the job's body has no subscriber email")]
+    NoEmail,
+    /// A configured URL cannot carry the call.
+    #[error("{variable} {reason}")]
+    BadUrl {
+        /// The variable that holds the URL.
+        variable: &'static str,
+        /// What is wrong with it (`is not a URL: ...`, `cannot take a path`).
+        reason: String,
+    },
+    /// The platform's API has no call for this kind of job.
+    #[error("{platform}'s API has no call for a `{kind}` job")]
+    NoCall {
+        /// The platform, as a person writes it.
+        platform: &'static str,
+        /// The job's kind.
+        kind: String,
+    },
+}
+
+/// The outgoing half of a referral platform: the call that forwards one queued ESP event
+/// (`subscribe`, `update`, `unsubscribe`, whose bodies are SparkLoop's custom-integration shapes,
+/// [`crate::sparkloop::webhook_payload`]) and how to read the platform's answer. The service
+/// queues, paces and sends; the platform only describes.
+pub trait OutboundPlatform: Send + Sync {
+    /// The queue its jobs wait in (`jobs.destination`): the platform's name.
+    fn destination(&self) -> &'static str;
+
+    /// The variable that sets its pace, for messages.
+    fn rate_limit_variable(&self) -> &'static str;
+
+    /// Whether ESP events of `kind` are sent to it; the others are recorded only.
+    fn forwards(&self, kind: &str) -> bool;
+
+    /// What stops its jobs from being sent (a missing key), in words for the operator naming
+    /// the variable; `None` when they can be sent.
+    fn outbound_problem(&self) -> Option<String>;
+
+    /// Whether its calls keep to a rate limit (SparkLoop's incoming webhook has none).
+    fn paced(&self) -> bool {
+        true
+    }
+
+    /// The call that forwards a job of `kind` with the queued `payload`.
+    fn request(&self, kind: &str, payload: &str) -> Result<OutboundRequest, CallError>;
+
+    /// How to take the platform's answer to a job of `kind`.
+    fn read_answer(&self, kind: &str, answer: &Answer<'_>) -> WriteVerdict;
+
+    /// How many calls it allows in flight at once, when it limits that; `None`: no such limit.
+    fn max_connections(&self) -> Option<usize> {
+        None
+    }
+
+    /// How long it asks to be left alone after this answer, as its headers say; the default
+    /// reads the standard `Retry-After`.
+    fn retry_after(&self, headers: &Headers<'_>, now: SystemTime) -> Option<Duration> {
+        headers.retry_after(now)
+    }
+}
+
+/// The job kinds every platform API with all three calls takes.
+pub const ALL_KINDS: &[&str] = &["subscribe", "update", "unsubscribe"];
+
+/// The person in a queued job's body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSubscriber {
+    /// Their address.
+    pub email: String,
+    /// The address they had before, for an email change.
+    pub previous_email: Option<String>,
+    /// First name: the ESP's, or the first word of the full name.
+    pub first_name: Option<String>,
+    /// What follows the first name in the full name.
+    pub last_name: Option<String>,
+    /// The full name, or the first name when there is no full name.
+    pub name: Option<String>,
+}
+
+impl JobSubscriber {
+    /// Reads the `subscriber` of a job's body.
+    pub fn read(payload: &str) -> Result<JobSubscriber, CallError> {
+        let body: Value =
+            serde_json::from_str(payload).map_err(|e| CallError::NotJson(e.to_string()))?;
+        let s = &body["subscriber"];
+        let text = |key: &str| {
+            s[key]
+                .as_str()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+        };
+        let email = text("email").ok_or(CallError::NoEmail)?;
+        let name = text("name");
+        // The ESP gives a first name, a full name, or both; platforms want first and last.
+        let first_name = text("first_name").or_else(|| {
+            name.as_deref()
+                .and_then(|n| n.split_whitespace().next())
+                .map(str::to_string)
+        });
+        let last_name = match (&name, &first_name) {
+            (Some(name), Some(first)) => name
+                .strip_prefix(first.as_str())
+                .map(str::trim)
+                .filter(|rest| !rest.is_empty() && name.starts_with(&format!("{first} ")))
+                .map(str::to_string),
+            _ => None,
+        };
+        Ok(JobSubscriber {
+            email,
+            previous_email: text("previous_email"),
+            first_name,
+            last_name,
+            name: name.or_else(|| text("first_name")),
+        })
+    }
+}
+
+/// `base` with `segments` appended, each percent-encoded as a path segment; `variable` names
+/// the setting that holds `base`, for the error.
+pub fn api_url(base: &str, variable: &'static str, segments: &[&str]) -> Result<String, CallError> {
+    let mut url = url::Url::parse(base).map_err(|e| CallError::BadUrl {
+        variable,
+        reason: format!("is not a URL: {e}"),
+    })?;
+    url.path_segments_mut()
+        .map_err(|_| CallError::BadUrl {
+            variable,
+            reason: "cannot take a path".into(),
+        })?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url.to_string())
+}
+
+/// A JSON API call with `Accept: application/json`, and a JSON body when `body` is not empty.
+pub fn json_call(
+    method: &'static str,
+    url: String,
+    body: String,
+    auth: (&str, String),
+) -> OutboundRequest {
+    let mut headers = vec![
+        ("Accept".to_string(), "application/json".to_string()),
+        (auth.0.to_string(), auth.1),
+    ];
+    if !body.is_empty() {
+        headers.push(("Content-Type".to_string(), "application/json".to_string()));
+    }
+    OutboundRequest {
+        method,
+        url,
+        headers,
+        body: body.into_bytes(),
+    }
+}
+
+/// The usual reading of a platform's answer: 2xx done; 408, 429 and 5xx later (after its
+/// `Retry-After`); any other status, a 404 included, refused.
+pub fn usual_platform_verdict(answer: &Answer<'_>) -> WriteVerdict {
+    match answer.status {
+        200..=299 => WriteVerdict::Done,
+        408 | 429 | 500..=599 => WriteVerdict::RetryLater {
+            after: answer.retry_after,
+        },
+        _ => WriteVerdict::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::parse_retry_after;
+
+    #[test]
+    fn statuses() {
+        let verdict = |status| {
+            usual_platform_verdict(&Answer {
+                status,
+                retry_after: None,
+                body: "",
+            })
+        };
+        assert_eq!(verdict(200), WriteVerdict::Done);
+        assert_eq!(verdict(204), WriteVerdict::Done);
+        for s in [408, 429, 500, 502, 503] {
+            assert_eq!(verdict(s), WriteVerdict::RetryLater { after: None });
+        }
+        for s in [301, 400, 401, 404, 422] {
+            assert_eq!(verdict(s), WriteVerdict::Failed);
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        let headers = vec![("Retry-After".to_string(), " 7 ".to_string())];
+        assert_eq!(
+            Headers(&headers).retry_after(now),
+            Some(Duration::from_secs(7))
+        );
+    }
+
+    #[test]
+    fn job_subscribers_get_first_and_last_names() {
+        let s = JobSubscriber::read(r#"{"subscriber":{"email":"a@b.co","name":"Ann Lee Smith"}}"#)
+            .unwrap();
+        assert_eq!(s.first_name.as_deref(), Some("Ann"));
+        assert_eq!(s.last_name.as_deref(), Some("Lee Smith"));
+        assert_eq!(JobSubscriber::read("{}"), Err(CallError::NoEmail));
+        assert!(api_url("nope", "X_URL", &["a"])
+            .unwrap_err()
+            .to_string()
+            .starts_with("X_URL is not a URL"));
+    }
 }

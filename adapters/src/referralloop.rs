@@ -1,12 +1,104 @@
-//! ReferralLoop's webhooks: `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw body>` and
-//! JSON with `event_type` and the signup in `data`.
+//! ReferralLoop, both ways.
+//!
+//! In: webhooks signed `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw body>`, JSON
+//! with `event_type` and the signup in `data`.
+//!
+//! Out ([`ReferralLoopApi`]): signups only, `POST /waitlists/{id}/signups` with a bearer key.
+//! Its API cannot change or remove a signup, so the ESP's other events are recorded, not sent.
 
 use hmac::{Hmac, Mac};
-use serde_json::Value;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
-use crate::platform::{Callback, PersonUpdate, PlatformCallbacks, ReferralData};
+use crate::outbound::{Answer, OutboundRequest, WriteVerdict};
+use crate::platform::{
+    api_url, json_call, usual_platform_verdict, CallError, Callback, JobSubscriber,
+    OutboundPlatform, PersonUpdate, PlatformCallbacks, ReferralData,
+};
 use crate::{Email, InboundRequest, ParseError, VerifyError};
+
+/// The destination name of jobs for ReferralLoop.
+pub const DESTINATION: &str = "referralloop";
+
+/// ReferralLoop's API base.
+pub const DEFAULT_API_URL: &str = "https://www.referralloop.dev/api/v1";
+
+/// `REFERRALLOOP_RATE_LIMIT` unless set.
+pub const DEFAULT_RATE_LIMIT: &str = "1000/1h";
+
+/// ESP signups sent to one ReferralLoop waitlist (`REFERRALLOOP_*`).
+#[derive(Debug, Clone)]
+pub struct ReferralLoopApi {
+    /// `REFERRALLOOP_API_URL`.
+    pub api_url: String,
+    /// `REFERRALLOOP_API_KEY` (`Authorization: Bearer`); signups wait while it is unset.
+    pub api_key: Option<SecretString>,
+    /// `REFERRALLOOP_WAITLIST_ID`.
+    pub waitlist_id: String,
+}
+
+impl OutboundPlatform for ReferralLoopApi {
+    fn destination(&self) -> &'static str {
+        DESTINATION
+    }
+
+    fn rate_limit_variable(&self) -> &'static str {
+        "REFERRALLOOP_RATE_LIMIT"
+    }
+
+    fn forwards(&self, kind: &str) -> bool {
+        kind == "subscribe"
+    }
+
+    fn outbound_problem(&self) -> Option<String> {
+        self.api_key.is_none().then(|| {
+            "REFERRALLOOP_API_KEY is not set: ESP events are stored and queued for \
+             ReferralLoop's API, and are sent once it is"
+                .into()
+        })
+    }
+
+    /// Subscribe is `POST /waitlists/{id}/signups` with `email` and `name`.
+    fn request(&self, kind: &str, payload: &str) -> Result<OutboundRequest, CallError> {
+        let s = JobSubscriber::read(payload)?;
+        if kind != "subscribe" {
+            return Err(CallError::NoCall {
+                platform: "ReferralLoop",
+                kind: kind.into(),
+            });
+        }
+        let mut body = Map::new();
+        body.insert("email".into(), json!(s.email));
+        if let Some(name) = s.name {
+            body.insert("name".into(), json!(name));
+        }
+        let url = api_url(
+            &self.api_url,
+            "REFERRALLOOP_API_URL",
+            &["waitlists", &self.waitlist_id, "signups"],
+        )?;
+        let key = self
+            .api_key
+            .as_ref()
+            .map(|k| k.expose_secret())
+            .unwrap_or_default();
+        Ok(json_call(
+            "POST",
+            url,
+            Value::Object(body).to_string(),
+            ("Authorization", format!("Bearer {key}")),
+        ))
+    }
+
+    /// A 409 to a signup is a signup that already exists: done.
+    fn read_answer(&self, kind: &str, answer: &Answer<'_>) -> WriteVerdict {
+        match (kind, answer.status) {
+            ("subscribe", 409) => WriteVerdict::Done,
+            _ => usual_platform_verdict(answer),
+        }
+    }
+}
 
 /// ReferralLoop's callbacks.
 #[derive(Debug, Default, Clone, Copy)]
@@ -158,5 +250,32 @@ mod tests {
             .unwrap()
             .is_ignored());
         assert!(parse_callback(br#"{"data": {}}"#).is_err());
+    }
+
+    #[test]
+    fn signups_only() {
+        let api = ReferralLoopApi {
+            api_url: "http://rl.test/api/v1/".into(),
+            api_key: Some("k".to_string().into()),
+            waitlist_id: "w 1".into(),
+        };
+        let call = api
+            .request(
+                "subscribe",
+                r#"{"type":"subscribe","subscriber":{"email":"a@b.co","first_name":"Ann"}}"#,
+            )
+            .unwrap();
+        assert_eq!(call.url, "http://rl.test/api/v1/waitlists/w%201/signups");
+        assert_eq!(call.body, br#"{"email":"a@b.co","name":"Ann"}"#);
+        assert!(!api.forwards("update"));
+        assert!(api
+            .request("update", r#"{"subscriber":{"email":"a@b.co"}}"#)
+            .is_err());
+        let answer = Answer {
+            status: 409,
+            retry_after: None,
+            body: "",
+        };
+        assert_eq!(api.read_answer("subscribe", &answer), WriteVerdict::Done);
     }
 }

@@ -645,13 +645,13 @@ pub async fn stats(state: &AppState) -> Result<Stats, AdminError> {
     let mut queues: Vec<Queue> = depths
         .into_iter()
         .map(|(destination, open)| Queue {
-            drain_estimate_seconds: state.settings.drain_seconds(&destination, open),
+            drain_estimate_seconds: state.peers.drain_seconds(&destination, open),
             destination,
             open,
         })
         .collect();
     for destination in [
-        state.settings.upstream_destination(),
+        state.peers.platform.destination(),
         crate::fields::DESTINATION,
     ] {
         if !queues.iter().any(|q| q.destination == destination) {

@@ -58,14 +58,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let depths: Vec<(String, i64, Option<f64>)> = depths
         .into_iter()
         .map(|(destination, open)| {
-            let drain = state.settings.drain_seconds(&destination, open);
+            let drain = state.peers.drain_seconds(&destination, open);
             (destination, open, drain)
         })
         .collect();
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.render(
-            state.settings.upstream_destination(),
+            state.peers.platform.destination(),
             &depths,
             oldest_due_seconds,
         ))

@@ -7,26 +7,6 @@ use rand::Rng;
 use crate::config::RetryPolicy;
 use crate::db::jobs::Outcome;
 
-/// How an HTTP answer is to be read, for destinations that follow the usual rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// 2xx.
-    Delivered,
-    /// 408, 429, 5xx: the peer may accept it later.
-    Retryable,
-    /// Any other status: sending it again would fail the same way.
-    Refused,
-}
-
-/// Reads a status code: 2xx delivered; 408, 429 and 5xx retried; the rest refused.
-pub fn verdict(status: u16) -> Verdict {
-    match status {
-        200..=299 => Verdict::Delivered,
-        408 | 429 | 500..=599 => Verdict::Retryable,
-        _ => Verdict::Refused,
-    }
-}
-
 /// The delay before retry number `attempt` (1 for the first retry): the base delay doubled per
 /// attempt, capped at the maximum, with "equal jitter" (a random point in its upper half) so that
 /// a burst of failures does not come back all at once. Never longer than `max_delay`.
@@ -38,17 +18,6 @@ pub fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
         .min(policy.max_delay);
     let half = delay / 2;
     half + rand::rng().random_range(Duration::ZERO..=delay - half)
-}
-
-/// Reads a `Retry-After` value: seconds, or an HTTP date.
-pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    httpdate::parse_http_date(value)
-        .ok()
-        .map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The outcome of a failed attempt of a job whose retry horizon began at `retry_from` and which
@@ -102,33 +71,6 @@ mod tests {
                 assert!(d <= p.max_delay);
             }
         }
-    }
-
-    #[test]
-    fn statuses() {
-        assert_eq!(verdict(200), Verdict::Delivered);
-        assert_eq!(verdict(204), Verdict::Delivered);
-        for s in [408, 429, 500, 502, 503] {
-            assert_eq!(verdict(s), Verdict::Retryable);
-        }
-        for s in [301, 400, 401, 404, 422] {
-            assert_eq!(verdict(s), Verdict::Refused);
-        }
-    }
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(
-            parse_retry_after(&later, now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]

@@ -1,13 +1,14 @@
-//! `referral-bridge sparkloop webhooks ...`: SparkLoop's webhook subscriptions of a campaign,
-//! through its API (`/v1/campaigns/{campaign}/webhooks` with `X-Api-Key`), and `ensure`, which
-//! registers the bridge's callback URL once however often it runs.
+//! SparkLoop's webhook subscriptions of a campaign, through its API
+//! (`/v1/campaigns/{campaign}/webhooks` with `X-Api-Key`): the calls, their answers, and the
+//! plan of `ensure`, which registers the bridge's callback URL once however often it runs.
 
 use std::fmt;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::config::Settings;
+use crate::outbound::{error_text, Answer, OutboundRequest};
 
 /// The events SparkLoop's webhook API can switch on for a webhook.
 pub const EVENTS: &[&str] = &["new_referral", "reward_unlocked"];
@@ -103,7 +104,7 @@ pub fn parse_events(text: &str) -> Result<Vec<&'static str>, RegistrationError> 
 /// Refuses a URL SparkLoop would refuse (it wants `https://`) or that cannot be one, before any
 /// call.
 pub fn check_url(url: &str) -> Result<(), RegistrationError> {
-    let parsed = reqwest::Url::parse(url)
+    let parsed = url::Url::parse(url)
         .map_err(|e| RegistrationError::BadUrl(format!("`{url}` is not a URL: {e}")))?;
     if parsed.scheme() != "https" {
         return Err(RegistrationError::BadUrl(format!(
@@ -116,77 +117,57 @@ pub fn check_url(url: &str) -> Result<(), RegistrationError> {
     Ok(())
 }
 
-/// A client of one campaign's webhooks.
+/// The calls to one campaign's webhooks.
 pub struct WebhookApi {
-    client: reqwest::Client,
     base: String,
-    api_key: String,
+    api_key: SecretString,
+}
+
+/// What `ensure` has to do, given the webhooks there are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnsurePlan {
+    /// The webhook posting to the URL has the events already.
+    Keep(Webhook),
+    /// The webhook posting to the URL (this id) needs the events.
+    Update(String),
+    /// No webhook posts to the URL.
+    Create,
 }
 
 impl WebhookApi {
-    /// The campaign's webhooks as the settings name them (`SPARKLOOP_API_URL`,
-    /// `SPARKLOOP_API_KEY`, `SPARKLOOP_CAMPAIGN_ID`).
-    pub fn new(settings: &Settings) -> Result<Self, RegistrationError> {
-        let sparkloop = &settings.sparkloop;
-        let api_key = sparkloop
-            .api_key
-            .as_ref()
-            .ok_or(RegistrationError::NotConfigured("SPARKLOOP_API_KEY"))?;
-        let campaign = sparkloop
-            .campaign_id
-            .as_deref()
-            .ok_or(RegistrationError::NotConfigured("SPARKLOOP_CAMPAIGN_ID"))?;
-        let client = reqwest::Client::builder()
-            .timeout(settings.worker.request_timeout)
-            .build()
-            .map_err(|e| RegistrationError::Transport(e.to_string()))?;
-        Ok(WebhookApi {
-            client,
+    /// The webhooks of `campaign` at SparkLoop's API `api_url`, called with `api_key`.
+    pub fn new(api_url: &str, api_key: SecretString, campaign: &str) -> Self {
+        WebhookApi {
             base: format!(
                 "{}/v1/campaigns/{}/webhooks",
-                sparkloop.api_url.trim_end_matches('/'),
-                referral_bridge_adapters::encode_component(campaign)
+                api_url.trim_end_matches('/'),
+                crate::encode_component(campaign)
             ),
-            api_key: api_key.expose().to_string(),
-        })
+            api_key,
+        }
     }
 
-    /// Sends one call and reads SparkLoop's answer, its `error` text when it refuses.
-    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, RegistrationError> {
-        let response = request
-            .header("X-Api-Key", &self.api_key)
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| RegistrationError::Transport(e.without_url().to_string()))?;
-        let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| RegistrationError::Transport(e.without_url().to_string()))?;
-        if !(200..300).contains(&status) {
-            return Err(RegistrationError::Refused {
-                status,
-                message: referral_bridge_adapters::outbound::error_text(&String::from_utf8_lossy(
-                    &body,
-                )),
-            });
+    fn call(&self, method: &'static str, url: String, body: Option<Value>) -> OutboundRequest {
+        let mut headers = vec![
+            (
+                "X-Api-Key".to_string(),
+                self.api_key.expose_secret().to_string(),
+            ),
+            ("Accept".to_string(), "application/json".to_string()),
+        ];
+        if body.is_some() {
+            headers.push(("Content-Type".to_string(), "application/json".to_string()));
         }
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Null);
+        OutboundRequest {
+            method,
+            url,
+            headers,
+            body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
         }
-        serde_json::from_slice(&body).map_err(|e| RegistrationError::Refused {
-            status,
-            message: format!("an answer that is not JSON ({e})"),
-        })
     }
 
     fn url_of(&self, uuid: &str) -> String {
-        format!(
-            "{}/{}",
-            self.base,
-            referral_bridge_adapters::encode_component(uuid)
-        )
+        format!("{}/{}", self.base, crate::encode_component(uuid))
     }
 
     /// The body that subscribes `url` to `events` and nothing else.
@@ -201,18 +182,60 @@ impl WebhookApi {
         body
     }
 
-    fn webhook(answer: Value) -> Result<Webhook, RegistrationError> {
-        serde_json::from_value(answer.get("webhook").cloned().unwrap_or(answer)).map_err(|e| {
-            RegistrationError::Refused {
-                status: 200,
-                message: format!("an answer without the webhook ({e})"),
-            }
+    /// The call that lists the campaign's webhooks (read with [`WebhookApi::read_list`]).
+    pub fn list(&self) -> OutboundRequest {
+        self.call("GET", self.base.clone(), None)
+    }
+
+    /// The call that creates a webhook posting `events` to `url` (read with
+    /// [`WebhookApi::read_webhook`]); a URL SparkLoop would refuse is refused first.
+    pub fn create(&self, url: &str, events: &[&str]) -> Result<OutboundRequest, RegistrationError> {
+        check_url(url)?;
+        Ok(self.call(
+            "POST",
+            self.base.clone(),
+            Some(Self::body(Some(url), events)),
+        ))
+    }
+
+    /// The call that changes webhook `uuid`: its URL when given, and its events.
+    pub fn update(
+        &self,
+        uuid: &str,
+        url: Option<&str>,
+        events: &[&str],
+    ) -> Result<OutboundRequest, RegistrationError> {
+        if let Some(url) = url {
+            check_url(url)?;
+        }
+        Ok(self.call("PUT", self.url_of(uuid), Some(Self::body(url, events))))
+    }
+
+    /// The call that deletes webhook `uuid` (read with [`WebhookApi::read_deleted`]).
+    pub fn delete(&self, uuid: &str) -> OutboundRequest {
+        self.call("DELETE", self.url_of(uuid), None)
+    }
+
+    /// SparkLoop's answer as JSON (`null` for an empty body), or its own `error` text when it
+    /// refused.
+    pub fn read(answer: &Answer<'_>) -> Result<Value, RegistrationError> {
+        if !(200..300).contains(&answer.status) {
+            return Err(RegistrationError::Refused {
+                status: answer.status,
+                message: error_text(answer.body),
+            });
+        }
+        if answer.body.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(answer.body).map_err(|e| RegistrationError::Refused {
+            status: answer.status,
+            message: format!("an answer that is not JSON ({e})"),
         })
     }
 
-    /// The campaign's webhooks, newest first (SparkLoop's order).
-    pub async fn list(&self) -> Result<Vec<Webhook>, RegistrationError> {
-        let answer = self.call(self.client.get(&self.base)).await?;
+    /// The webhooks in an answer to [`WebhookApi::list`], newest first (SparkLoop's order).
+    pub fn read_list(answer: Value) -> Result<Vec<Webhook>, RegistrationError> {
         serde_json::from_value(answer.get("webhooks").cloned().unwrap_or(json!([]))).map_err(|e| {
             RegistrationError::Refused {
                 status: 200,
@@ -221,52 +244,39 @@ impl WebhookApi {
         })
     }
 
-    /// Creates a webhook posting `events` to `url`.
-    pub async fn create(&self, url: &str, events: &[&str]) -> Result<Webhook, RegistrationError> {
-        check_url(url)?;
-        let body = Self::body(Some(url), events);
-        Self::webhook(self.call(self.client.post(&self.base).json(&body)).await?)
+    /// The webhook in an answer to a create or an update.
+    pub fn read_webhook(answer: Value) -> Result<Webhook, RegistrationError> {
+        serde_json::from_value(answer.get("webhook").cloned().unwrap_or(answer)).map_err(|e| {
+            RegistrationError::Refused {
+                status: 200,
+                message: format!("an answer without the webhook ({e})"),
+            }
+        })
     }
 
-    /// Changes webhook `uuid`: its URL when given, and its events.
-    pub async fn update(
-        &self,
-        uuid: &str,
-        url: Option<&str>,
-        events: &[&str],
-    ) -> Result<Webhook, RegistrationError> {
-        if let Some(url) = url {
-            check_url(url)?;
-        }
-        let body = Self::body(url, events);
-        Self::webhook(
-            self.call(self.client.put(self.url_of(uuid)).json(&body))
-                .await?,
-        )
-    }
-
-    /// Deletes webhook `uuid`; returns SparkLoop's message.
-    pub async fn delete(&self, uuid: &str) -> Result<String, RegistrationError> {
-        let answer = self.call(self.client.delete(self.url_of(uuid))).await?;
-        Ok(answer
+    /// SparkLoop's message in an answer to [`WebhookApi::delete`] of `uuid`.
+    pub fn read_deleted(answer: &Value, uuid: &str) -> String {
+        answer
             .get("message")
             .and_then(Value::as_str)
-            .map_or_else(|| format!("deleted webhook {uuid}"), str::to_string))
+            .map_or_else(|| format!("deleted webhook {uuid}"), str::to_string)
     }
 
-    /// Makes sure one webhook posts `events` to `url`: the one already posting there is kept
-    /// (and given the events if it has others), else one is created.
-    pub async fn ensure(&self, url: &str, events: &[&str]) -> Result<Ensured, RegistrationError> {
+    /// What makes one webhook post `events` to `url`, given the `existing` ones: the one
+    /// already posting there is kept (and given the events if it has others), else one is
+    /// created.
+    pub fn plan_ensure(
+        existing: Vec<Webhook>,
+        url: &str,
+        events: &[&str],
+    ) -> Result<EnsurePlan, RegistrationError> {
         check_url(url)?;
-        let existing = self.list().await?;
         let wanted = |w: &Webhook| w.url.trim_end_matches('/') == url.trim_end_matches('/');
-        match existing.into_iter().find(wanted) {
-            Some(webhook) if webhook.enabled() == events => Ok(Ensured::Unchanged(webhook)),
-            Some(webhook) => Ok(Ensured::Updated(
-                self.update(&webhook.uuid, None, events).await?,
-            )),
-            None => Ok(Ensured::Created(self.create(url, events).await?)),
-        }
+        Ok(match existing.into_iter().find(wanted) {
+            Some(webhook) if webhook.enabled() == events => EnsurePlan::Keep(webhook),
+            Some(webhook) => EnsurePlan::Update(webhook.uuid),
+            None => EnsurePlan::Create,
+        })
     }
 }
 

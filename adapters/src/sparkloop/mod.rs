@@ -1,5 +1,15 @@
-//! SparkLoop's callbacks (`docs.sparkloop.app/webhooks`): a static `SparkLoop-Token` header and
-//! JSON bodies with a top-level `type`.
+//! SparkLoop, both ways.
+//!
+//! - In (this file): its callbacks (`docs.sparkloop.app/webhooks`), a static `SparkLoop-Token`
+//!   header and JSON bodies with a top-level `type`.
+//! - Out ([`outbound`]): ESP events posted to its incoming webhook, or sent as API v2 calls, and
+//!   how its answers are read.
+//! - Set-up ([`webhooks`]): the campaign's webhook subscriptions through its API.
+
+pub mod outbound;
+pub mod webhooks;
+
+pub use outbound::{webhook_payload, SparkLoopOutbound, DESTINATION};
 
 use serde_json::{Map, Value};
 

@@ -1,0 +1,188 @@
+//! `referral-bridge deliveries ...`: outgoing jobs listed, shown and queued again.
+
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::db::jobs::{self, ListFilter, RetryResult};
+use crate::db::{now_ms, Db};
+use crate::peers::Peers;
+
+#[derive(Debug, Subcommand)]
+pub enum Deliveries {
+    /// List outgoing jobs, newest first.
+    List {
+        /// Only jobs in this state (pending includes jobs being sent).
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// How many jobs to show at most.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Show one job: its request body and every attempt with the start of each answer.
+    Show {
+        /// The job's id, as `deliveries list` shows it.
+        id: i64,
+    },
+    /// Queue a dead (or done) job again, due now with a fresh retry horizon.
+    Retry(RetryArgs),
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RetryArgs {
+    /// The job's id, as `deliveries list` shows it.
+    id: Option<i64>,
+    /// Queue every dead job again.
+    #[arg(long)]
+    dead: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StatusArg {
+    Pending,
+    Dead,
+    Done,
+}
+
+/// One line per destination with open jobs: how many, and how long they take at its limit.
+fn backlog(db: &Db, peers: &Peers) -> anyhow::Result<()> {
+    let depths = db.read(jobs::depth_by_destination)?;
+    for (destination, open) in depths.iter().filter(|(_, open)| *open > 0) {
+        let estimate = match peers.pace_of(destination) {
+            Some(limit) => format!(
+                "about {} at {}/{}",
+                humantime::format_duration(limit.time_for(*open as u64)),
+                limit.requests,
+                humantime::format_duration(limit.per)
+            ),
+            None => "not rate-limited".into(),
+        };
+        println!("backlog to {destination}: {open} open jobs, {estimate}");
+    }
+    Ok(())
+}
+
+/// Runs a `deliveries` command.
+pub fn run(db: &Db, peers: &Peers, action: Deliveries) -> anyhow::Result<ExitCode> {
+    match action {
+        Deliveries::List { status, limit } => {
+            backlog(db, peers)?;
+            let filter = match status {
+                None => ListFilter::All,
+                Some(StatusArg::Pending) => ListFilter::Open,
+                Some(StatusArg::Dead) => ListFilter::Dead,
+                Some(StatusArg::Done) => ListFilter::Done,
+            };
+            let rows = db.read(|conn| jobs::list(conn, filter, limit.max(1)))?;
+            if rows.is_empty() {
+                println!("no jobs");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:>8}  {:<8}  {:<10}  {:<12}  {:>8}  {:<20}  {:<20}  {:<30}  LAST ERROR",
+                "ID", "STATUS", "TO", "KIND", "ATTEMPTS", "CREATED", "NEXT/FINISHED", "SUBSCRIBER"
+            );
+            for job in rows {
+                let when = job.finished_at.unwrap_or(job.run_at);
+                println!(
+                    "{:>8}  {:<8}  {:<10}  {:<12}  {:>8}  {:<20}  {:<20}  {:<30}  {}",
+                    job.id,
+                    job.status,
+                    job.destination,
+                    job.kind,
+                    job.attempts,
+                    time(job.created_at),
+                    time(when),
+                    job.email,
+                    job.last_error.unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Deliveries::Show { id } => {
+            let found = db.read(|conn| {
+                Ok(match jobs::get(conn, id)? {
+                    Some(job) => Some((job, jobs::attempts_of(conn, id)?)),
+                    None => None,
+                })
+            })?;
+            let Some((job, attempts)) = found else {
+                anyhow::bail!("there is no job {id}");
+            };
+            println!(
+                "job {}: {} to {}, {}",
+                job.id, job.kind, job.destination, job.status
+            );
+            println!("subscriber: {}", job.email);
+            println!("created:    {}", time(job.created_at));
+            match job.finished_at {
+                Some(at) => println!("finished:   {}", time(at)),
+                None => println!("next run:   {}", time(job.run_at)),
+            }
+            if let Some(error) = &job.last_error {
+                println!("last error: {error}");
+            }
+            if job.destination == crate::fields::DESTINATION {
+                println!("body:       the subscriber's referral fields, as they are when sent");
+            } else {
+                println!("body:       {}", job.payload);
+            }
+            println!("attempts:   {}", attempts.len());
+            for (n, attempt) in attempts.iter().enumerate() {
+                let status = attempt
+                    .status_code
+                    .map_or_else(|| "no answer".to_string(), |s| format!("HTTP {s}"));
+                println!(
+                    "  #{} {} {} in {} ms{}",
+                    n + 1,
+                    time(attempt.started_at),
+                    status,
+                    attempt.duration_ms,
+                    attempt
+                        .error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                );
+                if let Some(body) = attempt.response_body.as_deref().filter(|b| !b.is_empty()) {
+                    println!("     answer: {body}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Deliveries::Retry(RetryArgs { dead: true, .. }) => {
+            let count = db.write(|conn| jobs::retry_dead(conn, now_ms()))?;
+            println!(
+                "{count} dead jobs queued again; a running `referral-bridge serve` sends them now"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Deliveries::Retry(RetryArgs { id: Some(id), .. }) => {
+            match db.write(|conn| jobs::retry(conn, id, now_ms()))? {
+                RetryResult::Queued => {
+                    println!(
+                        "job {id} queued again; a running `referral-bridge serve` sends it now"
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                RetryResult::NotFound => anyhow::bail!("there is no job {id}"),
+                RetryResult::AlreadyOpen(status) => {
+                    anyhow::bail!("job {id} is {status} already: it will be sent without a retry")
+                }
+            }
+        }
+        Deliveries::Retry(RetryArgs {
+            id: None,
+            dead: false,
+        }) => {
+            unreachable!("clap requires an id or --dead")
+        }
+    }
+}
+
+fn time(ms: i64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+        .to_string()
+}

@@ -1,0 +1,128 @@
+//! The command line: `serve` (the default), `migrate`, `import`, `deliveries`, `esp`,
+//! `sparkloop`, `check`, each command but the first two in a file of its own.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+mod check;
+mod deliveries;
+mod esp;
+mod import;
+mod sparkloop;
+
+use crate::config::Settings;
+use crate::peers::Peers;
+use crate::startup::{open_database, Application};
+use deliveries::Deliveries;
+use esp::EspCommand;
+use sparkloop::SparkLoopCommand;
+
+/// Integration middleware between an email service provider (ESP) and a referral platform.
+///
+/// Receives the ESP's signup, email-change and unsubscribe webhooks on POST /webhooks/esp,
+/// stores each one durably, and forwards it to SparkLoop, retrying for up to a month; receives
+/// SparkLoop's callbacks on POST /webhooks/sparkloop and writes each subscriber's referral code,
+/// link, count and rewards into the ESP's custom fields.
+/// Configuration comes from environment variables, a .env file and an optional TOML file named
+/// by BRIDGE_CONFIG (see README.md and .env.example).
+#[derive(Debug, Parser)]
+#[command(name = "referral-bridge", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply pending migrations, serve HTTP and run the delivery workers (the default);
+    /// stops gracefully on SIGINT or SIGTERM.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Inspect and replay outgoing jobs.
+    Deliveries {
+        #[command(subcommand)]
+        action: Deliveries,
+    },
+    /// Validate the configuration and reach the database and SparkLoop; exits non-zero with
+    /// the problems found.
+    Check,
+    /// Work with the ESP's own configuration.
+    Esp {
+        #[command(subcommand)]
+        action: EspCommand,
+    },
+    /// Work with SparkLoop's own configuration.
+    Sparkloop {
+        #[command(subcommand)]
+        action: SparkLoopCommand,
+    },
+    /// Import existing subscribers from a CSV file and queue the new ones for SparkLoop.
+    ///
+    /// The header row names the columns, matched case-insensitively: `email` (required), `id`
+    /// (the ESP's id), `first_name`, `name`, `created_at` (unix seconds or ISO 8601); others are
+    /// ignored. A bad row is reported with its line and reason, written to FILE.rejects.csv, and
+    /// the rest are imported. Importing the same file again changes nothing and queues nothing;
+    /// subscribers known to be unsubscribed are not resubscribed.
+    Import {
+        /// The CSV file.
+        file: std::path::PathBuf,
+        /// Validate and count only: write nothing (not even FILE.rejects.csv).
+        #[arg(long)]
+        dry_run: bool,
+        /// Record the subscribers without queueing anything for SparkLoop.
+        #[arg(long)]
+        no_push: bool,
+    },
+}
+
+/// Runs the command line's command.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until_stopped().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let db = open_database(&settings).await?;
+            println!(
+                "migrations applied; the database ({}) is up to date",
+                db.describe()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deliveries { action } => {
+            let db = open_database(&settings).await?;
+            let peers = Peers::new(&settings)?;
+            tokio::task::spawn_blocking(move || deliveries::run(&db, &peers, action))
+                .await
+                .context("the database task panicked")?
+        }
+        Command::Check => check::run(&settings).await,
+        Command::Sparkloop {
+            action: SparkLoopCommand::Webhooks { action },
+        } => sparkloop::webhooks(&settings, action).await,
+        Command::Esp {
+            action: EspCommand::ProvisionFields,
+        } => esp::provision_fields(&settings).await,
+        Command::Import {
+            file,
+            dry_run,
+            no_push,
+        } => {
+            let db = open_database(&settings).await?;
+            let options = crate::import::Options {
+                dry_run,
+                push: !no_push,
+                forwarding: Peers::new(&settings)?.forwarding(),
+            };
+            tokio::task::spawn_blocking(move || import::run(&db, &settings, &file, options))
+                .await
+                .context("the import task panicked")?
+        }
+    }
+}

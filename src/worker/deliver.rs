@@ -1,0 +1,296 @@
+//! Sending a claimed job: its turn at the peer's pace and connection cap, the call, and how
+//! its answer is taken.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use referral_bridge_adapters::outbound::{FieldUpdate, WriteVerdict};
+use referral_bridge_adapters::platform::CallError;
+
+use super::Worker;
+use crate::db::jobs::ClaimedJob;
+use crate::db::{now_ms, subscribers, StoreError};
+use crate::fields;
+use crate::metrics::DestinationLabels;
+use crate::send::{describe, http_request, Answer, SendError};
+
+/// How much of an answer's body is kept with an attempt.
+pub(super) const KEPT_BODY_BYTES: usize = 2048;
+
+/// The most of a contact lookup's answer that is read.
+pub(super) const LOOKUP_BODY_BYTES: usize = 1 << 20;
+
+/// Why a job got no answer (a network error, the database, a request that cannot be made), in
+/// words for the operator; the job is tried again later.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Unsent {
+    /// The platform's call cannot be made from the job.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The call got no answer.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// A call made before the write (reading the contact, its id, the field ids) got no answer.
+    #[error("{what}: {source}")]
+    Before {
+        /// The call, as the operator reads it (`reading the contact`).
+        what: &'static str,
+        /// Why it got no answer.
+        source: SendError,
+    },
+    /// The database could not be read or written.
+    #[error("{what}: {source}")]
+    Store {
+        /// What was being done (`cannot read the subscriber`).
+        what: &'static str,
+        /// The database's error.
+        source: StoreError,
+    },
+    /// The job's subscriber is gone.
+    #[error("subscriber {0} is not in the database")]
+    NoSubscriber(i64),
+    /// The ESP does not have the contact yet.
+    #[error("the ESP has no contact with this address yet")]
+    NotThereYet,
+    /// The peer or the adapter refused, for this reason.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Worker {
+    /// Sends one job and records the outcome.
+    pub(super) async fn deliver(&self, job: ClaimedJob) {
+        let prepared = self.prepare(&job).await;
+        // Paced calls wait for their turn right before they go, so that the peer sees them
+        // spaced as they were counted.
+        let to_esp = job.destination == fields::DESTINATION;
+        let pace = if to_esp {
+            Some((&self.esp_pace, "ESP_RATE_LIMIT"))
+        } else {
+            let variable = self.platform.rate_limit_variable();
+            self.platform_pace.as_ref().map(|pace| (pace, variable))
+        };
+        // A connection first, then the turn: a call waiting for a connection when the peer
+        // answers 429 must still see the pause.
+        let connections = if to_esp {
+            &self.esp_connections
+        } else {
+            &self.platform_connections
+        };
+        let connection = match connections {
+            Some(connections) => connections.acquire().await.ok(),
+            None => None,
+        };
+        if let (Some((pace, variable)), Ok(_)) = (pace, &prepared) {
+            if let Err(reason) = self.wait_for_turn(&job, pace, variable).await {
+                log::warn!("job {} is due again, unsent: {reason}", job.id);
+                return;
+            }
+        }
+        let started_at = now_ms();
+        let clock = Instant::now();
+        let sent = match prepared {
+            Ok(request) => match request.send().await {
+                Ok(response) => {
+                    let answer = self.read_answer(&job, response, KEPT_BODY_BYTES).await;
+                    if let (Some((pace, _)), 429) = (pace, answer.status) {
+                        pace.pause(answer.retry_after);
+                    }
+                    let verdict = self.verdict(&job, &answer);
+                    Ok((answer, verdict))
+                }
+                Err(e) => Err(Unsent::Send(e.into())),
+            },
+            Err(unsent) => Err(unsent),
+        };
+        let elapsed = clock.elapsed();
+        drop(connection);
+        self.metrics
+            .attempt_seconds
+            .get_or_create(&DestinationLabels {
+                destination: job.destination.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.conclude(job, started_at, elapsed, sent).await;
+    }
+
+    /// Sends first tries of field writes in one batch call (one alone goes as usual), then
+    /// records each with its own result: a contact the ESP refused in the batch is tried again
+    /// later on its own, where its own answer (not there yet, invalid...) decides.
+    pub(super) async fn deliver_batch(&self, jobs: Vec<ClaimedJob>) {
+        if jobs.len() < 2 {
+            for job in jobs {
+                self.deliver(job).await;
+            }
+            return;
+        }
+        // The pace counts the batch as one call; the states are read once it is its turn, so
+        // that they are as fresh as they can be.
+        self.esp_pace.acquire().await;
+        let ids: Vec<i64> = jobs.iter().map(|job| job.subscriber_id).collect();
+        let states = self
+            .db
+            .read_async(move |conn| {
+                ids.iter()
+                    .map(|id| subscribers::referral_state(conn, *id))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+        let states = match states {
+            Ok(states) => states,
+            Err(e) => {
+                let error = format!("cannot read the subscribers: {e}");
+                for job in jobs {
+                    let unsent = Unsent::Refused(error.clone());
+                    self.conclude(job, now_ms(), Duration::ZERO, Err(unsent))
+                        .await;
+                }
+                return;
+            }
+        };
+        // Every claim must outlast the call.
+        let mut ready = Vec::new();
+        for (job, state) in jobs.into_iter().zip(states) {
+            let Some(state) = state else {
+                let unsent = Unsent::NoSubscriber(job.subscriber_id);
+                self.conclude(job, now_ms(), Duration::ZERO, Err(unsent))
+                    .await;
+                continue;
+            };
+            match self.keep_claim(&job).await {
+                Ok(()) => ready.push((job, state)),
+                Err(reason) => log::warn!("job {} is due again, unsent: {reason}", job.id),
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        let values: Vec<_> = ready
+            .iter()
+            .map(|(_, state)| self.settings.esp.fields.values(state))
+            .collect();
+        let esp_ids: Vec<Option<serde_json::Value>> = ready
+            .iter()
+            .map(|(_, state)| subscribers::esp_id_value(state.esp_id.as_deref()))
+            .collect();
+        let updates: Vec<FieldUpdate<'_>> = ready
+            .iter()
+            .zip(&values)
+            .zip(&esp_ids)
+            .map(|(((_, state), values), esp_id)| FieldUpdate {
+                email: &state.email,
+                esp_id: esp_id.as_ref(),
+                fields: values,
+            })
+            .collect();
+        let emails: Vec<&str> = updates.iter().map(|u| u.email).collect();
+        let request = self
+            .esp
+            .batch_update(&updates)
+            .map(|r| http_request(&self.esp_client, r));
+        let connection = match &self.esp_connections {
+            Some(connections) => connections.acquire().await.ok(),
+            None => None,
+        };
+        let started_at = now_ms();
+        let clock = Instant::now();
+        let sent = match request {
+            Some(Ok(request)) => match request.send().await {
+                Ok(response) => Ok(self.read_esp_answer(response, LOOKUP_BODY_BYTES).await),
+                Err(e) => Err(describe(&e)),
+            },
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("the ESP has no batch endpoint".into()),
+        };
+        let elapsed = clock.elapsed();
+        drop(connection);
+        self.metrics
+            .attempt_seconds
+            .get_or_create(&DestinationLabels {
+                destination: fields::DESTINATION.into(),
+            })
+            .observe(elapsed.as_secs_f64());
+        let results: Vec<Result<(Answer, WriteVerdict), Unsent>> = match &sent {
+            Ok(answer) if (200..300).contains(&answer.status) => {
+                let read = self.esp.read_batch(&answer.as_adapter(), &emails);
+                let mut kept = answer.clone();
+                kept.body.truncate(KEPT_BODY_BYTES);
+                read.into_iter()
+                    .map(|result| match result {
+                        Ok(()) => Ok((kept.clone(), WriteVerdict::Done)),
+                        Err(reason) => Err(Unsent::Refused(format!(
+                            "HTTP {} for the batch, refused for this contact: {reason}",
+                            answer.status
+                        ))),
+                    })
+                    .collect()
+            }
+            Ok(answer) => {
+                if answer.status == 429 {
+                    self.esp_pace.pause(answer.retry_after);
+                }
+                let error = format!("HTTP {} for the batch", answer.status);
+                emails
+                    .iter()
+                    .map(|_| Err(Unsent::Refused(error.clone())))
+                    .collect()
+            }
+            Err(error) => emails
+                .iter()
+                .map(|_| Err(Unsent::Refused(error.clone())))
+                .collect(),
+        };
+        drop(updates);
+        for ((job, _), result) in ready.into_iter().zip(results) {
+            self.conclude(job, started_at, elapsed, result).await;
+        }
+    }
+
+    /// The request that sends a job, or what stopped it from being made.
+    async fn prepare(&self, job: &ClaimedJob) -> Result<reqwest::RequestBuilder, Unsent> {
+        if job.destination == fields::DESTINATION {
+            return self.prepare_field_write(job).await;
+        }
+        if job.destination != self.platform.destination() {
+            unreachable!("only deliverable destinations are claimed");
+        }
+        let request = self.platform.request(&job.kind, &job.payload)?;
+        Ok(http_request(&self.platform_client, request)?)
+    }
+
+    /// Reads a job's answer, the peer's delay as its adapter reads the headers.
+    async fn read_answer(
+        &self,
+        job: &ClaimedJob,
+        response: reqwest::Response,
+        limit: usize,
+    ) -> Answer {
+        if job.destination == fields::DESTINATION {
+            return self.read_esp_answer(response, limit).await;
+        }
+        Answer::read(response, limit, |headers| {
+            self.platform.retry_after(headers, SystemTime::now())
+        })
+        .await
+    }
+
+    /// Reads an answer of the ESP's, its delay as the ESP's adapter reads the headers.
+    pub(super) async fn read_esp_answer(
+        &self,
+        response: reqwest::Response,
+        limit: usize,
+    ) -> Answer {
+        Answer::read(response, limit, |headers| {
+            self.esp.retry_after(headers, SystemTime::now())
+        })
+        .await
+    }
+
+    /// How to take a job's answer, as its destination reads it.
+    fn verdict(&self, job: &ClaimedJob, answer: &Answer) -> WriteVerdict {
+        if job.destination == fields::DESTINATION {
+            self.esp.read_answer(&answer.as_adapter())
+        } else {
+            self.platform.read_answer(&job.kind, &answer.as_adapter())
+        }
+    }
+}
