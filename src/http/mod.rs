@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod dashboard;
+pub mod openapi;
 pub mod ops;
 pub mod webhooks;
 
@@ -48,7 +49,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(admin::get_subscriber),
         )
         .route("/admin/api/stats", web::get().to(admin::get_stats))
-        .route("/admin/api/openapi.json", web::get().to(admin::openapi))
+        .route("/admin/api/openapi.json", web::get().to(openapi::openapi))
         .route("/admin", web::get().to(dashboard::redirect))
         .route("/admin/", web::get().to(dashboard::page))
         .route("/admin/login", web::post().to(dashboard::login))

@@ -94,7 +94,18 @@ async fn the_admin_api_is_off_without_a_token_and_refuses_wrong_ones() {
     );
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["status"], 401);
+    assert!(problem["error"].as_str().unwrap().contains("admin token"));
     assert_eq!(get(&app, "/admin/api/stats", Some("wrong")).await.0, 401);
+    // Credentials are checked before anything else of the request is read.
+    for path in [
+        "/admin/api/deliveries/9223372036854775808",
+        "/admin/api/deliveries?limit=null",
+        "/admin/api/deliveries/abc",
+    ] {
+        let (status, problem) = get(&app, path, None).await;
+        assert_eq!((path, status), (path, StatusCode::UNAUTHORIZED));
+        assert_eq!(problem["status"], 401);
+    }
     let (status, stats) = get(&app, "/admin/api/stats", Some(TOKEN)).await;
     assert_eq!(status, 200);
     assert_eq!(stats["last_hour"]["received"], 0);

@@ -1,0 +1,182 @@
+//! The admin API under `/admin/api/`: deliveries (filtered, paged, retried, cancelled), a
+//! subscriber's fields and timeline, recent counts; the OpenAPI document of every endpoint is
+//! [`crate::http::openapi`]. `Authorization: Bearer BRIDGE_ADMIN_TOKEN` (or the dashboard's
+//! session cookie), checked by the [`AdminAuth`] extractor before anything else of the request;
+//! 404 while the token is unset, 401 for a wrong one. Errors are `application/problem+json`.
+
+pub mod deliveries;
+pub mod stats;
+pub mod subscribers;
+
+pub use deliveries::{
+    cancel_delivery, get_delivery, list_deliveries, retry_dead, retry_delivery, retry_one, Delivery,
+};
+pub use stats::{get_stats, stats};
+pub use subscribers::{get_subscriber, subscriber_view, SubscriberView};
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use actix_web::dev::Payload;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use futures_util::future::{ready, Ready};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::db::StoreError;
+use crate::startup::AppState;
+
+/// The dashboard's session cookie.
+pub const SESSION_COOKIE: &str = "bridge_admin";
+
+/// Why an admin request failed; each maps to a status and a problem document.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// `BRIDGE_ADMIN_TOKEN` is unset: the admin API does not exist (404).
+    #[error("not found")]
+    Off,
+    /// Missing or wrong credentials (401).
+    #[error("missing or wrong admin token: send `Authorization: Bearer <BRIDGE_ADMIN_TOKEN>`")]
+    Unauthorized,
+    /// Nothing by that id or address (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A malformed parameter (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The database is busy or unreachable (503, retry).
+    #[error("the database is busy or unreachable; retry shortly")]
+    Unavailable(#[source] StoreError),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        AdminError::Unavailable(e)
+    }
+}
+
+impl ResponseError for AdminError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AdminError::Off | AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::Conflict(_) => StatusCode::CONFLICT,
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if let AdminError::Unavailable(e) = self {
+            log::error!("admin request failed: {e}");
+        }
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        match self {
+            AdminError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            AdminError::Unauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            _ => {}
+        }
+        response.body(
+            json!({
+                "type": "about:blank",
+                "title": status.canonical_reason().unwrap_or("Error"),
+                "status": status.as_u16(),
+                "detail": self.to_string(),
+                "error": self.to_string(),
+            })
+            .to_string(),
+        )
+    }
+}
+
+/// The dashboard's session value for `token`: a hash, so the token itself is never stored in
+/// the browser.
+pub fn session_value(token: &str) -> String {
+    hex::encode(Sha256::digest(format!(
+        "referral-bridge admin session\0{token}"
+    )))
+}
+
+/// Proof that a request carries the admin credentials; as a handler's first parameter, it is
+/// checked before any other part of the request is read.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAuth;
+
+impl FromRequest for AdminAuth {
+    type Error = AdminError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let checked = match request.app_data::<web::Data<AppState>>() {
+            Some(state) => authorize(request, state).map(|()| AdminAuth),
+            // Without the state nothing can be checked: refuse rather than let it through.
+            None => Err(AdminError::Off),
+        };
+        ready(checked)
+    }
+}
+
+/// Checks the admin credentials: the bearer token, or the dashboard's session cookie.
+pub fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), AdminError> {
+    let token = state
+        .settings
+        .admin_token
+        .as_ref()
+        .ok_or(AdminError::Off)?
+        .expose();
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if let Some(bearer) = bearer {
+        return if referral_bridge_adapters::secrets_match(bearer.as_bytes(), token.as_bytes()) {
+            Ok(())
+        } else {
+            Err(AdminError::Unauthorized)
+        };
+    }
+    match request.cookie(SESSION_COOKIE) {
+        Some(cookie)
+            if referral_bridge_adapters::secrets_match(
+                cookie.value().as_bytes(),
+                session_value(token).as_bytes(),
+            ) =>
+        {
+            Ok(())
+        }
+        _ => Err(AdminError::Unauthorized),
+    }
+}
+
+/// A time as RFC 3339 (UTC, seconds).
+pub fn rfc3339(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// Reads a time parameter: RFC 3339 (`2026-11-26T10:00:00Z`) or unix milliseconds.
+pub(crate) fn parse_time(name: &str, text: &str) -> Result<i64, AdminError> {
+    if let Ok(ms) = text.trim().parse::<i64>() {
+        return Ok(ms);
+    }
+    humantime::parse_rfc3339_weak(text.trim())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .ok_or_else(|| {
+            AdminError::BadRequest(format!(
+                "`{name}`: `{text}` is not a time like 2026-11-26T10:00:00Z or unix milliseconds"
+            ))
+        })
+}
