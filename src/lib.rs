@@ -1,7 +1,6 @@
 //! referral-bridge: integration middleware between email service providers and newsletter
 //! referral platforms. See `README.md` for what it does and how to run it.
 
-pub mod callbacks;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -9,11 +8,11 @@ pub mod error;
 pub mod fields;
 pub mod http;
 pub mod import;
-pub mod ingest;
+pub mod inbound;
 pub mod metrics;
 pub mod peers;
-pub mod poll;
 pub mod provision;
 pub mod send;
 pub mod startup;
+pub mod state;
 pub mod worker;

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use actix_web::{dev::Server, web, App, HttpServer};
 use anyhow::Context;
 use referral_bridge_adapters::loyaltysurf::LoyaltySurfCallbacks;
-use referral_bridge_adapters::platform::PlatformCallbacks;
-use referral_bridge_adapters::EspAdapter;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -15,33 +13,8 @@ use crate::config::Settings;
 use crate::db::{jobs, Db};
 use crate::metrics::Metrics;
 use crate::peers::Peers;
+use crate::state::AppState;
 use crate::worker::Worker;
-
-/// What the HTTP handlers share.
-pub struct AppState {
-    /// The database.
-    pub db: Db,
-    /// The configuration.
-    pub settings: Settings,
-    /// The metrics registry.
-    pub metrics: Arc<Metrics>,
-    /// The configured ESP adapter.
-    pub esp: Arc<dyn EspAdapter>,
-    /// The ESP and the platform as configured, and their paces.
-    pub peers: Peers,
-    /// SparkLoop's callbacks.
-    pub sparkloop: Box<dyn PlatformCallbacks>,
-    /// ReferralLoop's webhooks.
-    pub referralloop: Box<dyn PlatformCallbacks>,
-    /// LoyaltySurf's webhooks.
-    pub loyaltysurf: Box<dyn PlatformCallbacks>,
-    /// Writes inbound deliveries in batched transactions.
-    pub ingest: crate::ingest::IngestQueue,
-    /// Writes platform callbacks in batched transactions.
-    pub callbacks: crate::callbacks::CallbackQueue,
-    /// Wakes the workers when a job is queued.
-    pub wake_workers: Arc<Notify>,
-}
 
 /// Connects to the database and applies pending migrations (on a blocking thread).
 pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
@@ -67,7 +40,7 @@ pub struct Application {
     server: Server,
     worker: Worker,
     /// Reads an ESP that posts no webhooks (listmonk).
-    poller: Option<crate::poll::Poller>,
+    poller: Option<crate::inbound::poll::Poller>,
     shutdown: CancellationToken,
 }
 
@@ -116,25 +89,25 @@ impl Application {
         } else {
             std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
         };
-        let ingest = crate::ingest::start_ingest(
+        let ingest = crate::inbound::ingest::start_ingest(
             db.clone(),
             settings.dedupe_window,
             peers.forwarding(),
             writers,
             4096,
         );
-        let rules = crate::callbacks::Rules {
+        let rules = crate::inbound::callbacks::Rules {
             dedupe_window: settings.dedupe_window,
             write_delay: settings.esp.write_delay,
         };
-        let callbacks = crate::callbacks::start(db.clone(), rules, writers, 4096);
+        let callbacks = crate::inbound::callbacks::start(db.clone(), rules, writers, 4096);
         let poller = match (esp.poll_request(None), esp.outbound_problem()) {
             (None, _) => None,
             (Some(_), Some(problem)) => {
                 log::warn!("{problem}; {} is not polled until then", esp.name());
                 None
             }
-            (Some(_), None) => Some(crate::poll::Poller::new(
+            (Some(_), None) => Some(crate::inbound::poll::Poller::new(
                 db.clone(),
                 esp.clone(),
                 ingest.clone(),

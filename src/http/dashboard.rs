@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::admin::{self, AdminError, Delivery, SubscriberView, SESSION_COOKIE};
 use crate::db::admin::{list_deliveries, DeliveryFilter};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The token every form carries, derived from the admin token.
 fn csrf_token(token: &str) -> String {

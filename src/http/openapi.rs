@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
 use crate::http::admin::{self, deliveries, stats, subscribers, AdminAuth, AdminError};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The OpenAPI document of the bridge's HTTP API, from the handlers' own declarations.
 #[derive(OpenApi)]

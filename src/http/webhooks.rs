@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::db::now_ms;
 use crate::error::WebhookError;
-use crate::ingest;
-use crate::startup::AppState;
+use crate::inbound::ingest;
+use crate::state::AppState;
 
 /// Reads the body, refusing it with 413 once it passes `limit`. A declared length over the
 /// limit is refused before reading; the rest of an oversize body is still read (and dropped),
@@ -253,7 +253,7 @@ async fn accept_callback(
     log::debug!("{} callback: {callback:?}", platform.name);
     let accepted = state
         .callbacks
-        .write(crate::callbacks::CallbackDelivery {
+        .write(crate::inbound::callbacks::CallbackDelivery {
             platform: platform.name,
             callback,
             hash: ingest::body_hash(&body),

@@ -8,7 +8,7 @@ use super::{parse_time, rfc3339, AdminAuth, AdminError};
 use crate::db::admin::{self as store, CancelResult, DeliveryFilter};
 use crate::db::jobs::{self, AttemptSummary, JobView, RetryResult};
 use crate::db::now_ms;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// A delivery (an outgoing job).
 #[derive(Debug, Serialize, ToSchema)]

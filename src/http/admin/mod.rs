@@ -24,7 +24,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::db::StoreError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The dashboard's session cookie.
 pub const SESSION_COOKIE: &str = "bridge_admin";

@@ -8,7 +8,7 @@ use super::{AdminAuth, AdminError};
 use crate::db::admin::{self as store};
 use crate::db::jobs::{self};
 use crate::db::now_ms;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Counts over one period.
 #[derive(Debug, Serialize, ToSchema)]

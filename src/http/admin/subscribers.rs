@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::{rfc3339, AdminAuth, AdminError};
 use crate::db::admin::{self as store};
 use crate::db::subscribers;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// One thing that happened to a subscriber.
 #[derive(Debug, Serialize, ToSchema)]

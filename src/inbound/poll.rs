@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{now_ms, poll as store, subscribers, Db};
-use crate::ingest::{self, Delivery, IngestQueue};
+use crate::inbound::ingest::{self, Delivery, IngestQueue};
 
 /// The inbox `source` of polled events, as of webhooks: the ESP's.
 const SOURCE: &str = "esp";

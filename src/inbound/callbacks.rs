@@ -9,7 +9,7 @@ use referral_bridge_adapters::platform::Callback;
 use crate::db::batch::BatchWriter;
 use crate::db::{inbox, jobs, redemptions, subscribers, DbConnection, StoreError};
 use crate::fields;
-use crate::ingest::Accepted;
+use crate::inbound::ingest::Accepted;
 
 /// One callback waiting to be written.
 pub struct CallbackDelivery {
@@ -19,7 +19,7 @@ pub struct CallbackDelivery {
     pub callback: Callback,
     /// The raw body.
     pub body: String,
-    /// [`crate::ingest::body_hash`] of the body.
+    /// [`crate::inbound::ingest::body_hash`] of the body.
     pub hash: String,
     /// When it arrived (unix ms).
     pub now: i64,
@@ -169,7 +169,7 @@ mod tests {
             platform: "sparkloop",
             callback: parse_callback(body.as_bytes()).unwrap(),
             body: body.to_string(),
-            hash: crate::ingest::body_hash(body.as_bytes()),
+            hash: crate::inbound::ingest::body_hash(body.as_bytes()),
             now,
         }
     }

@@ -1,0 +1,39 @@
+//! What the HTTP handlers share, apart from the start-up that builds it, so that the handlers
+//! and `startup.rs` (which mounts them) do not import each other.
+
+use std::sync::Arc;
+
+use referral_bridge_adapters::platform::PlatformCallbacks;
+use referral_bridge_adapters::EspAdapter;
+use tokio::sync::Notify;
+
+use crate::config::Settings;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::peers::Peers;
+
+/// What the HTTP handlers share.
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// The configuration.
+    pub settings: Settings,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// The configured ESP adapter.
+    pub esp: Arc<dyn EspAdapter>,
+    /// The ESP and the platform as configured, and their paces.
+    pub peers: Peers,
+    /// SparkLoop's callbacks.
+    pub sparkloop: Box<dyn PlatformCallbacks>,
+    /// ReferralLoop's webhooks.
+    pub referralloop: Box<dyn PlatformCallbacks>,
+    /// LoyaltySurf's webhooks.
+    pub loyaltysurf: Box<dyn PlatformCallbacks>,
+    /// Writes inbound deliveries in batched transactions.
+    pub ingest: crate::inbound::ingest::IngestQueue,
+    /// Writes platform callbacks in batched transactions.
+    pub callbacks: crate::inbound::callbacks::CallbackQueue,
+    /// Wakes the workers when a job is queued.
+    pub wake_workers: Arc<Notify>,
+}
