@@ -166,7 +166,7 @@ impl Worker {
         }
         let values: Vec<_> = ready
             .iter()
-            .map(|(_, state)| self.settings.esp.fields.values(state))
+            .map(|(_, state)| crate::fields::values(&self.settings.esp.fields, state))
             .collect();
         let esp_ids: Vec<Option<serde_json::Value>> = ready
             .iter()

@@ -27,7 +27,7 @@ impl Worker {
                 source,
             })?
             .ok_or(Unsent::NoSubscriber(id))?;
-        let values = self.settings.esp.fields.values(&state);
+        let values = crate::fields::values(&self.settings.esp.fields, &state);
         if self.esp.needs_field_ids() {
             self.learn_field_ids().await?;
         }

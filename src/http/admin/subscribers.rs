@@ -72,7 +72,7 @@ pub async fn subscriber_view(
         return Ok(None);
     };
     let fields = referral
-        .map(|state_now| state.settings.esp.fields.values(&state_now))
+        .map(|state_now| crate::fields::values(&state.settings.esp.fields, &state_now))
         .unwrap_or_default()
         .into_iter()
         .collect();

@@ -1,0 +1,440 @@
+//! Reading the configuration: every variable as text ([`Raw`]), then checked into [`Settings`]
+//! with an error that names the variable.
+
+use std::time::Duration;
+
+use referral_bridge_adapters::loyaltysurf::{self, LoyaltySurfApi, OnUnsubscribe};
+use referral_bridge_adapters::referralloop::{self, ReferralLoopApi};
+use referral_bridge_adapters::sparkloop;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::values::{invalid, parse_duration};
+use super::{
+    ConfigError, DatabaseUrl, EspSettings, Platform, RateLimit, RetryPolicy, Secret, Settings,
+    SparkLoopSettings, Upstream, WorkerSettings,
+};
+
+/// Every variable as text, before checking; keys are the variables' names in lower case, which
+/// is also how they are written in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Raw {
+    database_url: Option<String>,
+    bridge_db_pool_size: Option<String>,
+    bridge_db_timeout: Option<String>,
+    bridge_listen: Option<String>,
+    bridge_admin_token: Option<String>,
+    bridge_max_body: Option<String>,
+    bridge_platform: Option<String>,
+    sparkloop_upstream: Option<String>,
+    sparkloop_incoming_webhook_url: Option<String>,
+    sparkloop_api_url: Option<String>,
+    sparkloop_api_key: Option<String>,
+    sparkloop_webhook_token: Option<String>,
+    sparkloop_rate_limit: Option<String>,
+    sparkloop_campaign_id: Option<String>,
+    loyaltysurf_api_url: Option<String>,
+    loyaltysurf_api_key: Option<String>,
+    loyaltysurf_campaign_id: Option<String>,
+    loyaltysurf_rate_limit: Option<String>,
+    loyaltysurf_unsubscribe: Option<String>,
+    referralloop_api_url: Option<String>,
+    referralloop_api_key: Option<String>,
+    referralloop_waitlist_id: Option<String>,
+    referralloop_rate_limit: Option<String>,
+    esp_adapter: Option<String>,
+    esp_webhook_secret: Option<String>,
+    esp_api_url: Option<String>,
+    esp_api_key: Option<String>,
+    esp_signing_secret: Option<String>,
+    esp_list_id: Option<String>,
+    esp_write_to: Option<String>,
+    esp_poll_interval: Option<String>,
+    esp_rate_limit: Option<String>,
+    esp_write_delay: Option<String>,
+    esp_field_subid: Option<String>,
+    esp_field_code: Option<String>,
+    esp_field_reflink: Option<String>,
+    esp_field_isref: Option<String>,
+    esp_field_totref: Option<String>,
+    esp_field_coupon: Option<String>,
+    esp_field_lastreward: Option<String>,
+    esp_field_nextreward: Option<String>,
+    esp_field_lastref: Option<String>,
+    esp_field_partner_status: Option<String>,
+    esp_field_position: Option<String>,
+    esp_field_removed: Option<String>,
+    esp_field_rank: Option<String>,
+    esp_field_winner: Option<String>,
+    esp_field_fraud_risk: Option<String>,
+    referralloop_webhook_secret: Option<String>,
+    loyaltysurf_webhook_secret: Option<String>,
+    loyaltysurf_signature_tolerance: Option<String>,
+    retry_base_delay: Option<String>,
+    retry_max_delay: Option<String>,
+    retry_max_age: Option<String>,
+    dedupe_window: Option<String>,
+    bridge_workers: Option<String>,
+    bridge_poll_interval: Option<String>,
+    bridge_lease: Option<String>,
+    bridge_request_timeout: Option<String>,
+}
+
+impl Raw {
+    /// The value of an `ESP_FIELD_*` variable.
+    fn field(&self, variable: &str) -> Option<String> {
+        match variable {
+            "ESP_FIELD_SUBID" => self.esp_field_subid.clone(),
+            "ESP_FIELD_CODE" => self.esp_field_code.clone(),
+            "ESP_FIELD_REFLINK" => self.esp_field_reflink.clone(),
+            "ESP_FIELD_ISREF" => self.esp_field_isref.clone(),
+            "ESP_FIELD_TOTREF" => self.esp_field_totref.clone(),
+            "ESP_FIELD_COUPON" => self.esp_field_coupon.clone(),
+            "ESP_FIELD_LASTREWARD" => self.esp_field_lastreward.clone(),
+            "ESP_FIELD_NEXTREWARD" => self.esp_field_nextreward.clone(),
+            "ESP_FIELD_LASTREF" => self.esp_field_lastref.clone(),
+            "ESP_FIELD_PARTNER_STATUS" => self.esp_field_partner_status.clone(),
+            "ESP_FIELD_POSITION" => self.esp_field_position.clone(),
+            "ESP_FIELD_REMOVED" => self.esp_field_removed.clone(),
+            "ESP_FIELD_RANK" => self.esp_field_rank.clone(),
+            "ESP_FIELD_WINNER" => self.esp_field_winner.clone(),
+            "ESP_FIELD_FRAUD_RISK" => self.esp_field_fraud_risk.clone(),
+            _ => None,
+        }
+    }
+
+    /// The fields switched on: each `ESP_FIELD_*` is a name, `off`, or unset for its default.
+    fn field_map(&self) -> Result<super::fields::FieldMap, ConfigError> {
+        let mut map: Vec<(super::fields::Field, String)> = Vec::new();
+        for (field, variable, default) in super::fields::FIELDS {
+            let name = match non_empty(self.field(variable)) {
+                Some(off) if off.eq_ignore_ascii_case("off") => continue,
+                Some(name) => name,
+                None => match default {
+                    Some(name) => name.to_string(),
+                    None => continue,
+                },
+            };
+            if name.len() > 100 || name.chars().any(|c| c.is_control()) {
+                return Err(invalid(
+                    variable,
+                    "a field name is at most 100 characters, without control characters",
+                ));
+            }
+            if map.iter().any(|(_, taken)| *taken == name) {
+                return Err(invalid(
+                    variable,
+                    format!(
+                        "the field name `{name}` is already used by another ESP_FIELD_* variable"
+                    ),
+                ));
+            }
+            map.push((*field, name));
+        }
+        Ok(super::fields::FieldMap(map))
+    }
+}
+
+impl Settings {
+    pub(super) fn check(raw: Raw) -> Result<Self, ConfigError> {
+        let fields = raw.field_map()?;
+        let database_url = DatabaseUrl::parse(
+            non_empty(raw.database_url)
+                .as_deref()
+                .unwrap_or("referral-bridge.db"),
+        )?;
+
+        let platform_name = non_empty(raw.bridge_platform).unwrap_or_else(|| "sparkloop".into());
+        let required = |variable: &'static str, value: Option<String>| {
+            non_empty(value).ok_or_else(|| {
+                invalid(
+                    variable,
+                    format!("must be set when BRIDGE_PLATFORM={platform_name}"),
+                )
+            })
+        };
+        let platform = match platform_name.as_str() {
+            "sparkloop" => Platform::SparkLoop,
+            "loyaltysurf" => Platform::LoyaltySurf {
+                api: LoyaltySurfApi {
+                    api_url: http_url(
+                        "LOYALTYSURF_API_URL",
+                        non_empty(raw.loyaltysurf_api_url)
+                            .unwrap_or_else(|| loyaltysurf::DEFAULT_API_URL.into()),
+                    )?,
+                    api_key: secret_string(raw.loyaltysurf_api_key),
+                    campaign_id: required("LOYALTYSURF_CAMPAIGN_ID", raw.loyaltysurf_campaign_id)?,
+                    on_unsubscribe: match non_empty(raw.loyaltysurf_unsubscribe).as_deref() {
+                        None | Some("keep") => OnUnsubscribe::Keep,
+                        Some("delete") => OnUnsubscribe::Delete,
+                        Some(other) => {
+                            return Err(invalid(
+                                "LOYALTYSURF_UNSUBSCRIBE",
+                                format!("unknown action `{other}`; expected `keep` or `delete`"),
+                            ))
+                        }
+                    },
+                },
+                rate_limits: RateLimit::parse_all(
+                    non_empty(raw.loyaltysurf_rate_limit)
+                        .as_deref()
+                        .unwrap_or(loyaltysurf::DEFAULT_RATE_LIMIT),
+                )
+                .map_err(|reason| invalid("LOYALTYSURF_RATE_LIMIT", reason))?,
+            },
+            "referralloop" => Platform::ReferralLoop {
+                api: ReferralLoopApi {
+                    api_url: http_url(
+                        "REFERRALLOOP_API_URL",
+                        non_empty(raw.referralloop_api_url)
+                            .unwrap_or_else(|| referralloop::DEFAULT_API_URL.into()),
+                    )?,
+                    api_key: secret_string(raw.referralloop_api_key),
+                    waitlist_id: required(
+                        "REFERRALLOOP_WAITLIST_ID",
+                        raw.referralloop_waitlist_id,
+                    )?,
+                },
+                rate_limit: RateLimit::parse(
+                    non_empty(raw.referralloop_rate_limit)
+                        .as_deref()
+                        .unwrap_or(referralloop::DEFAULT_RATE_LIMIT),
+                )
+                .map_err(|reason| invalid("REFERRALLOOP_RATE_LIMIT", reason))?,
+            },
+            other => {
+                return Err(invalid(
+                    "BRIDGE_PLATFORM",
+                    format!(
+                    "unknown platform `{other}`; expected sparkloop, loyaltysurf or referralloop"
+                ),
+                ))
+            }
+        };
+
+        let webhook_url = non_empty(raw.sparkloop_incoming_webhook_url)
+            .map(|url| http_url("SPARKLOOP_INCOMING_WEBHOOK_URL", url))
+            .transpose()?;
+        let upstream = match (non_empty(raw.sparkloop_upstream).as_deref(), webhook_url) {
+            (None | Some("webhook"), Some(url)) => Upstream::Webhook { url },
+            (Some("webhook"), None) => {
+                return Err(invalid(
+                    "SPARKLOOP_INCOMING_WEBHOOK_URL",
+                    "must be set when SPARKLOOP_UPSTREAM=webhook (find it on SparkLoop's Integrations page)",
+                ))
+            }
+            (None | Some("api"), _) => Upstream::Api,
+            (Some(other), _) => {
+                return Err(invalid(
+                    "SPARKLOOP_UPSTREAM",
+                    format!("unknown mode `{other}`; expected `webhook` or `api`"),
+                ))
+            }
+        };
+        let sparkloop = SparkLoopSettings {
+            upstream,
+            api_url: http_url(
+                "SPARKLOOP_API_URL",
+                non_empty(raw.sparkloop_api_url)
+                    .unwrap_or_else(|| sparkloop::outbound::DEFAULT_API_URL.into()),
+            )?,
+            api_key: secret(raw.sparkloop_api_key),
+            webhook_token: secret(raw.sparkloop_webhook_token.clone()),
+            rate_limit: RateLimit::parse(
+                non_empty(raw.sparkloop_rate_limit.clone())
+                    .as_deref()
+                    .unwrap_or(sparkloop::outbound::DEFAULT_RATE_LIMIT),
+            )
+            .map_err(|reason| invalid("SPARKLOOP_RATE_LIMIT", reason))?,
+            campaign_id: non_empty(raw.sparkloop_campaign_id.clone()),
+        };
+
+        let adapter = non_empty(raw.esp_adapter).unwrap_or_else(|| "custom".into());
+        if !referral_bridge_adapters::KNOWN_ESP_ADAPTERS.contains(&adapter.as_str()) {
+            return Err(invalid(
+                "ESP_ADAPTER",
+                format!(
+                    "unknown adapter `{adapter}`; known adapters: {}",
+                    referral_bridge_adapters::KNOWN_ESP_ADAPTERS.join(", ")
+                ),
+            ));
+        }
+        let default_rate = referral_bridge_adapters::default_rate_limit(&adapter);
+        let esp_limits = RateLimit::parse_all(
+            non_empty(raw.esp_rate_limit.clone())
+                .as_deref()
+                .unwrap_or(default_rate),
+        )
+        .map_err(|reason| invalid("ESP_RATE_LIMIT", reason))?;
+        let esp = EspSettings {
+            adapter,
+            webhook_secret: secret(raw.esp_webhook_secret),
+            api_url: non_empty(raw.esp_api_url)
+                .map(|url| http_url("ESP_API_URL", url))
+                .transpose()?,
+            api_key: secret(raw.esp_api_key.clone()),
+            signing_secret: secret(raw.esp_signing_secret.clone()),
+            list_id: non_empty(raw.esp_list_id.clone()),
+            write_to: match non_empty(raw.esp_write_to.clone()) {
+                None => None,
+                Some(places) => {
+                    let wanted: Vec<String> = places
+                        .split(',')
+                        .map(|p| p.trim().to_lowercase())
+                        .filter(|p| !p.is_empty())
+                        .collect();
+                    if wanted.is_empty() || wanted.iter().any(|p| p != "note" && p != "labels") {
+                        return Err(invalid(
+                            "ESP_WRITE_TO",
+                            format!("`{places}`: expected note, labels, or note,labels"),
+                        ));
+                    }
+                    Some(wanted.join(","))
+                }
+            },
+            poll_interval: duration("ESP_POLL_INTERVAL", raw.esp_poll_interval.clone(), "1m")?,
+            rate_limit: RateLimit::slowest(&esp_limits).expect("at least one limit"),
+            rate_limits: esp_limits,
+            fields,
+            write_delay: duration("ESP_WRITE_DELAY", raw.esp_write_delay.clone(), "1s")?,
+        };
+
+        let retry = RetryPolicy {
+            base_delay: duration("RETRY_BASE_DELAY", raw.retry_base_delay, "10s")?,
+            max_delay: duration("RETRY_MAX_DELAY", raw.retry_max_delay, "6h")?,
+            max_age: duration("RETRY_MAX_AGE", raw.retry_max_age, "30d")?,
+        };
+        if retry.base_delay.is_zero() {
+            return Err(invalid("RETRY_BASE_DELAY", "must be longer than 0"));
+        }
+        if retry.max_delay < retry.base_delay {
+            return Err(invalid(
+                "RETRY_MAX_DELAY",
+                "must not be shorter than RETRY_BASE_DELAY",
+            ));
+        }
+
+        let worker = WorkerSettings {
+            concurrency: number("BRIDGE_WORKERS", raw.bridge_workers, 16, 1..=1024)? as usize,
+            poll_interval: duration("BRIDGE_POLL_INTERVAL", raw.bridge_poll_interval, "1s")?,
+            lease: duration("BRIDGE_LEASE", raw.bridge_lease, "30s")?,
+            request_timeout: duration("BRIDGE_REQUEST_TIMEOUT", raw.bridge_request_timeout, "10s")?,
+        };
+        if worker.poll_interval.is_zero() {
+            return Err(invalid("BRIDGE_POLL_INTERVAL", "must be longer than 0"));
+        }
+        if worker.lease <= worker.request_timeout + Duration::from_secs(1) {
+            return Err(invalid(
+                "BRIDGE_LEASE",
+                "must be longer than BRIDGE_REQUEST_TIMEOUT plus one second, or a slow call would lose its claim",
+            ));
+        }
+
+        let max_body = non_empty(raw.bridge_max_body).unwrap_or_else(|| "2MiB".into());
+        let max_body = max_body
+            .parse::<bytesize::ByteSize>()
+            .ok()
+            .filter(|size| size.as_u64() > 0 && size.as_u64() <= 1 << 30)
+            .ok_or_else(|| {
+                invalid(
+                    "BRIDGE_MAX_BODY",
+                    format!(
+                        "`{max_body}` is not a size between 1 byte and 1GiB, like 512KiB or 2MiB"
+                    ),
+                )
+            })?
+            .as_u64() as usize;
+
+        let listen = non_empty(raw.bridge_listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+        if listen
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(invalid(
+                "BRIDGE_LISTEN",
+                format!("`{listen}` is not an address with a port, like 127.0.0.1:8080"),
+            ));
+        }
+
+        Ok(Settings {
+            platform,
+            database_url,
+            db_pool_size: number("BRIDGE_DB_POOL_SIZE", raw.bridge_db_pool_size, 10, 1..=500)?
+                as u32,
+            db_timeout: duration("BRIDGE_DB_TIMEOUT", raw.bridge_db_timeout, "2s")?,
+            listen,
+            admin_token: secret(raw.bridge_admin_token),
+            max_body,
+            sparkloop,
+            esp,
+            retry,
+            dedupe_window: duration("DEDUPE_WINDOW", raw.dedupe_window, "1h")?,
+            worker,
+            referralloop_secret: secret(raw.referralloop_webhook_secret),
+            loyaltysurf_secret: secret(raw.loyaltysurf_webhook_secret),
+            loyaltysurf_tolerance: duration(
+                "LOYALTYSURF_SIGNATURE_TOLERANCE",
+                raw.loyaltysurf_signature_tolerance,
+                "5m",
+            )?,
+        })
+    }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn secret(value: Option<String>) -> Option<Secret> {
+    non_empty(value).map(Secret)
+}
+
+fn secret_string(value: Option<String>) -> Option<SecretString> {
+    non_empty(value).map(SecretString::from)
+}
+
+fn http_url(variable: &'static str, url: String) -> Result<String, ConfigError> {
+    match reqwest::Url::parse(&url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(url),
+        _ => Err(invalid(
+            variable,
+            format!("`{url}` is not an http:// or https:// URL"),
+        )),
+    }
+}
+
+fn duration(
+    variable: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let text = non_empty(value).unwrap_or_else(|| default.into());
+    parse_duration(&text).map_err(|reason| invalid(variable, reason))
+}
+
+fn number(
+    variable: &'static str,
+    value: Option<String>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let Some(text) = non_empty(value) else {
+        return Ok(default);
+    };
+    text.parse::<u64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            invalid(
+                variable,
+                format!(
+                    "`{text}` is not a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
+}

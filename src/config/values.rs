@@ -1,0 +1,178 @@
+//! The values of the configuration that are more than text: errors naming the variable,
+//! secrets, the database URL, rate limits and durations.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration value that is missing or cannot be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable holds a value that cannot be used.
+    #[error("{variable}: {reason}")]
+    Invalid {
+        /// The variable's name, as in the environment.
+        variable: &'static str,
+        /// What is wrong and what is expected; never the value of a secret.
+        reason: String,
+    },
+    /// The TOML file or the sources as a whole could not be read.
+    #[error("{0}")]
+    Source(String),
+}
+
+pub(crate) fn invalid(variable: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        variable,
+        reason: reason.into(),
+    }
+}
+
+/// A credential: usable by the code that needs it, printed as `[redacted]` everywhere else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub(super) String);
+
+impl Secret {
+    /// The secret itself, for comparing or sending; never for logging.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where the bridge keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A SQLite file, created on first use.
+    Sqlite(PathBuf),
+    /// A Postgres connection URL.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Reads `DATABASE_URL`: `postgres://` / `postgresql://` URLs, else a SQLite path with an
+    /// optional `sqlite://` or `sqlite:` prefix.
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        let raw = raw.trim();
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(raw.to_string()));
+        }
+        let path = raw
+            .strip_prefix("sqlite://")
+            .or_else(|| raw.strip_prefix("sqlite:"))
+            .unwrap_or(raw);
+        if path.is_empty() || path == ":memory:" || path.contains("mode=memory") {
+            return Err(invalid(
+                "DATABASE_URL",
+                "expected a SQLite file path (in-memory databases lose acknowledged events) or a postgres:// URL",
+            ));
+        }
+        if let Some((scheme, _)) = path.split_once("://") {
+            return Err(invalid(
+                "DATABASE_URL",
+                format!(
+                    "unsupported scheme `{scheme}://`: use a SQLite file path or a postgres:// URL"
+                ),
+            ));
+        }
+        Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
+    }
+
+    /// The backend's name, for logs and messages.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            DatabaseUrl::Sqlite(_) => "sqlite",
+            DatabaseUrl::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The URL with any password masked, for logs and messages.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => path.display().to_string(),
+            DatabaseUrl::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(scheme_end), Some(at)) if at > scheme_end => {
+                    let userinfo = &url[scheme_end + 3..at];
+                    match userinfo.split_once(':') {
+                        Some((user, _)) => {
+                            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+                        }
+                        None => url.clone(),
+                    }
+                }
+                _ => url.clone(),
+            },
+        }
+    }
+}
+
+/// At most `requests` calls in any `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Calls allowed in a window.
+    pub requests: u32,
+    /// The window.
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// How long `calls` calls take at this rate.
+    pub fn time_for(&self, calls: u64) -> Duration {
+        let windows = calls.div_ceil(self.requests as u64);
+        self.per.saturating_mul(windows.min(u32::MAX as u64) as u32)
+    }
+
+    /// Reads several limits that all hold, comma-separated: `30/5s,200/60s`.
+    pub fn parse_all(text: &str) -> Result<Vec<Self>, String> {
+        let limits = text
+            .split(',')
+            .filter(|part| !part.trim().is_empty())
+            .map(Self::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        if limits.is_empty() {
+            return Err(format!("`{text}` names no rate, like 30/5s,200/60s"));
+        }
+        Ok(limits)
+    }
+
+    /// The limit that binds over a long backlog: the fewest calls per second.
+    pub fn slowest(limits: &[RateLimit]) -> Option<RateLimit> {
+        limits.iter().copied().min_by(|a, b| {
+            let rate = |l: &RateLimit| l.requests as f64 / l.per.as_secs_f64();
+            rate(a).total_cmp(&rate(b))
+        })
+    }
+
+    /// Reads `120/60s`, `10/1s` or `5/s`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("`{text}` is not a rate like 10/1s or 120/60s");
+        let (requests, per) = text.trim().split_once('/').ok_or_else(bad)?;
+        let requests: u32 = requests
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(bad)?;
+        let per = per.trim();
+        let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
+            parse_duration(per).map_err(|_| bad())?
+        } else {
+            parse_duration(&format!("1{per}")).map_err(|_| bad())?
+        };
+        if per.is_zero() {
+            return Err(bad());
+        }
+        Ok(RateLimit { requests, per })
+    }
+}
+
+/// Reads a duration written like `500ms`, `30s`, `6h` or `30d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration like 500ms, 30s, 6h or 30d ({e})"))
+}
