@@ -9,22 +9,62 @@ use referral_bridge_adapters::loyaltysurf::LoyaltySurfCallbacks;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::{DatabaseUrl, Settings};
 use crate::db::{jobs, Db};
 use crate::metrics::Metrics;
 use crate::peers::Peers;
 use crate::state::AppState;
 use crate::worker::Worker;
 
-/// Connects to the database and applies pending migrations (on a blocking thread).
+/// How many threads write each kind of batch (ingest, callbacks) on this backend. SQLite has
+/// one writer anyway. On Postgres, a writer per core keeps the cores busy while another batch
+/// waits on the server; more writers would only make batches smaller.
+pub fn batch_writers(url: &DatabaseUrl) -> usize {
+    match url {
+        DatabaseUrl::Sqlite(_) => 1,
+        DatabaseUrl::Postgres(_) => {
+            std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+        }
+    }
+}
+
+/// The connections a serving process may hold at once on Postgres: every ingest, callback and
+/// attempt writer, every worker, and two for the HTTP handlers' reads. A smaller pool would
+/// make readers wait for connections that writers hold (on SQLite writers take turns before
+/// they take a connection, so any size serves).
+pub fn pool_needed(settings: &Settings) -> u32 {
+    let writers = batch_writers(&settings.database_url);
+    let attempt_writers = crate::worker::attempt_writers(&settings.database_url);
+    (2 * writers + attempt_writers + settings.worker.concurrency + 2) as u32
+}
+
+/// The pool size for a serving process: `BRIDGE_DB_POOL_SIZE`, which on Postgres must be at
+/// least [`pool_needed`]; unset, the larger of that and 10.
+pub fn serving_pool_size(settings: &Settings) -> anyhow::Result<u32> {
+    let needed = pool_needed(settings);
+    match (settings.db_pool_size, &settings.database_url) {
+        (Some(size), DatabaseUrl::Postgres(_)) if size < needed => anyhow::bail!(
+            "BRIDGE_DB_POOL_SIZE: {size} connections are fewer than this process needs on \
+             Postgres ({needed}: two per core for the ingest and callback writers, the attempt \
+             writers, BRIDGE_WORKERS and 2 for reads); raise it or lower BRIDGE_WORKERS"
+        ),
+        (Some(size), _) => Ok(size),
+        (None, DatabaseUrl::Postgres(_)) => Ok(needed.max(10)),
+        (None, DatabaseUrl::Sqlite(_)) => Ok(10),
+    }
+}
+
+/// Connects to the database and applies pending migrations (on a blocking thread), with a
+/// pool of `BRIDGE_DB_POOL_SIZE` (10 when unset) connections.
 pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
+    open_database_with(settings, settings.db_pool_size.unwrap_or(10)).await
+}
+
+/// [`open_database`] with a pool of `pool_size` connections.
+async fn open_database_with(settings: &Settings, pool_size: u32) -> anyhow::Result<Db> {
     let settings = settings.clone();
     tokio::task::spawn_blocking(move || {
-        let db = Db::connect(
-            &settings.database_url,
-            settings.db_pool_size,
-            settings.db_timeout,
-        )?;
+        let db = Db::connect(&settings.database_url, pool_size, settings.db_timeout)?;
         for name in db.migrate()? {
             log::info!("applied migration {name}");
         }
@@ -48,7 +88,7 @@ impl Application {
     /// Opens the database (applying migrations), binds the listener and prepares the workers.
     /// `BRIDGE_LISTEN` may use port 0; [`Application::port`] tells the port chosen.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = open_database(&settings).await?;
+        let db = open_database_with(&settings, serving_pool_size(&settings)?).await?;
         if db.is_sqlite() {
             // One process serves a SQLite file, so leases left by a crashed run are stale.
             let released = db
@@ -82,13 +122,7 @@ impl Application {
             listener.local_addr()?,
             db.describe()
         );
-        // SQLite has one writer anyway. On Postgres, a writer per core keeps the cores busy
-        // while another batch waits on the server; more writers would only make batches smaller.
-        let writers = if db.is_sqlite() {
-            1
-        } else {
-            std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
-        };
+        let writers = batch_writers(&settings.database_url);
         let ingest = crate::inbound::ingest::start_ingest(
             db.clone(),
             settings.dedupe_window,
@@ -213,5 +247,41 @@ async fn termination() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        let vars = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_vars(vars).unwrap()
+    }
+
+    #[test]
+    fn the_postgres_pool_fits_its_users() {
+        let postgres = ("DATABASE_URL", "postgres://u@127.0.0.1/db");
+        let s = settings(&[postgres, ("BRIDGE_WORKERS", "16")]);
+        let needed = pool_needed(&s);
+        // Two batch writers per core (at least 2 each), four attempt writers, the workers, 2.
+        assert!(needed >= 2 * 2 + 4 + 16 + 2, "{needed}");
+        assert_eq!(serving_pool_size(&s).unwrap(), needed);
+        let small = settings(&[postgres, ("BRIDGE_DB_POOL_SIZE", "5")]);
+        let refused = serving_pool_size(&small).unwrap_err().to_string();
+        assert!(refused.starts_with("BRIDGE_DB_POOL_SIZE: 5 "), "{refused}");
+        let fewer_workers = settings(&[
+            postgres,
+            ("BRIDGE_DB_POOL_SIZE", "30"),
+            ("BRIDGE_WORKERS", "2"),
+        ]);
+        assert_eq!(serving_pool_size(&fewer_workers).unwrap(), 30);
+        // SQLite's writers take turns before they take a connection: any size serves.
+        let sqlite = settings(&[("BRIDGE_DB_POOL_SIZE", "4")]);
+        assert_eq!(serving_pool_size(&sqlite).unwrap(), 4);
+        assert_eq!(serving_pool_size(&settings(&[])).unwrap(), 10);
     }
 }

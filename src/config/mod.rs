@@ -137,8 +137,9 @@ pub struct WorkerSettings {
 pub struct Settings {
     /// `DATABASE_URL`.
     pub database_url: DatabaseUrl,
-    /// `BRIDGE_DB_POOL_SIZE`: connections in the pool.
-    pub db_pool_size: u32,
+    /// `BRIDGE_DB_POOL_SIZE`: connections in the pool; unset, what the process needs
+    /// (`startup::serving_pool_size`).
+    pub db_pool_size: Option<u32>,
     /// `BRIDGE_DB_TIMEOUT`: how long a request waits for a connection before a 503.
     pub db_timeout: Duration,
     /// `BRIDGE_LISTEN`.

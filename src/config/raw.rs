@@ -360,8 +360,10 @@ impl Settings {
         Ok(Settings {
             platform,
             database_url,
-            db_pool_size: number("BRIDGE_DB_POOL_SIZE", raw.bridge_db_pool_size, 10, 1..=500)?
-                as u32,
+            db_pool_size: non_empty(raw.bridge_db_pool_size.clone())
+                .map(|_| number("BRIDGE_DB_POOL_SIZE", raw.bridge_db_pool_size, 10, 1..=500))
+                .transpose()?
+                .map(|n| n as u32),
             db_timeout: duration("BRIDGE_DB_TIMEOUT", raw.bridge_db_timeout, "2s")?,
             listen,
             admin_token: secret(raw.bridge_admin_token),

@@ -228,12 +228,14 @@ impl Db {
         &self,
         f: impl FnOnce(&mut DbConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn()?;
-        let conn = &mut *conn;
+        // The turn first, then the connection: writers waiting for their turn must not hold
+        // connections that readers need.
         let _turn = self
             .sqlite_writer
             .as_ref()
             .map(|lock| lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let mut conn = self.conn()?;
+        let conn = &mut *conn;
         match conn {
             DbConnection::Postgres(_) => conn.transaction(f),
             DbConnection::Sqlite(c) => {

@@ -18,7 +18,7 @@ use referral_bridge_adapters::EspAdapter;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::{DatabaseUrl, Settings};
 use crate::db::batch::BatchWriter;
 use crate::db::jobs::{self, ClaimedJob};
 use crate::db::{now_ms, Db};
@@ -27,6 +27,15 @@ use crate::metrics::Metrics;
 use crate::peers::Peers;
 use pace::SlidingWindow;
 use record::Attempted;
+
+/// How many threads record attempts: SQLite has one writer; on Postgres four keep recording
+/// ahead of the sends.
+pub fn attempt_writers(url: &DatabaseUrl) -> usize {
+    match url {
+        DatabaseUrl::Sqlite(_) => 1,
+        DatabaseUrl::Postgres(_) => 4,
+    }
+}
 
 /// Runs delivery jobs until shut down.
 pub struct Worker {
@@ -69,7 +78,7 @@ impl Worker {
         let timeout = settings.worker.request_timeout;
         let lease_token = format!("{:032x}", rand::random::<u128>());
         let token = lease_token.clone();
-        let writers = if db.is_sqlite() { 1 } else { 4 };
+        let writers = attempt_writers(&settings.database_url);
         let recorder = BatchWriter::start(
             "attempt-writer",
             db.clone(),

@@ -129,7 +129,6 @@ pub fn base_vars(db: &TestDb, sparkloop: &MockServer) -> HashMap<String, String>
         ("RETRY_BASE_DELAY", "100ms".into()),
         ("RETRY_MAX_DELAY", "400ms".into()),
         ("BRIDGE_POLL_INTERVAL", "100ms".into()),
-        ("BRIDGE_DB_POOL_SIZE", "4".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
