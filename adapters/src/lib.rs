@@ -1,10 +1,4 @@
-//! The vendor side of referral-bridge, free of any web framework or database: each ESP adapter
-//! verifies and parses the ESP's inbound webhooks into normalised [`EspEvent`]s and describes
-//! the request that writes a subscriber's referral fields ([`outbound`]); each referral platform
-//! verifies and parses its callbacks ([`platform`]).
-//!
-//! The service owns transport and storage; an adapter only sees raw bytes and headers, so it can
-//! be tested with the vendors' own payloads and nothing else.
+#![doc = include_str!("../README.md")]
 
 pub mod activecampaign;
 pub mod beehiiv;
