@@ -163,3 +163,70 @@ fn rates_are_read_in_their_usual_forms() {
         assert!(rate(bad).is_err(), "{bad}");
     }
 }
+
+/// The names of [`Raw`]'s fields, as serde sees them: every variable the configuration reads.
+fn variables_read() -> &'static [&'static str] {
+    use serde::de::{self, Deserialize, Visitor};
+
+    struct Names(&'static [&'static str]);
+
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("stop")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl de::Error for Stop {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Stop
+        }
+    }
+
+    impl<'de> de::Deserializer<'de> for &mut Names {
+        type Error = Stop;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0 = fields;
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    let mut names = Names(&[]);
+    let _ = super::raw::Raw::deserialize(&mut names);
+    names.0
+}
+
+#[test]
+fn env_example_lists_every_variable_the_config_reads() {
+    let example = include_str!("../../.env.example");
+    let listed = |name: &str| {
+        example.lines().any(|line| {
+            let line = line.trim_start_matches('#').trim_start();
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('='))
+        })
+    };
+    let names = variables_read();
+    assert!(names.len() > 50, "{names:?}");
+    let missing: Vec<String> = names
+        .iter()
+        .map(|n| n.to_uppercase())
+        .chain(["BRIDGE_CONFIG".to_string()])
+        .filter(|n| !listed(n))
+        .collect();
+    assert!(missing.is_empty(), ".env.example lacks {missing:?}");
+}
