@@ -150,7 +150,7 @@ async fn missing_wrong_and_unconfigured_tokens_write_nothing() {
         .as_str()
         .unwrap()
         .contains("SPARKLOOP_WEBHOOK_TOKEN"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.drain().await;
     for table in ["inbound_events", "subscribers", "jobs"] {
         assert_eq!(
             app.db.count(&format!("SELECT COUNT(*) AS n FROM {table}")),
@@ -178,8 +178,7 @@ async fn unknown_types_and_duplicates_are_acknowledged_and_acted_on_once() {
     let body = fixture("sync_subscriber");
     post_ok(&app, &body).await;
     post_ok(&app, &body).await;
-    app.wait_until_esp_idle().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.drain().await;
     assert_eq!(app.esp_writes().await.len(), 1);
     let outcomes = |outcome: &str| {
         app.db.count(&format!(
@@ -373,8 +372,7 @@ async fn field_writes_are_paced_and_a_long_wait_never_sends_a_job_twice() {
             "subscriber": {"email": format!("paced{n}@example.com"), "tot_referrals": n}});
         post_ok(&app, &body.to_string()).await;
     }
-    app.wait_until_esp_idle().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.drain().await;
     let writes = app.esp_writes().await;
     let mut emails: Vec<&str> = writes
         .iter()

@@ -148,7 +148,7 @@ async fn a_400_is_dead_at_once_with_the_answer_kept_and_deliveries_retry_sends_i
     })
     .await;
     // Not retried on its own.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.drain().await;
     assert_eq!(app.received().await.len(), 1);
 
     let vars = [("DATABASE_URL".to_string(), app.db.url.clone())]

@@ -94,7 +94,7 @@ async fn a_profile_update_that_only_echoes_the_bridges_fields_is_not_forwarded()
         {"email": "echo@x.com", "first_name": "Anna", "name": "Anna Lee"}});
     app.post_esp(&renamed.to_string()).await;
     let received = app.wait_for_requests(2).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.drain().await;
     let received_now = app.received().await;
     assert_eq!(received_now.len(), 2, "{received_now:#?}");
     assert_eq!(received[0]["type"], "subscribe");
@@ -159,7 +159,7 @@ async fn missing_wrong_and_unconfigured_secrets_are_refused_and_nothing_is_forwa
         .unwrap();
     assert_eq!(ok.status(), 200);
     app.wait_for_requests(1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.drain().await;
     assert_eq!(
         app.received().await,
         vec![json!({"type": "subscribe", "subscriber": {"email": "token@b.co"}})]
@@ -220,7 +220,7 @@ async fn unknown_event_types_are_stored_answered_200_and_not_forwarded() {
     );
     app.post_esp(&subscribe("after@b.co")).await;
     app.wait_for_requests(1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.drain().await;
     assert_eq!(app.received().await.len(), 1);
     assert_eq!(
         app.db
@@ -292,7 +292,7 @@ async fn a_duplicate_delivery_is_answered_200_and_forwarded_once() {
         );
     }
     app.wait_for_requests(1).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    app.drain().await;
     assert_eq!(app.received().await.len(), 1);
     assert_eq!(app.db.count("SELECT COUNT(*) AS n FROM jobs"), 1);
     app.stop().await;

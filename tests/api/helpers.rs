@@ -284,6 +284,34 @@ impl TestApp {
         .await;
     }
 
+    /// Runs the workers until the queue is idle: no job waiting, due or being sent, in any
+    /// destination (panics after 30 s). What the stand-ins received by then is all they will
+    /// receive for what was posted so far.
+    pub async fn drain(&self) {
+        drain(&self.db).await;
+    }
+
+    /// Waits until at least `n` field writes are due (their `ESP_WRITE_DELAY` passed), so that
+    /// a bridge started now finds them ready (panics after 15 s).
+    pub async fn wait_until_esp_due(&self, n: i64) {
+        let db = &self.db;
+        eventually(
+            "the field writes to be due",
+            Duration::from_secs(15),
+            || {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis();
+                db.count(&format!(
+                    "SELECT COUNT(*) AS n FROM jobs WHERE destination = 'esp' \
+                 AND status = 'pending' AND run_at <= {now}"
+                )) >= n
+            },
+        )
+        .await;
+    }
+
     /// Waits until SparkLoop has received `n` requests (panics after 15 s).
     pub async fn wait_for_requests(&self, n: usize) -> Vec<Value> {
         wait_for(&self.sparkloop, n, Duration::from_secs(15)).await
@@ -356,6 +384,15 @@ pub async fn wait_for(server: &MockServer, n: usize, limit: Duration) -> Vec<Val
 }
 
 /// Waits for a condition on the database.
+/// Waits until no job of `db` is waiting, due or being sent (panics after 30 s).
+pub async fn drain(db: &TestDb) {
+    eventually("the queue to drain", Duration::from_secs(30), || {
+        db.count("SELECT COUNT(*) AS n FROM jobs WHERE status IN ('waiting', 'pending', 'running')")
+            == 0
+    })
+    .await;
+}
+
 pub async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {

@@ -160,7 +160,7 @@ async fn a_backlog_goes_in_batches_and_a_contact_refused_in_one_is_retried_alone
         )
         .await;
     // All three are due before the bridge that can send them starts.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.wait_until_esp_due(3).await;
     let alone = "/mc/3.0/lists/a6b5da1054/members/b681d72feaf8bf6a93d9a8ab86679ec3";
     app.sparkloop
         .register(

@@ -154,7 +154,7 @@ async fn a_backlog_goes_in_a_batch_and_a_refused_write_is_retried_alone() {
             200
         );
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.wait_until_esp_due(2).await;
     app.sparkloop
         .register(
             Mock::given(method("POST"))

@@ -295,7 +295,7 @@ async fn a_brevo_backlog_goes_in_one_batch_valid_for_brevos_own_spec() {
             200
         );
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.wait_until_esp_due(3).await;
     let vars = brevo("xkeysib-test");
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let app = app.restart_with(&vars).await;

@@ -7,7 +7,8 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    base_vars, received_bodies, run_command, subscribe, wait_for, BridgeProcess, TestDb, ESP_SECRET,
+    base_vars, drain, received_bodies, run_command, subscribe, wait_for, BridgeProcess, TestDb,
+    ESP_SECRET,
 };
 
 async fn post_all(client: &reqwest::Client, address: &str, emails: &[String]) {
@@ -121,8 +122,8 @@ async fn two_processes_on_one_postgres_never_send_a_job_twice() {
     let a = BridgeProcess::start(&vars);
     let b = BridgeProcess::start(&vars);
     wait_for(&sparkloop, emails.len(), Duration::from_secs(120)).await;
-    // Anything sent twice would arrive now.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every job is finished: anything sent twice has arrived by now.
+    drain(&db).await;
     let bodies = received_bodies(&sparkloop).await;
     let seen = emails_received(&bodies);
     assert_eq!(seen.len(), emails.len());

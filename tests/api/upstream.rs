@@ -168,7 +168,7 @@ async fn loyaltysurf_gets_participants_changes_and_deletions() {
     let unsubscribe = json!({"type": "unsubscribe", "subscriber": {"email": "bo@example.com"}});
     assert_eq!(app.post_esp(&unsubscribe.to_string()).await.status(), 200);
     platform.wait_for(1).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.drain().await;
     assert_eq!(platform.calls().len(), 1);
     assert_eq!(
         app.db
