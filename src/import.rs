@@ -173,31 +173,7 @@ pub fn parse_time(text: &str) -> Option<i64> {
     if let Ok(seconds) = text.parse::<i64>() {
         return Some(seconds);
     }
-    let text = if text.len() == 10 {
-        format!("{text}T00:00:00Z")
-    } else {
-        text.to_string()
-    };
-    if let Ok(at) = humantime::parse_rfc3339_weak(&text) {
-        return at
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs() as i64);
-    }
-    // An explicit offset: humantime reads only UTC, so apply it by hand.
-    let (local, sign, offset) = match text.rfind(['+', '-']) {
-        Some(at) if at > 10 => (&text[..at], &text[at..at + 1], &text[at + 1..]),
-        _ => return None,
-    };
-    let (hours, minutes) = offset.split_once(':').unwrap_or((offset, "0"));
-    let offset = hours.parse::<i64>().ok()? * 3600 + minutes.parse::<i64>().ok()? * 60;
-    let local = humantime::parse_rfc3339_weak(local).ok()?;
-    let local = local.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
-    Some(if sign == "+" {
-        local - offset
-    } else {
-        local + offset
-    })
+    referral_bridge_adapters::time::iso8601_seconds(text)
 }
 
 /// Imports `path` into `db`; a dry run only reads the database.
@@ -497,6 +473,9 @@ mod tests {
         assert_eq!(parse_time("2019-07-29T13:42:30+02:00"), Some(1564400550));
         assert_eq!(parse_time("2019-07-29T06:42:30-05:00"), Some(1564400550));
         assert_eq!(parse_time("2019-07-29"), Some(1564358400));
+        // `+0530` is five and a half hours, not 530.
+        assert_eq!(parse_time("2019-07-29T17:12:30+0530"), Some(1564400550));
+        assert_eq!(parse_time("2019-07-29T08:12:30-03:30"), Some(1564400550));
         assert_eq!(parse_time("yesterday"), None);
         assert_eq!(parse_time("2019-13-45"), None);
     }

@@ -149,24 +149,7 @@ pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
 /// Unix seconds of an ISO 8601 time with an offset, as ActiveCampaign writes it
 /// (`2024-01-01T09:00:00-06:00`), or in UTC.
 fn unix_seconds(text: &str) -> Option<i64> {
-    let local = humantime::parse_rfc3339_weak(text.get(..19)?).ok()?;
-    let local = local.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
-    let offset = match text.get(19..).unwrap_or("") {
-        "" | "Z" => 0,
-        zone => {
-            let sign = match zone.get(..1)? {
-                "+" => 1,
-                "-" => -1,
-                _ => return None,
-            };
-            let (hours, minutes) = zone
-                .get(1..)?
-                .split_once(':')
-                .unwrap_or((zone.get(1..3)?, "0"));
-            sign * (hours.parse::<i64>().ok()? * 3600 + minutes.parse::<i64>().ok()? * 60)
-        }
-    };
-    Some(local - offset)
+    crate::time::iso8601_seconds(text)
 }
 
 impl OutboundEsp for ActiveCampaign {

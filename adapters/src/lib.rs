@@ -19,6 +19,7 @@ pub mod referralloop;
 mod secret;
 pub mod sparkloop;
 pub mod standard_webhooks;
+pub mod time;
 
 pub use email::{Email, InvalidEmail};
 pub use secret::secrets_match;
