@@ -1,7 +1,13 @@
-//! Errors of the HTTP boundary, mapped to status codes and JSON bodies in one place.
+//! Errors of the HTTP boundary, mapped to status codes and JSON bodies in one place: the
+//! webhooks' and operations' `{"error": ...}`, the admin API's problem documents (which carry the
+//! same `error` member), and actix's own failures to read a query, a path, a form or a body,
+//! answered in the shape of the endpoint they hit.
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::db::StoreError;
 
 /// Why a webhook request was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -53,4 +59,125 @@ impl ResponseError for WebhookError {
         }
         response.json(serde_json::json!({ "error": self.to_string() }))
     }
+}
+
+/// Why an admin request failed; each maps to a status and a problem document.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// `BRIDGE_ADMIN_TOKEN` is unset: the admin API does not exist (404).
+    #[error("not found")]
+    Off,
+    /// Missing or wrong credentials (401).
+    #[error("missing or wrong admin token: send `Authorization: Bearer <BRIDGE_ADMIN_TOKEN>`")]
+    Unauthorized,
+    /// Nothing by that id or address (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A malformed parameter (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The database is busy or unreachable (503, retry).
+    #[error("the database is busy or unreachable; retry shortly")]
+    Unavailable(#[source] StoreError),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        AdminError::Unavailable(e)
+    }
+}
+
+impl ResponseError for AdminError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AdminError::Off | AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::Conflict(_) => StatusCode::CONFLICT,
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if let AdminError::Unavailable(e) = self {
+            log::error!("admin request failed: {e}");
+        }
+        let mut response = problem(status, &self.to_string());
+        let headers = response.headers_mut();
+        match self {
+            AdminError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            AdminError::Unauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// What a request that could not be read is told, in the shape of the endpoint it hit: a problem
+/// document under `/admin/api/`, else `{"error": ...}`; `status` is the one actix chose (400 for
+/// a parameter that does not parse, 413 for a body too large, 415 for a content type...).
+fn unreadable(request: &HttpRequest, status: StatusCode, message: String) -> actix_web::Error {
+    let response = if request.path().starts_with("/admin/api/") {
+        problem(status, &message)
+    } else {
+        HttpResponse::build(status).json(json!({ "error": message }))
+    };
+    actix_web::error::InternalError::from_response(message, response).into()
+}
+
+/// A problem document (`application/problem+json`) with the `error` member beside `detail`.
+fn problem(status: StatusCode, detail: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/problem+json")
+        .body(
+            json!({
+                "type": "about:blank",
+                "title": status.canonical_reason().unwrap_or("Error"),
+                "status": status.as_u16(),
+                "detail": detail,
+                "error": detail,
+            })
+            .to_string(),
+        )
+}
+
+/// The extractor settings that answer actix's own failures through [`unreadable`]: query
+/// strings, path parameters, forms, JSON and raw bodies.
+pub fn extractor_configs(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::QueryConfig::default().error_handler(|e, request| {
+        let status = e.status_code();
+        unreadable(request, status, format!("the query string: {e}"))
+    }))
+    .app_data(web::PathConfig::default().error_handler(|e, request| {
+        // A path parameter that does not parse names nothing there is: 404, as actix answers
+        // without this handler.
+        unreadable(request, StatusCode::NOT_FOUND, format!("the path: {e}"))
+    }))
+    .app_data(web::FormConfig::default().error_handler(|e, request| {
+        let status = e.status_code();
+        unreadable(request, status, format!("the form: {e}"))
+    }))
+    .app_data(web::JsonConfig::default().error_handler(|e, request| {
+        let status = e.status_code();
+        unreadable(request, status, format!("the JSON body: {e}"))
+    }));
+}
+
+/// `404` for a path under `/admin/api/` that names no endpoint, as a problem document.
+pub async fn admin_api_not_found(request: HttpRequest) -> HttpResponse {
+    problem(
+        StatusCode::NOT_FOUND,
+        &format!("no admin API endpoint at {}", request.path()),
+    )
 }

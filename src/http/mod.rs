@@ -10,6 +10,7 @@ use actix_web::web;
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    crate::error::extractor_configs(cfg);
     cfg.route("/webhooks/esp", web::post().to(webhooks::esp))
         .route("/webhooks/esp", web::get().to(webhooks::esp_ping))
         .route("/webhooks/sparkloop", web::post().to(webhooks::sparkloop))
@@ -57,5 +58,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/admin/deliveries/{id}/retry",
             web::post().to(dashboard::retry),
+        )
+        .route(
+            "/admin/api/{rest:.*}",
+            web::route().to(crate::error::admin_api_not_found),
         );
 }

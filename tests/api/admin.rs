@@ -109,6 +109,28 @@ async fn the_admin_api_is_off_without_a_token_and_refuses_wrong_ones() {
     let (status, stats) = get(&app, "/admin/api/stats", Some(TOKEN)).await;
     assert_eq!(status, 200);
     assert_eq!(stats["last_hour"]["received"], 0);
+    // Parameters that do not parse, and paths that name nothing, answer problem documents too.
+    for (path, code) in [
+        ("/admin/api/deliveries?limit=abc", 400),
+        ("/admin/api/deliveries/abc", 404),
+        ("/admin/api/no-such-thing", 404),
+    ] {
+        let response = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((path, response.status().as_u16()), (path, code));
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let problem: Value = response.json().await.unwrap();
+        assert!(problem["error"].is_string(), "{path}: {problem}");
+        assert_eq!(problem["status"], code);
+    }
 
     // The OpenAPI document covers the webhooks and the admin API, and names no secret.
     let (status, doc) = get(&app, "/admin/api/openapi.json", Some(TOKEN)).await;

@@ -17,86 +17,16 @@ pub use subscribers::{get_subscriber, subscriber_view, SubscriberView};
 use std::time::{Duration, UNIX_EPOCH};
 
 use actix_web::dev::Payload;
-use actix_web::http::{header, StatusCode};
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::{ready, Ready};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::db::StoreError;
+pub use crate::error::AdminError;
 use crate::state::AppState;
 
 /// The dashboard's session cookie.
 pub const SESSION_COOKIE: &str = "bridge_admin";
-
-/// Why an admin request failed; each maps to a status and a problem document.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    /// `BRIDGE_ADMIN_TOKEN` is unset: the admin API does not exist (404).
-    #[error("not found")]
-    Off,
-    /// Missing or wrong credentials (401).
-    #[error("missing or wrong admin token: send `Authorization: Bearer <BRIDGE_ADMIN_TOKEN>`")]
-    Unauthorized,
-    /// Nothing by that id or address (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// The request conflicts with the current state (409).
-    #[error("{0}")]
-    Conflict(String),
-    /// A malformed parameter (400).
-    #[error("{0}")]
-    BadRequest(String),
-    /// The database is busy or unreachable (503, retry).
-    #[error("the database is busy or unreachable; retry shortly")]
-    Unavailable(#[source] StoreError),
-}
-
-impl From<StoreError> for AdminError {
-    fn from(e: StoreError) -> Self {
-        AdminError::Unavailable(e)
-    }
-}
-
-impl ResponseError for AdminError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            AdminError::Off | AdminError::NotFound(_) => StatusCode::NOT_FOUND,
-            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
-            AdminError::Conflict(_) => StatusCode::CONFLICT,
-            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        if let AdminError::Unavailable(e) = self {
-            log::error!("admin request failed: {e}");
-        }
-        let mut response = HttpResponse::build(status);
-        response.content_type("application/problem+json");
-        match self {
-            AdminError::Unavailable(_) => {
-                response.insert_header((header::RETRY_AFTER, "1"));
-            }
-            AdminError::Unauthorized => {
-                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
-            }
-            _ => {}
-        }
-        response.body(
-            json!({
-                "type": "about:blank",
-                "title": status.canonical_reason().unwrap_or("Error"),
-                "status": status.as_u16(),
-                "detail": self.to_string(),
-                "error": self.to_string(),
-            })
-            .to_string(),
-        )
-    }
-}
 
 /// The dashboard's session value for `token`: a hash, so the token itself is never stored in
 /// the browser.
