@@ -82,10 +82,7 @@ impl Peers {
                     Upstream::Api => (
                         Arc::new(SparkLoopOutbound::Api {
                             api_url: sparkloop.api_url.clone(),
-                            api_key: sparkloop
-                                .api_key
-                                .as_ref()
-                                .map(|key| key.expose().to_string().into()),
+                            api_key: sparkloop.api_key.clone(),
                         }),
                         vec![sparkloop.rate_limit],
                     ),

@@ -55,10 +55,7 @@ impl ActiveCampaign {
 
     fn request(&self, method: &'static str, rest: &str, body: Option<Value>) -> OutboundRequest {
         let base = self.config.api_url.as_deref().unwrap_or_default();
-        let mut headers = vec![(
-            "Api-Token".into(),
-            self.config.api_key.clone().unwrap_or_default(),
-        )];
+        let mut headers = vec![("Api-Token".into(), self.config.key().to_string())];
         if body.is_some() {
             headers.push(("Content-Type".into(), "application/json".into()));
         }

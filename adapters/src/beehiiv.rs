@@ -46,10 +46,7 @@ impl Beehiiv {
     fn request(&self, method: &'static str, url: String, body: Option<Value>) -> OutboundRequest {
         let mut headers = vec![(
             "Authorization".into(),
-            format!(
-                "Bearer {}",
-                self.config.api_key.as_deref().unwrap_or_default()
-            ),
+            format!("Bearer {}", self.config.key()),
         )];
         if body.is_some() {
             headers.push(("Content-Type".into(), "application/json".into()));

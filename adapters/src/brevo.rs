@@ -83,10 +83,7 @@ impl OutboundEsp for Brevo {
             ),
             headers: vec![
                 ("Content-Type".into(), "application/json".into()),
-                (
-                    "api-key".into(),
-                    self.config.api_key.clone().unwrap_or_default(),
-                ),
+                ("api-key".into(), self.config.key().to_string()),
             ],
             body: json!({ "attributes": attributes }).to_string().into_bytes(),
         }
@@ -139,10 +136,7 @@ impl Brevo {
             url: format!("{}/{rest}", base.trim_end_matches('/')),
             headers: vec![
                 ("Content-Type".into(), "application/json".into()),
-                (
-                    "api-key".into(),
-                    self.config.api_key.clone().unwrap_or_default(),
-                ),
+                ("api-key".into(), self.config.key().to_string()),
             ],
             body,
         }

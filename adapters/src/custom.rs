@@ -1,6 +1,7 @@
 //! The custom ESP: the JSON events of SparkLoop's "custom integration" document
 //! (`subscribe`, `update`, `unsubscribe`), posted by the newsletter's own ESP or glue code.
 
+use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
 
 use crate::outbound::{
@@ -50,11 +51,16 @@ impl OutboundEsp for CustomEsp {
         let body = body.to_string().into_bytes();
         let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
         if let Some(key) = &self.config.api_key {
+            let key = key.expose_secret();
             headers.push(("Authorization".into(), format!("Bearer {key}")));
         }
         if let Some(secret) = &self.config.signing_secret {
-            let signature =
-                standard_webhooks::signature(secret, &message.id, message.timestamp, &body);
+            let signature = standard_webhooks::signature(
+                secret.expose_secret(),
+                &message.id,
+                message.timestamp,
+                &body,
+            );
             headers.push(("webhook-id".into(), message.id.clone()));
             headers.push(("webhook-timestamp".into(), message.timestamp.to_string()));
             headers.push(("webhook-signature".into(), signature));

@@ -7,6 +7,7 @@
 //! member is read (`GET /members/?filter=email:'…'`) and written back merged
 //! (`PUT /members/{id}/`), with a short-lived Admin API JWT (`ESP_API_KEY` = `id:secret`).
 
+use secrecy::ExposeSecret;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -85,8 +86,8 @@ impl Ghost {
         let token = self
             .config
             .api_key
-            .as_deref()
-            .and_then(|key| admin_token(key, now))
+            .as_ref()
+            .and_then(|key| admin_token(key.expose_secret(), now))
             .unwrap_or_default();
         let mut headers = vec![
             ("Authorization".into(), format!("Ghost {token}")),
@@ -349,7 +350,7 @@ impl OutboundEsp for Ghost {
                     .into(),
             );
         }
-        match self.config.api_key.as_deref() {
+        match self.config.api_key.as_ref().map(|k| k.expose_secret()) {
             Some(key) if admin_token(key, 0).is_some() => None,
             Some(_) => Some(
                 "ESP_API_KEY is not a Ghost Admin API key (`<id>:<hex secret>`, from a custom \

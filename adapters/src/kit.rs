@@ -52,10 +52,7 @@ impl Kit {
     fn headers(&self) -> Vec<(String, String)> {
         vec![
             ("Content-Type".into(), "application/json".into()),
-            (
-                "X-Kit-Api-Key".into(),
-                self.config.api_key.clone().unwrap_or_default(),
-            ),
+            ("X-Kit-Api-Key".into(), self.config.key().to_string()),
         ]
     }
 }

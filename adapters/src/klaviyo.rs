@@ -49,10 +49,7 @@ impl Klaviyo {
             headers: vec![
                 (
                     "Authorization".into(),
-                    format!(
-                        "Klaviyo-API-Key {}",
-                        self.config.api_key.as_deref().unwrap_or_default()
-                    ),
+                    format!("Klaviyo-API-Key {}", self.config.key()),
                 ),
                 ("revision".into(), REVISION.into()),
                 ("Content-Type".into(), "application/vnd.api+json".into()),

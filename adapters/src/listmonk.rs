@@ -46,10 +46,7 @@ impl Listmonk {
         let base = self.config.api_url.as_deref().unwrap_or_default();
         let mut headers = vec![(
             "Authorization".into(),
-            format!(
-                "token {}",
-                self.config.api_key.as_deref().unwrap_or_default()
-            ),
+            format!("token {}", self.config.key()),
         )];
         if body.is_some() {
             headers.push(("Content-Type".into(), "application/json".into()));

@@ -6,6 +6,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use md5::{Digest, Md5};
+use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
 
 use crate::outbound::{
@@ -42,7 +43,7 @@ impl Mailchimp {
         if let Some(url) = &self.config.api_url {
             return Some(url.trim_end_matches('/').to_string());
         }
-        let key = self.config.api_key.as_deref()?;
+        let key = self.config.api_key.as_ref().map(|k| k.expose_secret())?;
         let (_, dc) = key.rsplit_once('-')?;
         dc.chars()
             .all(|c| c.is_ascii_alphanumeric())
@@ -94,7 +95,7 @@ impl OutboundEsp for Mailchimp {
             self.config.list_id.as_deref().unwrap_or_default(),
             subscriber_hash(update.email)
         );
-        let credentials = basic_auth(self.config.api_key.as_deref().unwrap_or_default());
+        let credentials = basic_auth(self.config.key());
         OutboundRequest {
             method: "PATCH",
             url,
@@ -229,10 +230,7 @@ impl Mailchimp {
             ),
             headers: vec![
                 ("Content-Type".into(), "application/json".into()),
-                (
-                    "Authorization".into(),
-                    basic_auth(self.config.api_key.as_deref().unwrap_or_default()),
-                ),
+                ("Authorization".into(), basic_auth(self.config.key())),
             ],
             body,
         }

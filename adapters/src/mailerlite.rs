@@ -261,10 +261,7 @@ impl MailerLite {
                 ("Accept".into(), "application/json".into()),
                 (
                     "Authorization".into(),
-                    format!(
-                        "Bearer {}",
-                        self.config.api_key.as_deref().unwrap_or_default()
-                    ),
+                    format!("Bearer {}", self.config.key()),
                 ),
             ],
             body,

@@ -4,22 +4,32 @@
 
 use std::time::{Duration, SystemTime};
 
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-/// What an ESP adapter needs to reach the ESP's API, from `ESP_*` variables.
+/// What an ESP adapter needs to reach the ESP's API, from `ESP_*` variables. Its `Debug` shows
+/// no key: the secrets print as redacted.
 #[derive(Debug, Clone, Default)]
 pub struct EspConfig {
     /// `ESP_API_URL`: the API base, or for `custom` the URL that receives field updates.
     pub api_url: Option<String>,
     /// `ESP_API_KEY`.
-    pub api_key: Option<String>,
+    pub api_key: Option<SecretString>,
     /// `ESP_SIGNING_SECRET` (`custom`): sign requests with Standard Webhooks headers.
-    pub signing_secret: Option<String>,
+    pub signing_secret: Option<SecretString>,
     /// `ESP_LIST_ID` (Mailchimp: the audience; beehiiv: the publication).
     pub list_id: Option<String>,
     /// `ESP_WRITE_TO` (Ghost, which has no custom fields): where the referral data goes,
     /// `note`, `labels` or both, comma-separated.
     pub write_to: Option<String>,
+}
+
+impl EspConfig {
+    /// `ESP_API_KEY`, for sending; empty when unset (the adapter's `outbound_problem` says so
+    /// before anything is sent).
+    pub fn key(&self) -> &str {
+        self.api_key.as_ref().map_or("", |k| k.expose_secret())
+    }
 }
 
 /// One subscriber's fields to write, already named and valued as configured.

@@ -196,7 +196,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
                         );
                         match client
                             .get(url)
-                            .header("X-Api-Key", key.expose())
+                            .header("X-Api-Key", key.expose_secret())
                             .send()
                             .await
                         {

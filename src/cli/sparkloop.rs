@@ -85,11 +85,7 @@ impl Client {
         let http = crate::send::client(settings.worker.request_timeout)
             .map_err(|e| RegistrationError::Transport(e.to_string()))?;
         Ok(Client {
-            api: WebhookApi::new(
-                &sparkloop.api_url,
-                api_key.expose().to_string().into(),
-                campaign,
-            ),
+            api: WebhookApi::new(&sparkloop.api_url, api_key.clone(), campaign),
             http,
         })
     }

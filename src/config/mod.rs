@@ -5,6 +5,7 @@ pub mod fields;
 mod raw;
 mod values;
 
+use secrecy::ExposeSecret;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -100,8 +101,11 @@ impl EspSettings {
     pub fn adapter_config(&self) -> referral_bridge_adapters::outbound::EspConfig {
         referral_bridge_adapters::outbound::EspConfig {
             api_url: self.api_url.clone(),
-            api_key: self.api_key.as_ref().map(|s| s.expose().to_string()),
-            signing_secret: self.signing_secret.as_ref().map(|s| s.expose().to_string()),
+            api_key: self.api_key.as_ref().map(|s| s.expose_secret().into()),
+            signing_secret: self
+                .signing_secret
+                .as_ref()
+                .map(|s| s.expose_secret().into()),
             list_id: self.list_id.clone(),
             write_to: self.write_to.clone(),
         }

@@ -391,7 +391,7 @@ fn non_empty(value: Option<String>) -> Option<String> {
 }
 
 fn secret(value: Option<String>) -> Option<Secret> {
-    non_empty(value).map(Secret)
+    non_empty(value).map(Secret::from)
 }
 
 fn secret_string(value: Option<String>) -> Option<SecretString> {

@@ -143,8 +143,20 @@ fn durations_and_urls() {
 
 #[test]
 fn secrets_are_not_printed() {
-    let s = settings(&[("ESP_WEBHOOK_SECRET", "hunter2")]).unwrap();
-    assert!(!format!("{s:?}").contains("hunter2"));
+    let s = settings(&[
+        ("ESP_WEBHOOK_SECRET", "hunter2"),
+        ("ESP_API_KEY", "hunter3"),
+        ("ESP_SIGNING_SECRET", "hunter4"),
+        ("BRIDGE_PLATFORM", "loyaltysurf"),
+        ("LOYALTYSURF_CAMPAIGN_ID", "c"),
+        ("LOYALTYSURF_API_KEY", "hunter5"),
+    ])
+    .unwrap();
+    let printed = format!("{s:?} {:?}", s.esp.adapter_config());
+    for secret in ["hunter2", "hunter3", "hunter4", "hunter5"] {
+        assert!(!printed.contains(secret), "{secret} in {printed}");
+    }
+    assert_eq!(s.esp.adapter_config().key(), "hunter3");
 }
 
 #[test]

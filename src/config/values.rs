@@ -1,7 +1,6 @@
 //! The values of the configuration that are more than text: errors naming the variable,
 //! secrets, the database URL, rate limits and durations.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,22 +27,9 @@ pub(crate) fn invalid(variable: &'static str, reason: impl Into<String>) -> Conf
     }
 }
 
-/// A credential: usable by the code that needs it, printed as `[redacted]` everywhere else.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub(super) String);
-
-impl Secret {
-    /// The secret itself, for comparing or sending; never for logging.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+/// A credential: usable by the code that needs it (`expose_secret`), printed as
+/// `[REDACTED]` by every `Debug`.
+pub type Secret = secrecy::SecretString;
 
 /// Where the bridge keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -155,7 +156,11 @@ pub async fn page(
         }
         Err(e) => return Err(e),
     }
-    let token = state.settings.admin_token.as_ref().map(|t| t.expose());
+    let token = state
+        .settings
+        .admin_token
+        .as_ref()
+        .map(|t| t.expose_secret());
     let csrf = csrf_token(token.unwrap_or_default());
     let stats = admin::stats(&state).await?;
     let dead = state
@@ -327,7 +332,7 @@ pub async fn login(
         .admin_token
         .as_ref()
         .ok_or(AdminError::Off)?
-        .expose();
+        .expose_secret();
     if cross_site(&request) {
         return Ok(html_response(
             actix_web::http::StatusCode::FORBIDDEN,
@@ -371,7 +376,7 @@ fn check_form(
         .admin_token
         .as_ref()
         .ok_or(AdminError::Off)?
-        .expose();
+        .expose_secret();
     let expected = csrf_token(token);
     if cross_site(request)
         || !referral_bridge_adapters::secrets_match(form.csrf.as_bytes(), expected.as_bytes())

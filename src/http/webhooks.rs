@@ -1,6 +1,7 @@
 //! Inbound webhooks: size limit, then credentials on the raw request, then parsing, then a
 //! durable write; answered 200 only once the write has committed.
 
+use secrecy::ExposeSecret;
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -144,7 +145,7 @@ pub async fn sparkloop(
             .sparkloop
             .webhook_token
             .as_ref()
-            .map(|s| s.expose()),
+            .map(|s| s.expose_secret()),
         variable: "SPARKLOOP_WEBHOOK_TOKEN",
         credentials: "the SparkLoop-Token header",
     };
@@ -170,7 +171,7 @@ pub async fn referralloop(
             .settings
             .referralloop_secret
             .as_ref()
-            .map(|s| s.expose()),
+            .map(|s| s.expose_secret()),
         variable: "REFERRALLOOP_WEBHOOK_SECRET",
         credentials: "the X-Webhook-Signature header",
     };
@@ -196,7 +197,7 @@ pub async fn loyaltysurf(
             .settings
             .loyaltysurf_secret
             .as_ref()
-            .map(|s| s.expose()),
+            .map(|s| s.expose_secret()),
         variable: "LOYALTYSURF_WEBHOOK_SECRET",
         credentials: "the LoyaltySurf-Signature header",
     };
@@ -285,7 +286,7 @@ async fn accept_esp(
         .esp
         .webhook_secret
         .as_ref()
-        .map(|s| s.expose());
+        .map(|s| s.expose_secret());
     if state.esp.poll_request(None).is_some() {
         return Err(WebhookError::BadRequest(format!(
             "{} posts no webhooks: the bridge polls it every ESP_POLL_INTERVAL",

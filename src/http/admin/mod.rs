@@ -14,6 +14,7 @@ pub use deliveries::{
 pub use stats::{get_stats, stats};
 pub use subscribers::{get_subscriber, subscriber_view, SubscriberView};
 
+use secrecy::ExposeSecret;
 use std::time::{Duration, UNIX_EPOCH};
 
 use actix_web::dev::Payload;
@@ -62,7 +63,7 @@ pub fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), AdminErr
         .admin_token
         .as_ref()
         .ok_or(AdminError::Off)?
-        .expose();
+        .expose_secret();
     let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
