@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::db::jobs::{self, ListFilter, RetryResult};
+use crate::db::admin::{self as store, DeliveryFilter, RetryResult};
 use crate::db::{now_ms, Db};
 use crate::peers::Peers;
 
@@ -48,7 +48,7 @@ pub enum StatusArg {
 
 /// One line per destination with open jobs: how many, and how long they take at its limit.
 fn backlog(db: &Db, peers: &Peers) -> anyhow::Result<()> {
-    let depths = db.read(jobs::depth_by_destination)?;
+    let depths = db.read(store::depth_by_destination)?;
     for (destination, open) in depths.iter().filter(|(_, open)| *open > 0) {
         let estimate = match peers.pace_of(destination) {
             Some(limit) => format!(
@@ -70,12 +70,16 @@ pub fn run(db: &Db, peers: &Peers, action: Deliveries) -> anyhow::Result<ExitCod
         Deliveries::List { status, limit } => {
             backlog(db, peers)?;
             let filter = match status {
-                None => ListFilter::All,
-                Some(StatusArg::Pending) => ListFilter::Open,
-                Some(StatusArg::Dead) => ListFilter::Dead,
-                Some(StatusArg::Done) => ListFilter::Done,
+                None => None,
+                Some(StatusArg::Pending) => Some("open"),
+                Some(StatusArg::Dead) => Some("dead"),
+                Some(StatusArg::Done) => Some("done"),
             };
-            let rows = db.read(|conn| jobs::list(conn, filter, limit.max(1)))?;
+            let filter = DeliveryFilter {
+                status: filter.map(str::to_string),
+                ..DeliveryFilter::default()
+            };
+            let rows = db.read(|conn| store::list_deliveries(conn, &filter, limit.max(1)))?;
             if rows.is_empty() {
                 println!("no jobs");
                 return Ok(ExitCode::SUCCESS);
@@ -103,8 +107,8 @@ pub fn run(db: &Db, peers: &Peers, action: Deliveries) -> anyhow::Result<ExitCod
         }
         Deliveries::Show { id } => {
             let found = db.read(|conn| {
-                Ok(match jobs::get(conn, id)? {
-                    Some(job) => Some((job, jobs::attempts_of(conn, id)?)),
+                Ok(match store::get(conn, id)? {
+                    Some(job) => Some((job, store::attempts_of(conn, id)?)),
                     None => None,
                 })
             })?;
@@ -153,14 +157,15 @@ pub fn run(db: &Db, peers: &Peers, action: Deliveries) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         Deliveries::Retry(RetryArgs { dead: true, .. }) => {
-            let count = db.write(|conn| jobs::retry_dead(conn, now_ms()))?;
+            let count =
+                db.write(|conn| store::retry_dead_matching(conn, None, None, None, now_ms()))?;
             println!(
                 "{count} dead jobs queued again; a running `referral-bridge serve` sends them now"
             );
             Ok(ExitCode::SUCCESS)
         }
         Deliveries::Retry(RetryArgs { id: Some(id), .. }) => {
-            match db.write(|conn| jobs::retry(conn, id, now_ms()))? {
+            match db.write(|conn| store::retry(conn, id, now_ms()))? {
                 RetryResult::Queued => {
                     println!(
                         "job {id} queued again; a running `referral-bridge serve` sends it now"

@@ -1,11 +1,155 @@
-//! What the operator's views read and change: deliveries filtered and paged by id, cancelling
-//! and retrying them, a subscriber's timeline, and counts over a recent period.
+//! What the operator's views (the admin API, the dashboard, the `deliveries` command) read and
+//! change: deliveries filtered and paged by id, one with its attempts, cancelling and retrying
+//! them, the queues' depths, a subscriber's timeline, and counts over a recent period.
 
 use diesel::prelude::*;
 
-use super::jobs::{self, JobStatus, JobView, OPEN, VIEW};
+use super::jobs::{self, JobStatus, OPEN};
 use super::schema::{attempts, inbound_events, jobs as jobs_table, subscribers};
 use super::{DbConnection, StoreError};
+
+/// A job as the operator sees it.
+#[derive(Debug, Clone, Queryable)]
+pub struct JobView {
+    /// Id.
+    pub id: i64,
+    /// Destination.
+    pub destination: String,
+    /// Kind.
+    pub kind: String,
+    /// Status.
+    pub status: String,
+    /// The request body.
+    pub payload: String,
+    /// Attempts made.
+    pub attempts: i32,
+    /// Created (unix ms).
+    pub created_at: i64,
+    /// Next due (unix ms).
+    pub run_at: i64,
+    /// Finished (unix ms).
+    pub finished_at: Option<i64>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// The subscriber's current email.
+    pub email: String,
+}
+
+/// The columns of a [`JobView`], from `jobs` joined with `subscribers`.
+pub(crate) const VIEW: (
+    jobs_table::id,
+    jobs_table::destination,
+    jobs_table::kind,
+    jobs_table::status,
+    jobs_table::payload,
+    jobs_table::attempts,
+    jobs_table::created_at,
+    jobs_table::run_at,
+    jobs_table::finished_at,
+    jobs_table::last_error,
+    subscribers::email,
+) = (
+    jobs_table::id,
+    jobs_table::destination,
+    jobs_table::kind,
+    jobs_table::status,
+    jobs_table::payload,
+    jobs_table::attempts,
+    jobs_table::created_at,
+    jobs_table::run_at,
+    jobs_table::finished_at,
+    jobs_table::last_error,
+    subscribers::email,
+);
+
+/// The result of asking to retry one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryResult {
+    /// The job is pending again and due now.
+    Queued,
+    /// No job has that id.
+    NotFound,
+    /// The job is still pending or running: it will be sent anyway.
+    AlreadyOpen(String),
+}
+
+/// Queues a finished (dead or done) job again, due now, with a fresh retry horizon.
+pub fn retry(conn: &mut DbConnection, id: i64, now: i64) -> Result<RetryResult, StoreError> {
+    let status: Option<String> = jobs_table::table
+        .find(id)
+        .select(jobs_table::status)
+        .first(conn)
+        .optional()?;
+    Ok(match status.as_deref() {
+        None => RetryResult::NotFound,
+        Some(open) if OPEN.contains(&open) => RetryResult::AlreadyOpen(open.to_string()),
+        Some(_) => {
+            jobs::requeue(conn, id, now)?;
+            RetryResult::Queued
+        }
+    })
+}
+
+/// Open (waiting, pending or running) jobs per destination.
+pub fn depth_by_destination(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(jobs_table::table
+        .filter(jobs_table::status.eq_any(OPEN))
+        .group_by(jobs_table::destination)
+        .select((jobs_table::destination, diesel::dsl::count_star()))
+        .load(conn)?)
+}
+
+/// The earliest `run_at` among pending jobs already due at `now`.
+pub fn oldest_due(conn: &mut DbConnection, now: i64) -> Result<Option<i64>, StoreError> {
+    Ok(jobs_table::table
+        .filter(jobs_table::status.eq(JobStatus::Pending.as_str()))
+        .filter(jobs_table::run_at.le(now))
+        .select(diesel::dsl::min(jobs_table::run_at))
+        .first::<Option<i64>>(conn)?)
+}
+
+/// An attempt as the operator sees it.
+#[derive(Debug, Clone, Queryable)]
+pub struct AttemptSummary {
+    /// When it started (unix ms).
+    pub started_at: i64,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// The answer's status.
+    pub status_code: Option<i32>,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// The start of the answer's body.
+    pub response_body: Option<String>,
+}
+
+/// The attempts made for a job, oldest first.
+pub fn attempts_of(
+    conn: &mut DbConnection,
+    job_id: i64,
+) -> Result<Vec<AttemptSummary>, StoreError> {
+    Ok(attempts::table
+        .filter(attempts::job_id.eq(job_id))
+        .order(attempts::id.asc())
+        .select((
+            attempts::started_at,
+            attempts::duration_ms,
+            attempts::status_code,
+            attempts::error,
+            attempts::response_body,
+        ))
+        .load(conn)?)
+}
+
+/// One job by id.
+pub fn get(conn: &mut DbConnection, id: i64) -> Result<Option<JobView>, StoreError> {
+    Ok(jobs_table::table
+        .inner_join(subscribers::table)
+        .filter(jobs_table::id.eq(id))
+        .select(VIEW)
+        .first(conn)
+        .optional()?)
+}
 
 /// Which deliveries to list; every filter is optional.
 #[derive(Debug, Clone, Default)]

@@ -12,7 +12,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
 
-use super::schema::{attempts, jobs, subscribers};
+use super::schema::{attempts, jobs};
 use super::{column, DbConnection, StoreError};
 
 /// The state of a job.
@@ -564,105 +564,6 @@ pub fn release_leases(
     })
 }
 
-/// A job as the operator sees it.
-#[derive(Debug, Clone, Queryable)]
-pub struct JobView {
-    /// Id.
-    pub id: i64,
-    /// Destination.
-    pub destination: String,
-    /// Kind.
-    pub kind: String,
-    /// Status.
-    pub status: String,
-    /// The request body.
-    pub payload: String,
-    /// Attempts made.
-    pub attempts: i32,
-    /// Created (unix ms).
-    pub created_at: i64,
-    /// Next due (unix ms).
-    pub run_at: i64,
-    /// Finished (unix ms).
-    pub finished_at: Option<i64>,
-    /// Last error.
-    pub last_error: Option<String>,
-    /// The subscriber's current email.
-    pub email: String,
-}
-
-/// The columns of a [`JobView`], from `jobs` joined with `subscribers`.
-pub(crate) const VIEW: (
-    jobs::id,
-    jobs::destination,
-    jobs::kind,
-    jobs::status,
-    jobs::payload,
-    jobs::attempts,
-    jobs::created_at,
-    jobs::run_at,
-    jobs::finished_at,
-    jobs::last_error,
-    subscribers::email,
-) = (
-    jobs::id,
-    jobs::destination,
-    jobs::kind,
-    jobs::status,
-    jobs::payload,
-    jobs::attempts,
-    jobs::created_at,
-    jobs::run_at,
-    jobs::finished_at,
-    jobs::last_error,
-    subscribers::email,
-);
-
-/// Which jobs to list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListFilter {
-    /// Waiting, pending or running.
-    Open,
-    /// Dead.
-    Dead,
-    /// Done.
-    Done,
-    /// All.
-    All,
-}
-
-/// The `limit` most recent jobs matching `filter`, newest first.
-pub fn list(
-    conn: &mut DbConnection,
-    filter: ListFilter,
-    limit: i64,
-) -> Result<Vec<JobView>, StoreError> {
-    let mut query = jobs::table
-        .inner_join(subscribers::table)
-        .select(VIEW)
-        .order(jobs::id.desc())
-        .limit(limit)
-        .into_boxed();
-    query = match filter {
-        ListFilter::Open => query.filter(jobs::status.eq_any(OPEN)),
-        ListFilter::Dead => query.filter(jobs::status.eq("dead")),
-        ListFilter::Done => query.filter(jobs::status.eq("done")),
-        ListFilter::All => query,
-    };
-    Ok(query.load(conn)?)
-}
-
-/// The result of asking to retry one job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RetryResult {
-    /// The job is pending again and due now.
-    Queued,
-    /// No job has that id.
-    NotFound,
-    /// The job is still pending or running: it will be sent anyway.
-    AlreadyOpen(String),
-}
-
 /// Puts a finished job back in its subscriber's line, with a fresh retry horizon: pending and
 /// due now if the line is empty, else waiting (it goes next, being the oldest).
 pub(crate) fn requeue(conn: &mut DbConnection, id: i64, now: i64) -> Result<(), StoreError> {
@@ -680,97 +581,6 @@ pub(crate) fn requeue(conn: &mut DbConnection, id: i64, now: i64) -> Result<(), 
         ))
         .execute(conn)?;
     promote_next(conn, &[subscriber_id], now)
-}
-
-/// Queues a finished (dead or done) job again, due now, with a fresh retry horizon.
-pub fn retry(conn: &mut DbConnection, id: i64, now: i64) -> Result<RetryResult, StoreError> {
-    let status: Option<String> = jobs::table
-        .find(id)
-        .select(jobs::status)
-        .first(conn)
-        .optional()?;
-    Ok(match status.as_deref() {
-        None => RetryResult::NotFound,
-        Some(open) if OPEN.contains(&open) => RetryResult::AlreadyOpen(open.to_string()),
-        Some(_) => {
-            requeue(conn, id, now)?;
-            RetryResult::Queued
-        }
-    })
-}
-
-/// Queues every dead job again; returns how many.
-pub fn retry_dead(conn: &mut DbConnection, now: i64) -> Result<usize, StoreError> {
-    let dead: Vec<i64> = jobs::table
-        .filter(jobs::status.eq(JobStatus::Dead.as_str()))
-        .order(jobs::id.asc())
-        .select(jobs::id)
-        .load(conn)?;
-    for &id in &dead {
-        requeue(conn, id, now)?;
-    }
-    Ok(dead.len())
-}
-
-/// Open (waiting, pending or running) jobs per destination.
-pub fn depth_by_destination(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(jobs::table
-        .filter(jobs::status.eq_any(OPEN))
-        .group_by(jobs::destination)
-        .select((jobs::destination, diesel::dsl::count_star()))
-        .load(conn)?)
-}
-
-/// The earliest `run_at` among pending jobs already due at `now`.
-pub fn oldest_due(conn: &mut DbConnection, now: i64) -> Result<Option<i64>, StoreError> {
-    Ok(jobs::table
-        .filter(jobs::status.eq(JobStatus::Pending.as_str()))
-        .filter(jobs::run_at.le(now))
-        .select(diesel::dsl::min(jobs::run_at))
-        .first::<Option<i64>>(conn)?)
-}
-
-/// An attempt as the operator sees it.
-#[derive(Debug, Clone, Queryable)]
-pub struct AttemptSummary {
-    /// When it started (unix ms).
-    pub started_at: i64,
-    /// How long it took.
-    pub duration_ms: i64,
-    /// The answer's status.
-    pub status_code: Option<i32>,
-    /// What went wrong.
-    pub error: Option<String>,
-    /// The start of the answer's body.
-    pub response_body: Option<String>,
-}
-
-/// The attempts made for a job, oldest first.
-pub fn attempts_of(
-    conn: &mut DbConnection,
-    job_id: i64,
-) -> Result<Vec<AttemptSummary>, StoreError> {
-    Ok(attempts::table
-        .filter(attempts::job_id.eq(job_id))
-        .order(attempts::id.asc())
-        .select((
-            attempts::started_at,
-            attempts::duration_ms,
-            attempts::status_code,
-            attempts::error,
-            attempts::response_body,
-        ))
-        .load(conn)?)
-}
-
-/// One job by id.
-pub fn get(conn: &mut DbConnection, id: i64) -> Result<Option<JobView>, StoreError> {
-    Ok(jobs::table
-        .inner_join(subscribers::table)
-        .filter(jobs::id.eq(id))
-        .select(VIEW)
-        .first(conn)
-        .optional()?)
 }
 
 /// When the next pending job of `destinations` is due (unix ms); only heads of lines are

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::db::{jobs, now_ms};
+use crate::db::now_ms;
 use crate::state::AppState;
 
 /// `GET /healthz`: 200 while the process runs.
@@ -42,8 +42,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .db
         .read_async(move |conn| {
             Ok((
-                jobs::depth_by_destination(conn)?,
-                jobs::oldest_due(conn, now)?,
+                crate::db::admin::depth_by_destination(conn)?,
+                crate::db::admin::oldest_due(conn, now)?,
             ))
         })
         .await;

@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{parse_time, rfc3339, AdminAuth, AdminError};
-use crate::db::admin::{self as store, CancelResult, DeliveryFilter};
-use crate::db::jobs::{self, AttemptSummary, JobView, RetryResult};
+use crate::db::admin::{
+    self as store, AttemptSummary, CancelResult, DeliveryFilter, JobView, RetryResult,
+};
 use crate::db::now_ms;
 use crate::state::AppState;
 
@@ -186,8 +187,8 @@ pub async fn get_delivery(
     let found = state
         .db
         .read_async(move |conn| {
-            Ok(match jobs::get(conn, id)? {
-                Some(job) => Some((job, jobs::attempts_of(conn, id)?)),
+            Ok(match store::get(conn, id)? {
+                Some(job) => Some((job, store::attempts_of(conn, id)?)),
                 None => None,
             })
         })
@@ -233,7 +234,7 @@ pub async fn retry_one(state: &AppState, id: i64) -> Result<(), AdminError> {
     let now = now_ms();
     match state
         .db
-        .write_async(move |conn| jobs::retry(conn, id, now))
+        .write_async(move |conn| store::retry(conn, id, now))
         .await?
     {
         RetryResult::Queued => {

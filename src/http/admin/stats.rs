@@ -5,8 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{AdminAuth, AdminError};
-use crate::db::admin::{self as store};
-use crate::db::jobs::{self};
+use crate::db::admin as store;
 use crate::db::now_ms;
 use crate::state::AppState;
 
@@ -60,8 +59,8 @@ pub async fn stats(state: &AppState) -> Result<Stats, AdminError> {
             Ok((
                 store::counts_since(conn, now - 3_600_000)?,
                 store::counts_since(conn, now - 86_400_000)?,
-                jobs::depth_by_destination(conn)?,
-                jobs::oldest_due(conn, now)?,
+                store::depth_by_destination(conn)?,
+                store::oldest_due(conn, now)?,
             ))
         })
         .await?;
