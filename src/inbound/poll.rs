@@ -12,11 +12,38 @@ use referral_bridge_adapters::EspAdapter;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{now_ms, poll as store, subscribers, Db};
+use crate::db::batch::BatchError;
+use crate::db::{now_ms, poll as store, subscribers, Db, StoreError};
 use crate::inbound::ingest::{self, Delivery, IngestQueue};
+use crate::send::{http_request, SendError};
 
 /// The inbox `source` of polled events, as of webhooks: the ESP's.
 const SOURCE: &str = "esp";
+
+/// Why a poll read or stored nothing; it is tried again an interval later.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The database could not be read or written (the checkpoint, a known subscriber).
+    #[error("the database: {0}")]
+    Store(#[from] StoreError),
+    /// The ESP could not be reached, or its answer not read.
+    #[error("cannot reach the ESP: {0}")]
+    Send(#[from] SendError),
+    /// The ESP refused: its status and its own message.
+    #[error("HTTP {status}: {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The ESP's reason.
+        message: String,
+    },
+    /// The ESP's answer is not the page the adapter expects.
+    #[error("{0}")]
+    Unreadable(String),
+    /// A polled subscriber could not be stored through the ingest.
+    #[error("cannot store a polled subscriber: {0}")]
+    Ingest(#[from] BatchError),
+}
 
 /// Reads a polled ESP's changes into the ingest.
 pub struct Poller {
@@ -73,34 +100,29 @@ impl Poller {
     }
 
     /// Reads one page of changes, stores them, moves the checkpoint; returns how many were read.
-    pub async fn poll_once(&self) -> Result<usize, String> {
+    pub async fn poll_once(&self) -> Result<usize, PollError> {
         let source = self.esp.name();
         let checkpoint = self
             .db
             .read_async(move |conn| store::checkpoint(conn, source))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let since = checkpoint.as_ref().map(|(at, id)| (at.as_str(), *id));
         let Some(request) = self.esp.poll_request(since) else {
             return Ok(0);
         };
-        let response = crate::send::http_request(&self.client, request)
-            .map_err(|e| e.to_string())?
+        let response = http_request(&self.client, request)?
             .send()
             .await
-            .map_err(|e| format!("cannot reach the ESP: {}", e.without_url()))?;
+            .map_err(SendError::from)?;
         let status = response.status().as_u16();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| format!("cannot read the ESP's answer: {}", e.without_url()))?;
+        let body = response.text().await.map_err(SendError::from)?;
         if !(200..300).contains(&status) {
-            return Err(format!(
-                "HTTP {status}: {}",
-                referral_bridge_adapters::outbound::error_text(&body)
-            ));
+            return Err(PollError::Refused {
+                status,
+                message: referral_bridge_adapters::outbound::error_text(&body),
+            });
         }
-        let page = self.esp.read_poll(&body)?;
+        let page = self.esp.read_poll(&body).map_err(PollError::Unreadable)?;
         let Some(last) = page.last() else {
             return Ok(0);
         };
@@ -121,8 +143,7 @@ impl Poller {
         let now = now_ms();
         self.db
             .write_async(move |conn| store::save_checkpoint(conn, source, &position, last_id, now))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if stored > 0 {
             self.wake.notify_one();
         }
@@ -134,13 +155,12 @@ impl Poller {
     }
 
     /// Stores one polled subscriber as the event it means.
-    async fn store(&self, polled: &Polled) -> Result<ingest::Accepted, String> {
+    async fn store(&self, polled: &Polled) -> Result<ingest::Accepted, PollError> {
         let literal = serde_json::json!(polled.id).to_string();
         let known = self
             .db
             .read_async(move |conn| store::known_by_esp_id(conn, &literal))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let event = event_for(
             polled,
             known.as_ref().map(|(email, _)| email.as_str()),
@@ -150,14 +170,14 @@ impl Poller {
         );
         let body = polled.raw.to_string();
         log::debug!("{SOURCE} poll: {event:?}");
-        self.ingest
+        Ok(self
+            .ingest
             .write(Delivery {
                 events: vec![event],
                 hash: ingest::body_hash(body.as_bytes()),
                 body,
                 now: now_ms(),
             })
-            .await
-            .map_err(|e| format!("cannot store a polled subscriber: {e}"))
+            .await?)
     }
 }
