@@ -14,12 +14,12 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::{json, Map};
 
 use crate::outbound::{Answer, Headers, OutboundRequest, WriteVerdict};
 use crate::platform::{
-    api_url, json_call, usual_platform_verdict, CallError, Callback, JobSubscriber,
+    api_url, bearer, json_call, usual_platform_verdict, CallError, Callback, JobSubscriber,
     OutboundPlatform, PersonUpdate, PlatformCallbacks, ReferralData, ALL_KINDS,
 };
 use crate::{Email, InboundRequest, ParseError, VerifyError};
@@ -317,17 +317,7 @@ impl OutboundPlatform for LoyaltySurfApi {
                 })
             }
         };
-        let key = self
-            .api_key
-            .as_ref()
-            .map(|k| k.expose_secret())
-            .unwrap_or_default();
-        Ok(json_call(
-            method,
-            url,
-            body,
-            ("Authorization", format!("Bearer {key}")),
-        ))
+        Ok(json_call(method, url, body, bearer(&self.api_key)))
     }
 
     /// A 409 is a duplicate request still in progress (retried); a participant already

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use crate::outbound::{Answer, Headers, OutboundRequest, WriteVerdict};
@@ -258,6 +259,13 @@ pub fn api_url(base: &str, variable: &'static str, segments: &[&str]) -> Result<
         .pop_if_empty()
         .extend(segments);
     Ok(url.to_string())
+}
+
+/// The `Authorization: Bearer` header of `key` (empty while unset: the platform's
+/// `outbound_problem` keeps such calls from being sent).
+pub fn bearer(key: &Option<SecretString>) -> (&'static str, String) {
+    let key = key.as_ref().map_or("", |k| k.expose_secret());
+    ("Authorization", format!("Bearer {key}"))
 }
 
 /// A JSON API call with `Accept: application/json`, and a JSON body when `body` is not empty.

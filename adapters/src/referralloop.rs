@@ -7,13 +7,13 @@
 //! Its API cannot change or remove a signup, so the ESP's other events are recorded, not sent.
 
 use hmac::{Hmac, Mac};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
 use crate::outbound::{Answer, OutboundRequest, WriteVerdict};
 use crate::platform::{
-    api_url, json_call, usual_platform_verdict, CallError, Callback, JobSubscriber,
+    api_url, bearer, json_call, usual_platform_verdict, CallError, Callback, JobSubscriber,
     OutboundPlatform, PersonUpdate, PlatformCallbacks, ReferralData,
 };
 use crate::{Email, InboundRequest, ParseError, VerifyError};
@@ -78,16 +78,11 @@ impl OutboundPlatform for ReferralLoopApi {
             "REFERRALLOOP_API_URL",
             &["waitlists", &self.waitlist_id, "signups"],
         )?;
-        let key = self
-            .api_key
-            .as_ref()
-            .map(|k| k.expose_secret())
-            .unwrap_or_default();
         Ok(json_call(
             "POST",
             url,
             Value::Object(body).to_string(),
-            ("Authorization", format!("Bearer {key}")),
+            bearer(&self.api_key),
         ))
     }
 
