@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 pub use crate::config::fields::{Field, FieldMap, FIELDS};
-use crate::db::subscribers::ReferralState;
+use crate::db::referral::ReferralState;
 
 /// `jobs.destination` of ESP field writes.
 pub const DESTINATION: &str = "esp";

@@ -18,6 +18,7 @@ pub mod inbox;
 pub mod jobs;
 pub mod poll;
 pub mod redemptions;
+pub mod referral;
 pub mod schema;
 pub mod subscribers;
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use referral_bridge_adapters::platform::Callback;
 
 use crate::db::batch::BatchWriter;
-use crate::db::{inbox, jobs, redemptions, subscribers, DbConnection, StoreError};
+use crate::db::{inbox, jobs, redemptions, referral, subscribers, DbConnection, StoreError};
 use crate::fields;
 use crate::inbound::ingest::Accepted;
 
@@ -119,7 +119,7 @@ pub fn record(
     let ids = callback
         .people
         .iter()
-        .map(|person| subscribers::apply_referral(conn, person, delivery.now))
+        .map(|person| referral::apply_referral(conn, person, delivery.now))
         .collect::<Result<Vec<i64>, _>>()?;
     row.outcome = inbox::PROCESSED;
     // Only the event that acted holds the key: the unique index then refuses a second one

@@ -8,7 +8,7 @@ use referral_bridge_adapters::platform::CallError;
 
 use super::Worker;
 use crate::db::jobs::ClaimedJob;
-use crate::db::{now_ms, subscribers, StoreError};
+use crate::db::{now_ms, referral, StoreError};
 use crate::fields;
 use crate::metrics::DestinationLabels;
 use crate::send::{describe, http_request, Answer, SendError};
@@ -131,7 +131,7 @@ impl Worker {
             .db
             .read_async(move |conn| {
                 ids.iter()
-                    .map(|id| subscribers::referral_state(conn, *id))
+                    .map(|id| referral::referral_state(conn, *id))
                     .collect::<Result<Vec<_>, _>>()
             })
             .await;
@@ -170,7 +170,7 @@ impl Worker {
             .collect();
         let esp_ids: Vec<Option<serde_json::Value>> = ready
             .iter()
-            .map(|(_, state)| subscribers::esp_id_value(state.esp_id.as_deref()))
+            .map(|(_, state)| referral::esp_id_value(state.esp_id.as_deref()))
             .collect();
         let updates: Vec<FieldUpdate<'_>> = ready
             .iter()

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use super::deliver::{Unsent, LOOKUP_BODY_BYTES};
 use super::Worker;
 use crate::db::jobs::ClaimedJob;
-use crate::db::{now_ms, subscribers};
+use crate::db::{now_ms, referral};
 use crate::send::{http_request, Answer, SendError};
 
 impl Worker {
@@ -20,7 +20,7 @@ impl Worker {
         let id = job.subscriber_id;
         let state = self
             .db
-            .read_async(move |conn| subscribers::referral_state(conn, id))
+            .read_async(move |conn| referral::referral_state(conn, id))
             .await
             .map_err(|source| Unsent::Store {
                 what: "cannot read the subscriber",
@@ -34,7 +34,7 @@ impl Worker {
         if let Some(read) = self.esp.read_before_write(&state.email) {
             return self.merged_write(job, &state, &values, read).await;
         }
-        let mut esp_id = subscribers::esp_id_value(state.esp_id.as_deref());
+        let mut esp_id = referral::esp_id_value(state.esp_id.as_deref());
         if esp_id.is_none() {
             if let Some(lookup) = self.esp.id_lookup(&state.email) {
                 esp_id = Some(self.look_up_id(job.subscriber_id, lookup).await?);
@@ -85,12 +85,12 @@ impl Worker {
     async fn merged_write(
         &self,
         job: &ClaimedJob,
-        state: &subscribers::ReferralState,
+        state: &referral::ReferralState,
         values: &[(String, serde_json::Value)],
         read: outbound::OutboundRequest,
     ) -> Result<reqwest::RequestBuilder, Unsent> {
         let answer = self.call_before("reading the contact", read).await?;
-        let esp_id = subscribers::esp_id_value(state.esp_id.as_deref());
+        let esp_id = referral::esp_id_value(state.esp_id.as_deref());
         let update = FieldUpdate {
             email: &state.email,
             esp_id: esp_id.as_ref(),
@@ -133,7 +133,7 @@ impl Worker {
             Some(id) => {
                 let literal = id.to_string();
                 self.db
-                    .write_async(move |conn| subscribers::set_esp_id(conn, subscriber_id, &literal))
+                    .write_async(move |conn| referral::set_esp_id(conn, subscriber_id, &literal))
                     .await
                     .map_err(|source| Unsent::Store {
                         what: "cannot keep the contact's id",

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::{rfc3339, AdminAuth, AdminError};
 use crate::db::admin::{self as store};
-use crate::db::subscribers;
+use crate::db::referral;
 use crate::state::AppState;
 
 /// One thing that happened to a subscriber.
@@ -63,7 +63,7 @@ pub async fn subscriber_view(
             let Some(subscriber) = store::subscriber_by_email(conn, &email)? else {
                 return Ok(None);
             };
-            let fields = subscribers::referral_state(conn, subscriber.id)?;
+            let fields = referral::referral_state(conn, subscriber.id)?;
             let timeline = store::timeline(conn, subscriber.id, 200)?;
             Ok(Some((subscriber, fields, timeline)))
         })
@@ -79,7 +79,7 @@ pub async fn subscriber_view(
     Ok(Some(SubscriberView {
         email: subscriber.email,
         status: subscriber.status,
-        esp_id: subscribers::esp_id_value(subscriber.esp_id.as_deref()),
+        esp_id: referral::esp_id_value(subscriber.esp_id.as_deref()),
         first_name: subscriber.first_name,
         name: subscriber.name,
         created_at: rfc3339(subscriber.created_at),
