@@ -169,13 +169,19 @@ async fn without_patch_the_subscriber_is_put_back_whole_with_its_attributes_and_
                 .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": {}}))),
         )
         .await;
+    // The start-up poll records Jane first; a callback racing it to insert her would be
+    // answered 503 (and retried by SparkLoop), which is not what this test is about.
+    let db = &app.db;
+    eventually("the start-up poll", Duration::from_secs(15), || {
+        db.count("SELECT COUNT(*) AS n FROM subscribers WHERE email = 'jane@example.com'") == 1
+    })
+    .await;
     let callback = json!({"type": "sync_subscriber", "subscriber": {"id": "sub_1",
         "email": "jane@example.com", "referral_code": "ab12cd", "tot_referrals": 3}});
     assert_eq!(
         app.post_sparkloop(&callback.to_string()).await.status(),
         200
     );
-    let db = &app.db;
     eventually("the write", Duration::from_secs(15), || {
         db.count("SELECT COUNT(*) AS n FROM jobs WHERE destination = 'esp' AND status = 'done'")
             == 1
