@@ -153,7 +153,8 @@ fn problem(status: StatusCode, detail: &str) -> HttpResponse {
 }
 
 /// The extractor settings that answer actix's own failures through [`unreadable`]: query
-/// strings, path parameters, forms, JSON and raw bodies.
+/// strings, path parameters, forms and JSON bodies (the webhooks read their raw bodies
+/// themselves, with `BRIDGE_MAX_BODY`).
 pub fn extractor_configs(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(|e, request| {
         let status = e.status_code();
