@@ -8,7 +8,6 @@ use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -156,12 +155,8 @@ pub async fn page(
         }
         Err(e) => return Err(e),
     }
-    let token = state
-        .settings
-        .admin_token
-        .as_ref()
-        .map(|t| t.expose_secret());
-    let csrf = csrf_token(token.unwrap_or_default());
+    // Signed in, so the token is set.
+    let csrf = csrf_token(admin::admin_token(&state)?);
     let stats = admin::stats(&state).await?;
     let dead = state
         .db
@@ -327,12 +322,7 @@ pub async fn login(
     state: web::Data<AppState>,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AdminError> {
-    let token = state
-        .settings
-        .admin_token
-        .as_ref()
-        .ok_or(AdminError::Off)?
-        .expose_secret();
+    let token = admin::admin_token(&state)?;
     if cross_site(&request) {
         return Ok(html_response(
             actix_web::http::StatusCode::FORBIDDEN,
@@ -371,12 +361,7 @@ fn check_form(
     form: &ActionForm,
 ) -> Result<(), AdminError> {
     admin::authorize(request, state)?;
-    let token = state
-        .settings
-        .admin_token
-        .as_ref()
-        .ok_or(AdminError::Off)?
-        .expose_secret();
+    let token = admin::admin_token(state)?;
     let expected = csrf_token(token);
     if cross_site(request)
         || !referral_bridge_adapters::secrets_match(form.csrf.as_bytes(), expected.as_bytes())

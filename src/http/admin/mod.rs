@@ -56,14 +56,19 @@ impl FromRequest for AdminAuth {
     }
 }
 
-/// Checks the admin credentials: the bearer token, or the dashboard's session cookie.
-pub fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), AdminError> {
-    let token = state
+/// `BRIDGE_ADMIN_TOKEN`, or [`AdminError::Off`] (404) while it is unset.
+pub fn admin_token(state: &AppState) -> Result<&str, AdminError> {
+    Ok(state
         .settings
         .admin_token
         .as_ref()
         .ok_or(AdminError::Off)?
-        .expose_secret();
+        .expose_secret())
+}
+
+/// Checks the admin credentials: the bearer token, or the dashboard's session cookie.
+pub fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), AdminError> {
+    let token = admin_token(state)?;
     let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
