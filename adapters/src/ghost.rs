@@ -10,8 +10,6 @@
 use secrecy::ExposeSecret;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
@@ -53,16 +51,17 @@ fn now_ms() -> i64 {
 /// the key id as `kid`, audience `/admin/`, valid 5 minutes.
 pub fn admin_token(key: &str, now: i64) -> Option<String> {
     let (id, secret) = key.trim().split_once(':')?;
+    // Ghost keys the signature with the secret's bytes, not its hex text.
     let secret = crate::from_hex(secret)?;
-    let header =
-        URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "JWT", "kid": id}).to_string());
-    let claims =
-        URL_SAFE_NO_PAD.encode(json!({"iat": now, "exp": now + 300, "aud": "/admin/"}).to_string());
-    let signing_input = format!("{header}.{claims}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(&secret).expect("any key");
-    mac.update(signing_input.as_bytes());
-    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-    Some(format!("{signing_input}.{signature}"))
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(id.to_string());
+    let claims = json!({"iat": now, "exp": now + 300, "aud": "/admin/"});
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&secret),
+    )
+    .ok()
 }
 
 impl Ghost {
@@ -426,6 +425,9 @@ impl OutboundEsp for Ghost {
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+
     use super::*;
 
     const KEY: &str =
