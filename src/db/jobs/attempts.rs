@@ -1,0 +1,283 @@
+//! Recording the attempts of a batch of claimed jobs, and what becomes of each job.
+
+use diesel::prelude::*;
+
+use super::{lock_lines, promote_next, ClaimedJob, JobStatus};
+use crate::db::schema::{attempts, jobs};
+use crate::db::{DbConnection, StoreError, ROWS_PER_STATEMENT};
+
+/// One HTTP call made for a job.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = attempts)]
+pub struct NewAttempt {
+    /// The job.
+    pub job_id: i64,
+    /// When the call started (unix ms).
+    pub started_at: i64,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// The answer's status, when there was an answer.
+    pub status_code: Option<i32>,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+    /// The start of the answer's body.
+    pub response_body: Option<String>,
+}
+
+/// What becomes of a job after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered.
+    Done,
+    /// Try again at `run_at` (unix ms).
+    Retry {
+        /// When.
+        run_at: i64,
+        /// Why the attempt failed.
+        error: String,
+    },
+    /// Give up; the job is kept for the operator.
+    Dead {
+        /// Why.
+        error: String,
+    },
+}
+
+/// An attempt to record, with what becomes of its job.
+pub struct Attempted<'a> {
+    /// The job, as claimed.
+    pub job: &'a ClaimedJob,
+    /// The HTTP call.
+    pub attempt: &'a NewAttempt,
+    /// The job's new state.
+    pub outcome: &'a Outcome,
+    /// When the attempt ended (unix ms).
+    pub now: i64,
+}
+
+/// Records attempts and their jobs' new states; a job that is done or dead hands its line to the
+/// next job. A state changes only while `lease_token` still holds the job (a worker that outlived
+/// its lease must not overwrite the new owner's result); the attempt is recorded either way.
+/// Returns, for each attempt, whether its job's state changed. Deliveries that succeed, the bulk
+/// of them, cost one statement per kind of change, whatever their number.
+pub fn record_attempts(
+    conn: &mut DbConnection,
+    lease_token: &str,
+    batch: &[Attempted<'_>],
+) -> Result<Vec<bool>, StoreError> {
+    let finishing: Vec<i64> = batch
+        .iter()
+        .filter(|a| !matches!(a.outcome, Outcome::Retry { .. }))
+        .map(|a| a.job.subscriber_id)
+        .collect();
+    lock_lines(conn, &finishing)?;
+    let new_attempts: Vec<&NewAttempt> = batch.iter().map(|a| a.attempt).collect();
+    for chunk in new_attempts.chunks(ROWS_PER_STATEMENT) {
+        let insert = diesel::insert_into(attempts::table).values(chunk.to_vec());
+        on_backend!(conn, |c| insert.execute(c))?;
+    }
+    let owned = |ids: Vec<i64>| {
+        jobs::table
+            .filter(jobs::id.eq_any(ids))
+            .filter(jobs::status.eq(JobStatus::Running.as_str()))
+            .filter(jobs::lease_token.eq(lease_token))
+    };
+    let release = || {
+        (
+            jobs::attempts.eq(jobs::attempts + 1),
+            jobs::lease_token.eq(None::<String>),
+            jobs::lease_expires_at.eq(None::<i64>),
+        )
+    };
+
+    let mut changed = std::collections::HashSet::new();
+    let done: Vec<i64> = batch
+        .iter()
+        .filter(|a| a.outcome == &Outcome::Done)
+        .map(|a| a.job.id)
+        .collect();
+    // One finishing time for the lot: the attempts ended within the batch's few milliseconds.
+    let now = batch.iter().map(|a| a.now).max().unwrap_or(0);
+    for chunk in done.chunks(ROWS_PER_STATEMENT) {
+        let ids: Vec<i64> = diesel::update(owned(chunk.to_vec()))
+            .set((
+                jobs::status.eq(JobStatus::Done.as_str()),
+                release(),
+                jobs::last_error.eq(None::<String>),
+                jobs::finished_at.eq(Some(now)),
+            ))
+            .returning(jobs::id)
+            .get_results(conn)?;
+        changed.extend(ids);
+    }
+    for a in batch {
+        let update = diesel::update(owned(vec![a.job.id]));
+        let updated = match a.outcome {
+            Outcome::Done => continue,
+            Outcome::Retry { run_at, error } => update
+                .set((
+                    jobs::status.eq(JobStatus::Pending.as_str()),
+                    release(),
+                    jobs::run_at.eq(run_at),
+                    jobs::last_error.eq(Some(error)),
+                ))
+                .execute(conn)?,
+            Outcome::Dead { error } => update
+                .set((
+                    jobs::status.eq(JobStatus::Dead.as_str()),
+                    release(),
+                    jobs::last_error.eq(Some(error)),
+                    jobs::finished_at.eq(Some(a.now)),
+                ))
+                .execute(conn)?,
+        };
+        if updated == 1 {
+            changed.insert(a.job.id);
+        }
+    }
+
+    let handed_on: Vec<i64> = batch
+        .iter()
+        .filter(|a| !matches!(a.outcome, Outcome::Retry { .. }) && changed.contains(&a.job.id))
+        .map(|a| a.job.subscriber_id)
+        .collect();
+    promote_next(conn, &handed_on, now)?;
+    Ok(batch.iter().map(|a| changed.contains(&a.job.id)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::SimpleConnection;
+
+    use super::*;
+    use crate::db::jobs::claim;
+    use crate::db::test_db::TestDb;
+
+    fn attempt(job_id: i64, status_code: i32) -> NewAttempt {
+        NewAttempt {
+            job_id,
+            started_at: 1_000,
+            duration_ms: 5,
+            status_code: Some(status_code),
+            error: None,
+            response_body: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_of_attempts_finishes_retries_and_hands_lines_on_only_under_its_lease() {
+        let test = TestDb::default();
+        let db = &test.db;
+        // Four subscribers; the first two have a job waiting behind their head.
+        db.write(|conn| {
+            let mut sql = String::new();
+            for n in 1..=4 {
+                sql += &format!(
+                    "INSERT INTO subscribers (id, email, status, created_at, updated_at) \
+                     VALUES ({n}, 's{n}@example.com', 'subscribed', 0, 0);"
+                );
+            }
+            for (id, subscriber, status) in [
+                (1, 1, "pending"),
+                (2, 1, "waiting"),
+                (3, 2, "pending"),
+                (4, 2, "waiting"),
+                (5, 3, "pending"),
+                (6, 4, "pending"),
+            ] {
+                sql += &format!(
+                    "INSERT INTO jobs (id, subscriber_id, destination, kind, payload, status, \
+                     created_at, retry_from, run_at) VALUES ({id}, {subscriber}, 'sparkloop', \
+                     'subscribe', '{{}}', '{status}', 0, 0, 0);"
+                );
+            }
+            on_backend!(conn, |c| c.batch_execute(&sql))?;
+            Ok(())
+        })
+        .unwrap();
+        let claimed = db
+            .write(|conn| claim(conn, &["sparkloop"], 10, "mine", 10, 30_000))
+            .unwrap();
+        let mut claimed: Vec<ClaimedJob> = claimed;
+        claimed.sort_by_key(|job| job.id);
+        assert_eq!(
+            claimed.iter().map(|job| job.id).collect::<Vec<_>>(),
+            [1, 3, 5, 6]
+        );
+        // Job 6's lease ran out and another worker took it.
+        db.write(|conn| {
+            Ok(diesel::update(jobs::table.find(6))
+                .set(jobs::lease_token.eq("theirs"))
+                .execute(conn)?)
+        })
+        .unwrap();
+
+        let outcomes = [
+            Outcome::Done,
+            Outcome::Dead {
+                error: "HTTP 400".into(),
+            },
+            Outcome::Retry {
+                run_at: 5_000,
+                error: "HTTP 503".into(),
+            },
+            Outcome::Done,
+        ];
+        let attempts: Vec<NewAttempt> = claimed
+            .iter()
+            .zip([200, 400, 503, 200])
+            .map(|(job, code)| attempt(job.id, code))
+            .collect();
+        let batch: Vec<Attempted<'_>> = claimed
+            .iter()
+            .zip(&attempts)
+            .zip(&outcomes)
+            .map(|((job, attempt), outcome)| Attempted {
+                job,
+                attempt,
+                outcome,
+                now: 2_000,
+            })
+            .collect();
+        let changed = db
+            .write(|conn| record_attempts(conn, "mine", &batch))
+            .unwrap();
+        assert_eq!(changed, [true, true, true, false]);
+
+        type Row = (i64, String, i32, i64, Option<String>, Option<String>);
+        let state: Vec<Row> = db
+            .read(|conn| {
+                Ok(jobs::table
+                    .order(jobs::id)
+                    .select((
+                        jobs::id,
+                        jobs::status,
+                        jobs::attempts,
+                        jobs::run_at,
+                        jobs::lease_token,
+                        jobs::last_error,
+                    ))
+                    .load(conn)?)
+            })
+            .unwrap();
+        let state: Vec<String> = state.into_iter().map(|s| format!("{s:?}")).collect();
+        assert_eq!(
+            state,
+            [
+                r#"(1, "done", 1, 0, None, None)"#,
+                r#"(2, "pending", 0, 2000, None, None)"#,
+                r#"(3, "dead", 1, 0, None, Some("HTTP 400"))"#,
+                r#"(4, "pending", 0, 2000, None, None)"#,
+                r#"(5, "pending", 1, 5000, None, Some("HTTP 503"))"#,
+                r#"(6, "running", 0, 0, Some("theirs"), None)"#,
+            ]
+        );
+        let recorded: i64 = db
+            .read(|conn| Ok(attempts::table.count().get_result(conn)?))
+            .unwrap();
+        assert_eq!(
+            recorded, 4,
+            "an attempt is kept even when its lease was lost"
+        );
+    }
+}

@@ -1,0 +1,284 @@
+//! The job queue: outgoing calls, claimed with a lease, retried with back-off, kept when dead.
+//!
+//! A subscriber's jobs to one destination form a line, served one at a time in id order: the
+//! head of the line is `pending` (or `running` while a worker holds its lease), the jobs behind
+//! it are `waiting`. When the head is done or dead, the next one is promoted to `pending`. So a
+//! claim only ever looks at `pending` jobs in `run_at` order, an index range that it reads from
+//! the front and stops, whatever the backlog. A running job whose lease ran out is pending again.
+
+mod attempts;
+mod claim;
+
+pub use attempts::{record_attempts, Attempted, NewAttempt, Outcome};
+pub use claim::{claim, next_run_at, reclaim_expired, release_leases, renew_lease, ClaimedJob};
+
+use std::collections::HashSet;
+
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
+
+use super::schema::jobs;
+use super::{column, DbConnection, StoreError};
+
+/// The state of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    /// Behind an earlier open job of the same subscriber and destination.
+    Waiting,
+    /// At the head of its line, due at `run_at`.
+    Pending,
+    /// Claimed by a worker.
+    Running,
+    /// Delivered.
+    Done,
+    /// Given up on; kept for the operator and replayable.
+    Dead,
+}
+
+impl JobStatus {
+    /// The text stored in `jobs.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Waiting => "waiting",
+            JobStatus::Pending => "pending",
+            JobStatus::Running => "running",
+            JobStatus::Done => "done",
+            JobStatus::Dead => "dead",
+        }
+    }
+}
+
+/// The statuses of a job that is not finished.
+pub(crate) const OPEN: [&str; 3] = ["waiting", "pending", "running"];
+
+/// A job to insert; [`insert_all`] gives it its status.
+#[derive(Debug, Clone, Copy, Insertable)]
+#[diesel(table_name = jobs)]
+// `None` is NULL rather than DEFAULT, so that many rows go in one statement on SQLite too.
+#[diesel(treat_none_as_default_value = false)]
+pub struct NewJob<'a> {
+    /// Whom it is about.
+    pub subscriber_id: i64,
+    /// Where it goes (`sparkloop`, ...).
+    pub destination: &'a str,
+    /// What it does (`subscribe`, `update`, `unsubscribe`, ...).
+    pub kind: &'a str,
+    /// The request body to send.
+    pub payload: &'a str,
+    /// Creation time (unix ms).
+    pub created_at: i64,
+    /// Start of the retry horizon: the creation time.
+    pub retry_from: i64,
+    /// When it is first due: the creation time.
+    pub run_at: i64,
+    /// The inbound event it came from.
+    pub inbound_event_id: Option<i64>,
+}
+
+/// The subscribers among `subscriber_ids` whose line to `destination` has an unfinished job.
+pub fn open_lines(
+    conn: &mut DbConnection,
+    subscriber_ids: &[i64],
+    destination: &str,
+) -> Result<HashSet<i64>, StoreError> {
+    let mut open = HashSet::new();
+    for chunk in subscriber_ids.chunks(super::ROWS_PER_STATEMENT) {
+        let ids: Vec<i64> = jobs::table
+            .filter(jobs::subscriber_id.eq_any(chunk))
+            .filter(jobs::destination.eq(destination))
+            .filter(jobs::status.eq_any(OPEN))
+            .select(jobs::subscriber_id)
+            .distinct()
+            .load(conn)?;
+        open.extend(ids);
+    }
+    Ok(open)
+}
+
+/// A job with the status it starts in.
+#[derive(Insertable)]
+#[diesel(table_name = jobs)]
+struct QueuedJob<'a> {
+    #[diesel(embed)]
+    job: NewJob<'a>,
+    status: &'a str,
+}
+
+/// Inserts jobs (one statement on Postgres, a few hundred per statement on SQLite), each with
+/// its status: `Pending` for the head of an empty line, `Waiting` behind an open job (see
+/// [`open_lines`]). On Postgres the caller must hold the subscribers' row locks
+/// ([`super::subscribers::lock_by_emails`] or any update of the row takes one; a row inserted in
+/// the same transaction is invisible to others), so that a line's head finishing at the same
+/// moment sees the new job.
+pub fn insert_all(
+    conn: &mut DbConnection,
+    new: &[(NewJob<'_>, JobStatus)],
+) -> Result<(), StoreError> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    if let DbConnection::Postgres(c) = conn {
+        // One array per column, as in `inbox::insert_all`.
+        diesel::sql_query(
+            "INSERT INTO jobs (subscriber_id, destination, kind, payload, created_at, \
+             retry_from, run_at, inbound_event_id, status) \
+             SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], \
+             $6::int8[], $7::int8[], $8::int8[], $9::text[])",
+        )
+        .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.subscriber_id))
+        .bind::<Array<Text>, _>(column(new, |(job, _)| job.destination))
+        .bind::<Array<Text>, _>(column(new, |(job, _)| job.kind))
+        .bind::<Array<Text>, _>(column(new, |(job, _)| job.payload))
+        .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.created_at))
+        .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.retry_from))
+        .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.run_at))
+        .bind::<Array<Nullable<BigInt>>, _>(column(new, |(job, _)| job.inbound_event_id))
+        .bind::<Array<Text>, _>(column(new, |(_, status)| status.as_str()))
+        .execute(c)?;
+        return Ok(());
+    }
+    for chunk in new.chunks(super::ROWS_PER_STATEMENT) {
+        let rows: Vec<QueuedJob<'_>> = chunk
+            .iter()
+            .map(|(job, status)| QueuedJob {
+                job: *job,
+                status: status.as_str(),
+            })
+            .collect();
+        let insert = diesel::insert_into(jobs::table).values(&rows);
+        on_backend!(conn, |c| insert.execute(c))?;
+    }
+    Ok(())
+}
+
+/// Queues a coalesced job for `destination`, due at `run_at`: one that sends the subscriber's
+/// state as it is when it runs, so one pending job stands for any number of changes. Nothing is
+/// queued when a job is already pending or waiting in the line; behind a running job (whose state
+/// may be stale), one waits, and is due as soon as the running one ends. Returns whether a job
+/// was queued.
+pub fn queue_coalesced(
+    conn: &mut DbConnection,
+    subscriber_id: i64,
+    destination: &str,
+    kind: &str,
+    now: i64,
+    run_at: i64,
+    inbound_event_id: Option<i64>,
+) -> Result<bool, StoreError> {
+    lock_lines(conn, &[subscriber_id])?;
+    let line = jobs::table
+        .filter(jobs::subscriber_id.eq(subscriber_id))
+        .filter(jobs::destination.eq(destination))
+        .filter(jobs::status.eq_any(OPEN))
+        .select(jobs::status);
+    // On Postgres the pending job is locked: a worker claiming it at this moment either skips it
+    // (and claims it after this transaction, reading the state it wrote) or has claimed it
+    // already, and then it is seen as running, so that a job is queued behind it. Without the
+    // lock, a claim could read the old state and this change would never be sent.
+    let open: Vec<String> = match conn {
+        DbConnection::Postgres(c) => line.for_update().load(c)?,
+        DbConnection::Sqlite(c) => line.load(c)?,
+    };
+    if open
+        .iter()
+        .any(|status| status != JobStatus::Running.as_str())
+    {
+        return Ok(false);
+    }
+    let status = if open.is_empty() {
+        JobStatus::Pending
+    } else {
+        JobStatus::Waiting
+    };
+    let job = NewJob {
+        subscriber_id,
+        destination,
+        kind,
+        payload: "",
+        created_at: now,
+        retry_from: now,
+        run_at,
+        inbound_event_id,
+    };
+    insert_all(conn, &[(job, status)])?;
+    Ok(true)
+}
+
+/// Takes the subscribers' row locks on Postgres, in id order (so that two transactions cannot
+/// deadlock), so that promoting the next job of a line and appending a job to it never miss
+/// each other; SQLite's single writer already ensures it.
+pub(crate) fn lock_lines(
+    conn: &mut DbConnection,
+    subscriber_ids: &[i64],
+) -> Result<(), StoreError> {
+    if let DbConnection::Postgres(c) = conn {
+        let mut ids = subscriber_ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in ids.chunks(super::ROWS_PER_STATEMENT) {
+            diesel::sql_query(
+                "SELECT id FROM subscribers WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            )
+            .bind::<diesel::sql_types::Array<BigInt>, _>(chunk)
+            .execute(c)?;
+        }
+    }
+    Ok(())
+}
+
+/// In every line of these subscribers that has no head, makes the oldest waiting job pending,
+/// due `now`. The caller holds the lines' locks ([`lock_lines`]).
+pub(crate) fn promote_next(
+    conn: &mut DbConnection,
+    subscriber_ids: &[i64],
+    now: i64,
+) -> Result<(), StoreError> {
+    for chunk in subscriber_ids.chunks(super::ROWS_PER_STATEMENT) {
+        // The ids are the bridge's own integers, so writing them into the text is safe.
+        let ids = chunk
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = |now: &str| {
+            format!(
+                "UPDATE jobs SET status = 'pending', run_at = {now} WHERE id IN ( \
+                     SELECT MIN(w.id) FROM jobs w \
+                     WHERE w.subscriber_id IN ({ids}) AND w.status = 'waiting' \
+                     GROUP BY w.subscriber_id, w.destination) \
+                 AND NOT EXISTS (SELECT 1 FROM jobs h \
+                     WHERE h.subscriber_id = jobs.subscriber_id \
+                     AND h.destination = jobs.destination \
+                     AND h.status IN ('pending', 'running'))"
+            )
+        };
+        match conn {
+            DbConnection::Postgres(c) => diesel::sql_query(sql("$1"))
+                .bind::<BigInt, _>(now)
+                .execute(c)?,
+            DbConnection::Sqlite(c) => diesel::sql_query(sql("?1"))
+                .bind::<BigInt, _>(now)
+                .execute(c)?,
+        };
+    }
+    Ok(())
+}
+
+/// Puts a finished job back in its subscriber's line, with a fresh retry horizon: pending and
+/// due now if the line is empty, else waiting (it goes next, being the oldest).
+pub(crate) fn requeue(conn: &mut DbConnection, id: i64, now: i64) -> Result<(), StoreError> {
+    let subscriber_id: i64 = jobs::table
+        .find(id)
+        .select(jobs::subscriber_id)
+        .first(conn)?;
+    lock_lines(conn, &[subscriber_id])?;
+    diesel::update(jobs::table.find(id))
+        .set((
+            jobs::status.eq(JobStatus::Waiting.as_str()),
+            jobs::run_at.eq(now),
+            jobs::retry_from.eq(now),
+            jobs::finished_at.eq(None::<i64>),
+        ))
+        .execute(conn)?;
+    promote_next(conn, &[subscriber_id], now)
+}
