@@ -6,6 +6,7 @@ use referral_bridge_adapters::EspAdapter;
 
 use crate::config::Settings;
 use crate::fields::Field;
+use crate::send::{http_request, SendError};
 
 /// What became of one configured field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,25 @@ pub enum FieldState {
     Missing,
     /// Creating it failed: the ESP's reason.
     Failed(String),
+}
+
+/// Why the ESP's fields could not be compared.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// The request could not be made or no answer came.
+    #[error("the ESP cannot be reached: {0}")]
+    Unreachable(#[from] SendError),
+    /// The ESP refused to list its fields.
+    #[error("listing the ESP's fields: HTTP {status}: {reason}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The ESP's error text.
+        reason: String,
+    },
+    /// The list of fields could not be read.
+    #[error("reading the ESP's fields: {0}")]
+    Unreadable(String),
 }
 
 /// What the comparison found.
@@ -37,7 +57,7 @@ pub async fn provision(
     esp: &dyn EspAdapter,
     client: &reqwest::Client,
     create: bool,
-) -> Result<Option<Provisioned>, String> {
+) -> Result<Option<Provisioned>, ProvisionError> {
     let Some(list) = esp.list_fields() else {
         return Ok(None);
     };
@@ -48,12 +68,14 @@ pub async fn provision(
         body: &body,
     };
     if !(200..300).contains(&status) {
-        return Err(format!(
-            "listing the ESP's fields: HTTP {status}: {}",
-            outbound::error_text(&body)
-        ));
+        return Err(ProvisionError::Refused {
+            status,
+            reason: outbound::error_text(&body),
+        });
     }
-    let existing = esp.read_fields(&answer)?;
+    let existing = esp
+        .read_fields(&answer)
+        .map_err(ProvisionError::Unreadable)?;
     let ours: Vec<String> = settings
         .esp
         .fields
@@ -84,7 +106,7 @@ pub async fn provision(
                         "HTTP {status}: {}",
                         outbound::error_text(&body)
                     )),
-                    Err(e) => FieldState::Failed(e),
+                    Err(e) => FieldState::Failed(ProvisionError::from(e).to_string()),
                 },
             }
         };
@@ -97,12 +119,11 @@ pub async fn provision(
 }
 
 /// Sends an adapter's request; the status and body, or the network error.
-async fn send(client: &reqwest::Client, request: OutboundRequest) -> Result<(u16, String), String> {
-    let response = crate::send::http_request(client, request)
-        .map_err(|e| e.to_string())?
-        .send()
-        .await
-        .map_err(|e| format!("the ESP cannot be reached: {}", e.without_url()))?;
+async fn send(
+    client: &reqwest::Client,
+    request: OutboundRequest,
+) -> Result<(u16, String), SendError> {
+    let response = http_request(client, request)?.send().await?;
     let status = response.status().as_u16();
     let body = response.text().await.unwrap_or_default();
     Ok((status, body))

@@ -134,7 +134,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
                     },
                 );
             }
-            Err(e) => report(false, e),
+            Err(e) => report(false, e.to_string()),
         }
     }
     match (esp.outbound_problem(), &settings.esp.api_url) {

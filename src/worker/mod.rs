@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{DatabaseUrl, Settings};
 use crate::db::batch::BatchWriter;
 use crate::db::jobs::{self, ClaimedJob};
-use crate::db::{now_ms, Db};
+use crate::db::{now_ms, Db, StoreError};
 use crate::fields;
 use crate::metrics::Metrics;
 use crate::peers::Peers;
@@ -270,7 +270,7 @@ impl Worker {
 
     /// Makes sure a claim outlasts a call and its recording: extends it when it is short, or
     /// says why the job is no longer this worker's to send.
-    async fn keep_claim(&self, job: &ClaimedJob) -> Result<(), String> {
+    async fn keep_claim(&self, job: &ClaimedJob) -> Result<(), ClaimLost> {
         let now = now_ms();
         let needed = (self.settings.worker.request_timeout + Duration::from_secs(1)).as_millis();
         if job.lease_expires_at - now >= needed as i64 {
@@ -282,11 +282,11 @@ impl Worker {
             .db
             .write_async(move |conn| jobs::renew_lease(conn, &claim, &token, now, until))
             .await
-            .map_err(|e| format!("cannot extend its claim: {e}"))?;
+            .map_err(ClaimLost::NotExtended)?;
         if renewed {
             Ok(())
         } else {
-            Err("its claim ran out while it waited for its turn".into())
+            Err(ClaimLost::RanOut)
         }
     }
 
@@ -298,11 +298,33 @@ impl Worker {
         &self,
         job: &ClaimedJob,
         pace: &SlidingWindow,
-        variable: &str,
-    ) -> Result<(), String> {
+        variable: &'static str,
+    ) -> Result<(), UnsentWhileWaiting> {
         pace.acquire().await;
         self.keep_claim(job)
             .await
-            .map_err(|reason| format!("{reason} ({variable})"))
+            .map_err(|lost| UnsentWhileWaiting { lost, variable })
     }
+}
+
+/// Why a claimed job can no longer be sent by this worker (it is due again, unsent).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClaimLost {
+    /// Extending the claim failed.
+    #[error("cannot extend its claim: {0}")]
+    NotExtended(#[source] StoreError),
+    /// The claim ended before it could be extended; another worker may hold the job now.
+    #[error("its claim ran out while it waited for its turn")]
+    RanOut,
+}
+
+/// A claim lost while waiting for the peer's rate limit.
+#[derive(Debug, thiserror::Error)]
+#[error("{lost} ({variable})")]
+pub(crate) struct UnsentWhileWaiting {
+    /// How the claim was lost.
+    #[source]
+    lost: ClaimLost,
+    /// The rate-limit variable it waited on.
+    variable: &'static str,
 }
