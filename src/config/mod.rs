@@ -195,13 +195,28 @@ impl Settings {
                     format!("the configuration file `{path}` does not exist"),
                 ));
             }
-            builder = builder
-                .add_source(config::File::new(path, config::FileFormat::Toml).required(true));
+            let file = config::File::new(path, config::FileFormat::Toml).required(true);
+            let unknown = config::Config::builder()
+                .add_source(file.clone())
+                .build()
+                .and_then(Raw::read)
+                .map_err(|e| ConfigError::Source(format!("configuration file `{path}`: {e}")))?
+                .unknown_keys();
+            if let Some(key) = unknown.first() {
+                return Err(invalid(
+                    "BRIDGE_CONFIG",
+                    format!(
+                        "the configuration file `{path}` has a key the bridge does not know: \
+                         `{key}` (keys are the variables' names in lower case, without tables)"
+                    ),
+                ));
+            }
+            builder = builder.add_source(file);
         }
-        let raw: Raw = builder
+        let raw = builder
             .add_source(config::Environment::default().source(Some(vars)))
             .build()
-            .and_then(|c| c.try_deserialize())
+            .and_then(Raw::read)
             .map_err(|e| ConfigError::Source(format!("configuration: {e}")))?;
         Self::check(raw)
     }

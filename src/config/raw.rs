@@ -1,6 +1,7 @@
 //! Reading the configuration: every variable as text ([`Raw`]), then checked into [`Settings`]
 //! with an error that names the variable.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use referral_bridge_adapters::loyaltysurf::{self, LoyaltySurfApi, OnUnsubscribe};
@@ -52,21 +53,6 @@ pub(super) struct Raw {
     esp_poll_interval: Option<String>,
     esp_rate_limit: Option<String>,
     esp_write_delay: Option<String>,
-    esp_field_subid: Option<String>,
-    esp_field_code: Option<String>,
-    esp_field_reflink: Option<String>,
-    esp_field_isref: Option<String>,
-    esp_field_totref: Option<String>,
-    esp_field_coupon: Option<String>,
-    esp_field_lastreward: Option<String>,
-    esp_field_nextreward: Option<String>,
-    esp_field_lastref: Option<String>,
-    esp_field_partner_status: Option<String>,
-    esp_field_position: Option<String>,
-    esp_field_removed: Option<String>,
-    esp_field_rank: Option<String>,
-    esp_field_winner: Option<String>,
-    esp_field_fraud_risk: Option<String>,
     referralloop_webhook_secret: Option<String>,
     loyaltysurf_webhook_secret: Option<String>,
     loyaltysurf_signature_tolerance: Option<String>,
@@ -78,36 +64,113 @@ pub(super) struct Raw {
     bridge_poll_interval: Option<String>,
     bridge_lease: Option<String>,
     bridge_request_timeout: Option<String>,
+    /// Every other key: the `ESP_FIELD_*` variables, read through the field catalogue
+    /// ([`super::fields::FIELDS`]) so that each field is declared there only; and, from the
+    /// environment, whatever else it holds (`PATH`...). Filled by [`Raw::read`].
+    #[serde(skip)]
+    other: BTreeMap<String, config::Value>,
 }
 
 impl Raw {
-    /// The value of an `ESP_FIELD_*` variable.
-    fn field(&self, variable: &str) -> Option<String> {
-        match variable {
-            "ESP_FIELD_SUBID" => self.esp_field_subid.clone(),
-            "ESP_FIELD_CODE" => self.esp_field_code.clone(),
-            "ESP_FIELD_REFLINK" => self.esp_field_reflink.clone(),
-            "ESP_FIELD_ISREF" => self.esp_field_isref.clone(),
-            "ESP_FIELD_TOTREF" => self.esp_field_totref.clone(),
-            "ESP_FIELD_COUPON" => self.esp_field_coupon.clone(),
-            "ESP_FIELD_LASTREWARD" => self.esp_field_lastreward.clone(),
-            "ESP_FIELD_NEXTREWARD" => self.esp_field_nextreward.clone(),
-            "ESP_FIELD_LASTREF" => self.esp_field_lastref.clone(),
-            "ESP_FIELD_PARTNER_STATUS" => self.esp_field_partner_status.clone(),
-            "ESP_FIELD_POSITION" => self.esp_field_position.clone(),
-            "ESP_FIELD_REMOVED" => self.esp_field_removed.clone(),
-            "ESP_FIELD_RANK" => self.esp_field_rank.clone(),
-            "ESP_FIELD_WINNER" => self.esp_field_winner.clone(),
-            "ESP_FIELD_FRAUD_RISK" => self.esp_field_fraud_risk.clone(),
-            _ => None,
+    /// Reads a built configuration: its fields, and every other key.
+    pub(super) fn read(config: config::Config) -> Result<Self, config::ConfigError> {
+        let other = config.clone().try_deserialize()?;
+        Ok(Raw {
+            other,
+            ..config.try_deserialize()?
+        })
+    }
+
+    /// The keys the bridge does not read: in a configuration file, each is a mistake (a typo, or
+    /// a table the file format does not have).
+    pub(super) fn unknown_keys(&self) -> Vec<String> {
+        let known = Self::keys();
+        self.other
+            .keys()
+            .filter(|key| {
+                !known.contains(&key.as_str())
+                    && !super::fields::FIELDS
+                        .iter()
+                        .any(|(_, variable, _)| variable.eq_ignore_ascii_case(key))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The names of the keys read as fields, as serde sees them (asked of serde, so that the
+    /// list cannot drift from the struct): a deserializer that records the field names it is
+    /// asked for, then stops.
+    pub(super) fn keys() -> &'static [&'static str] {
+        use serde::de::{self, Deserialize, Visitor};
+
+        struct Names(&'static [&'static str]);
+
+        #[derive(Debug)]
+        struct Stop;
+        impl std::fmt::Display for Stop {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("stop")
+            }
         }
+        impl std::error::Error for Stop {}
+        impl de::Error for Stop {
+            fn custom<T: std::fmt::Display>(_: T) -> Self {
+                Stop
+            }
+        }
+
+        impl<'de> de::Deserializer<'de> for &mut Names {
+            type Error = Stop;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+                Err(Stop)
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Stop> {
+                self.0 = fields;
+                Err(Stop)
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+                identifier ignored_any
+            }
+        }
+
+        let mut names = Names(&[]);
+        let _ = Raw::deserialize(&mut names);
+        names.0
+    }
+
+    /// The value of an `ESP_FIELD_*` variable, trimmed; an empty value is refused, since it can
+    /// only be a mistake (a field is switched off with `off`, and left unset for its default).
+    fn field(&self, variable: &'static str) -> Result<Option<String>, ConfigError> {
+        let Some(value) = self.other.get(&variable.to_ascii_lowercase()) else {
+            return Ok(None);
+        };
+        let text = value
+            .clone()
+            .into_string()
+            .map_err(|_| invalid(variable, "a field name is text"))?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(invalid(
+                variable,
+                "it is empty: set a field name, `off` to switch the field off, or leave it \
+                 unset for its default",
+            ));
+        }
+        Ok(Some(text.to_string()))
     }
 
     /// The fields switched on: each `ESP_FIELD_*` is a name, `off`, or unset for its default.
     fn field_map(&self) -> Result<super::fields::FieldMap, ConfigError> {
         let mut map: Vec<(super::fields::Field, String)> = Vec::new();
         for (field, variable, default) in super::fields::FIELDS {
-            let name = match non_empty(self.field(variable)) {
+            let name = match self.field(variable)? {
                 Some(off) if off.eq_ignore_ascii_case("off") => continue,
                 Some(name) => name,
                 None => match default {

@@ -176,52 +176,6 @@ fn rates_are_read_in_their_usual_forms() {
     }
 }
 
-/// The names of [`Raw`]'s fields, as serde sees them: every variable the configuration reads.
-fn variables_read() -> &'static [&'static str] {
-    use serde::de::{self, Deserialize, Visitor};
-
-    struct Names(&'static [&'static str]);
-
-    #[derive(Debug)]
-    struct Stop;
-    impl std::fmt::Display for Stop {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("stop")
-        }
-    }
-    impl std::error::Error for Stop {}
-    impl de::Error for Stop {
-        fn custom<T: std::fmt::Display>(_: T) -> Self {
-            Stop
-        }
-    }
-
-    impl<'de> de::Deserializer<'de> for &mut Names {
-        type Error = Stop;
-        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-            Err(Stop)
-        }
-        fn deserialize_struct<V: Visitor<'de>>(
-            self,
-            _: &'static str,
-            fields: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, Stop> {
-            self.0 = fields;
-            Err(Stop)
-        }
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
-            identifier ignored_any
-        }
-    }
-
-    let mut names = Names(&[]);
-    let _ = super::raw::Raw::deserialize(&mut names);
-    names.0
-}
-
 #[test]
 fn env_example_lists_every_variable_the_config_reads() {
     let example = include_str!("../../.env.example");
@@ -232,13 +186,51 @@ fn env_example_lists_every_variable_the_config_reads() {
                 .is_some_and(|rest| rest.starts_with('='))
         })
     };
-    let names = variables_read();
-    assert!(names.len() > 50, "{names:?}");
+    let names = super::raw::Raw::keys();
+    assert!(names.len() > 40, "{names:?}");
     let missing: Vec<String> = names
         .iter()
         .map(|n| n.to_uppercase())
         .chain(["BRIDGE_CONFIG".to_string()])
+        .chain(super::fields::FIELDS.iter().map(|(_, variable, _)| variable.to_string()))
         .filter(|n| !listed(n))
         .collect();
     assert!(missing.is_empty(), ".env.example lacks {missing:?}");
+}
+
+#[test]
+fn unknown_keys_and_tables_in_the_file_are_errors_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bridge.toml");
+    let path = file.to_str().unwrap();
+    for (text, key) in [
+        ("sparkloop_api_kye = \"x\"\n", "sparkloop_api_kye"),
+        ("[database]\nurl = \"sqlite://x.db\"\n", "database"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let message = settings(&[("BRIDGE_CONFIG", path)])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains(&format!("`{key}`")), "{message}");
+        assert!(message.contains("BRIDGE_CONFIG"), "{message}");
+    }
+    // Field names are known keys in the file too; the environment's other variables are not
+    // the bridge's to judge.
+    std::fs::write(&file, "esp_field_code = \"MY_CODE\"\nbridge_workers = 2\n").unwrap();
+    let s = settings(&[("BRIDGE_CONFIG", path), ("SOME_OTHER_TOOL", "1")]).unwrap();
+    assert!(s
+        .esp
+        .fields
+        .0
+        .iter()
+        .any(|(field, name)| *field == fields::Field::Code && name == "MY_CODE"));
+}
+
+#[test]
+fn an_empty_field_variable_is_an_error_naming_it() {
+    let message = settings(&[("ESP_FIELD_CODE", " ")])
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("ESP_FIELD_CODE"), "{message}");
+    assert!(message.contains("`off`"), "{message}");
 }
