@@ -143,7 +143,7 @@ fn parse_row(record: &csv::StringRecord, columns: &Columns) -> Result<Row, Strin
             .filter(|v| !v.is_empty())
     };
     let email = Email::parse(record.get(columns.email).unwrap_or_default())
-        .map_err(|_| "the email is not a valid address".to_string())?;
+        .map_err(|e| format!("the email is not a valid address: {}", e.reason))?;
     let created_at = field(columns.created_at)
         .map(|text| {
             parse_time(text).ok_or_else(|| {
@@ -152,19 +152,25 @@ fn parse_row(record: &csv::StringRecord, columns: &Columns) -> Result<Row, Strin
         })
         .transpose()?;
     // An id of digits stays a number, as the ESP would send it; anything else is text.
-    let esp_id = field(columns.id).map(|id| match id.parse::<u64>() {
-        Ok(n) if !id.starts_with('0') || id == "0" => Value::from(n),
+    // An id of digits stays a number, as the ESP would send it, of any length (serde_json keeps
+    // a number's digits exactly); anything else, a leading zero included, is text.
+    let digits = |id: &str| {
+        !id.is_empty()
+            && id.bytes().all(|b| b.is_ascii_digit())
+            && (!id.starts_with('0') || id == "0")
+    };
+    let esp_id = field(columns.id).map(|id| match serde_json::from_str::<Value>(id) {
+        Ok(number) if digits(id) => number,
         _ => Value::from(id),
     });
-    Ok(Row {
-        person: Person {
-            email,
-            esp_id,
-            first_name: field(columns.first_name).map(str::to_string),
-            name: field(columns.name).map(str::to_string),
-        },
-        created_at,
-    })
+    let person = Person {
+        email,
+        esp_id,
+        first_name: field(columns.first_name).map(str::to_string),
+        name: field(columns.name).map(str::to_string),
+    };
+    person.check().map_err(|e| e.0)?;
+    Ok(Row { person, created_at })
 }
 
 /// Unix seconds, or an ISO 8601 date or date-time (`2024-01-31`, `2024-01-31T10:00:00Z`,

@@ -116,6 +116,25 @@ impl ParseError {
     }
 }
 
+/// The start of `text` for an error message or a log line: at most [`EXCERPT_CHARS`] characters,
+/// and how many more there were, so that a megabyte of input is never echoed back.
+pub fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        None => text.to_string(),
+        Some((end, _)) => format!(
+            "{}… ({} more characters)",
+            &text[..end],
+            text[end..].chars().count()
+        ),
+    }
+}
+
+/// How many characters of an input [`excerpt`] quotes.
+pub const EXCERPT_CHARS: usize = 80;
+
+/// The longest name (first or full) the bridge accepts, in characters (DESIGN 3.7).
+pub const MAX_NAME_CHARS: usize = 256;
+
 /// A person as an ESP describes them in a webhook.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Person {
@@ -127,6 +146,23 @@ pub struct Person {
     pub first_name: Option<String>,
     /// Full name, when the ESP sent one.
     pub name: Option<String>,
+}
+
+impl Person {
+    /// Refuses names over [`MAX_NAME_CHARS`], naming the field.
+    pub fn check(&self) -> Result<(), ParseError> {
+        for (field, value) in [("first_name", &self.first_name), ("name", &self.name)] {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.chars().count() > MAX_NAME_CHARS)
+            {
+                return Err(ParseError(format!(
+                    "`{field}` is longer than {MAX_NAME_CHARS} characters"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What an ESP webhook means for the bridge, whatever the ESP's own format.
@@ -170,6 +206,16 @@ impl EspEvent {
             }
             EspEvent::Unsubscribed { email } => Some(email),
             EspEvent::Ignored { .. } => None,
+        }
+    }
+
+    /// Checks what every adapter's parse leaves to the edge: the length of names.
+    pub fn check(&self) -> Result<(), ParseError> {
+        match self {
+            EspEvent::Subscribed { person, .. } | EspEvent::Updated { person, .. } => {
+                person.check()
+            }
+            EspEvent::Unsubscribed { .. } | EspEvent::Ignored { .. } => Ok(()),
         }
     }
 }

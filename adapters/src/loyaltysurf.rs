@@ -19,10 +19,10 @@ use serde_json::{json, Map};
 
 use crate::outbound::{Answer, Headers, OutboundRequest, WriteVerdict};
 use crate::platform::{
-    api_url, bearer, json_call, usual_platform_verdict, CallError, Callback, JobSubscriber,
-    OutboundPlatform, PersonUpdate, PlatformCallbacks, ReferralData, ALL_KINDS,
+    api_url, bearer, email_at, json_call, object_at, usual_platform_verdict, CallError, Callback,
+    JobSubscriber, OutboundPlatform, PersonUpdate, PlatformCallbacks, ReferralData, ALL_KINDS,
 };
-use crate::{Email, InboundRequest, ParseError, VerifyError};
+use crate::{InboundRequest, ParseError, VerifyError};
 
 /// The destination name of jobs for LoyaltySurf.
 pub const DESTINATION: &str = "loyaltysurf";
@@ -126,12 +126,13 @@ fn text(value: Option<&Value>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// A participant object: id, names, referral code and link where the payload has them, count
-/// (`loyaltyActionCount`, or GrowSurf's `referralCount`), rank, winner flag and fraud risk. A
-/// participant without a usable address is `None`.
-fn participant(value: Option<&Value>) -> Option<PersonUpdate> {
-    let object = value?.as_object()?;
-    let email = Email::parse(&text(object.get("email"))?).ok()?;
+/// A participant object at `path`: id, names, referral code and link where the payload has them,
+/// count (`loyaltyActionCount`, or GrowSurf's `referralCount`), rank, winner flag and fraud risk.
+/// A known event needs its participant, with a valid address (DESIGN 3.3: a 400 naming the field).
+fn participant(value: Option<&Value>, path: &str) -> Result<PersonUpdate, ParseError> {
+    let object = object_at(value, path)?
+        .ok_or_else(|| ParseError(format!("the webhook has no `{path}`")))?;
+    let email = email_at(object.get("email"), &format!("{path}.email"))?;
     let first_name = text(object.get("firstName"));
     let name = match (first_name.as_deref(), text(object.get("lastName"))) {
         (Some(first), Some(last)) => Some(format!("{first} {last}")),
@@ -145,7 +146,7 @@ fn participant(value: Option<&Value>) -> Option<PersonUpdate> {
             .and_then(Value::as_array)
             .and_then(|keys| text(keys.first()))
     });
-    Some(PersonUpdate {
+    let update = PersonUpdate {
         email,
         data: ReferralData {
             platform_id: text(object.get("id")),
@@ -159,7 +160,9 @@ fn participant(value: Option<&Value>) -> Option<PersonUpdate> {
             fraud_risk: text(object.get("fraudRiskLevel")),
             ..ReferralData::default()
         },
-    })
+    };
+    update.check(path)?;
+    Ok(update)
 }
 
 /// Reads a LoyaltySurf webhook:
@@ -184,36 +187,29 @@ pub fn parse_callback(body: &[u8]) -> Result<Callback, ParseError> {
         idempotency_key: None,
     };
     match callback.event_type.as_str() {
-        "NEW_PARTICIPANT_ADDED" => callback.people.extend(participant(Some(data))),
-        "PARTICIPANT_FRAUD_STATUS_UPDATED" => {
-            callback.people.extend(participant(data.get("participant")))
-        }
+        "NEW_PARTICIPANT_ADDED" => callback.people.push(participant(Some(data), "data")?),
+        "PARTICIPANT_FRAUD_STATUS_UPDATED" => callback
+            .people
+            .push(participant(data.get("participant"), "data.participant")?),
         "PARTICIPANT_REACHED_A_GOAL" => {
             let reward = data.get("reward").unwrap_or(&Value::Null);
             // With manual approval the event comes twice; only the approved copy is a reward.
             if reward.get("approved").and_then(Value::as_bool) == Some(true) {
-                if let Some(mut person) = participant(data.get("participant")) {
-                    person.data.last_reward =
-                        text(reward.get("rewardId")).or_else(|| text(reward.get("id")));
-                    person.data.last_coupon = text(reward.get("couponCode"));
-                    callback.idempotency_key =
-                        text(reward.get("id")).map(|id| format!("reward:{id}"));
-                    callback.people.push(person);
-                }
+                let mut person = participant(data.get("participant"), "data.participant")?;
+                person.data.last_reward =
+                    text(reward.get("rewardId")).or_else(|| text(reward.get("id")));
+                person.data.last_coupon = text(reward.get("couponCode"));
+                callback.idempotency_key = text(reward.get("id")).map(|id| format!("reward:{id}"));
+                callback.people.push(person);
             }
         }
         "CAMPAIGN_ENDED" => {
             let winners = data.get("winners").and_then(Value::as_array);
-            callback.people.extend(
-                winners
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|winner| participant(Some(winner)))
-                    .map(|mut person| {
-                        person.data.winner = Some(true);
-                        person
-                    }),
-            );
+            for (n, winner) in winners.into_iter().flatten().enumerate() {
+                let mut person = participant(Some(winner), &format!("data.winners[{n}]"))?;
+                person.data.winner = Some(true);
+                callback.people.push(person);
+            }
         }
         // PARTICIPANT_SUBMITTED_REWARD_FORM and anything new: stored, nothing to write.
         _ => {}

@@ -61,6 +61,53 @@ pub struct PersonUpdate {
     pub data: ReferralData,
 }
 
+impl PersonUpdate {
+    /// Refuses names over [`crate::MAX_NAME_CHARS`], naming the field under `path` (the person
+    /// object's place in the callback).
+    pub fn check(&self, path: &str) -> Result<(), ParseError> {
+        for (field, value) in [
+            ("first_name", &self.data.first_name),
+            ("name", &self.data.name),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.chars().count() > crate::MAX_NAME_CHARS)
+            {
+                return Err(ParseError(format!(
+                    "`{path}.{field}` is longer than {} characters",
+                    crate::MAX_NAME_CHARS
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The address at `field` of a callback (`subscriber.email`): a 400 naming the field when it is
+/// missing, not text, or not a valid address (DESIGN 3.3: a known type needs its subject).
+pub fn email_at(value: Option<&Value>, field: &str) -> Result<Email, ParseError> {
+    match value {
+        None | Some(Value::Null) => Err(ParseError(format!("the callback has no `{field}`"))),
+        Some(Value::String(s)) => {
+            Email::parse(s).map_err(|e| ParseError(format!("`{field}`: {e}")))
+        }
+        Some(_) => Err(ParseError(format!("`{field}` must be a string"))),
+    }
+}
+
+/// The object at `path` of a callback, `None` when missing or `null`; a 400 naming it when it
+/// is something else.
+pub fn object_at<'v>(
+    value: Option<&'v Value>,
+    path: &str,
+) -> Result<Option<&'v serde_json::Map<String, Value>>, ParseError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(object)) => Ok(Some(object)),
+        Some(_) => Err(ParseError(format!("`{path}` must be an object"))),
+    }
+}
+
 /// A reward redemption: kept for the operator (the shipping details are not sent to the ESP).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Redemption {

@@ -13,10 +13,10 @@ use sha2::Sha256;
 
 use crate::outbound::{Answer, OutboundRequest, WriteVerdict};
 use crate::platform::{
-    api_url, bearer, json_call, usual_platform_verdict, CallError, Callback, JobSubscriber,
-    OutboundPlatform, PersonUpdate, PlatformCallbacks, ReferralData,
+    api_url, bearer, email_at, json_call, usual_platform_verdict, CallError, Callback,
+    JobSubscriber, OutboundPlatform, PersonUpdate, PlatformCallbacks, ReferralData,
 };
-use crate::{Email, InboundRequest, ParseError, VerifyError};
+use crate::{InboundRequest, ParseError, VerifyError};
 
 /// The destination name of jobs for ReferralLoop.
 pub const DESTINATION: &str = "referralloop";
@@ -145,7 +145,15 @@ pub fn parse_callback(body: &[u8]) -> Result<Callback, ParseError> {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
     };
-    let email = text("email").and_then(|e| Email::parse(&e).ok());
+    let known = matches!(
+        event_type.as_str(),
+        "signup.created" | "signup.position_changed" | "signup.deleted"
+    );
+    let email = if known {
+        Some(email_at(data.get("email"), "data.email")?)
+    } else {
+        None
+    };
     let mut update = ReferralData {
         platform_id: text("id"),
         ..ReferralData::default()
@@ -170,15 +178,19 @@ pub fn parse_callback(body: &[u8]) -> Result<Callback, ParseError> {
             })
         }
     }
+    let people: Vec<PersonUpdate> = email
+        .map(|email| PersonUpdate {
+            email,
+            data: update,
+        })
+        .into_iter()
+        .collect();
+    for person in &people {
+        person.check("data")?;
+    }
     Ok(Callback {
         event_type,
-        people: email
-            .map(|email| PersonUpdate {
-                email,
-                data: update,
-            })
-            .into_iter()
-            .collect(),
+        people,
         redemption: None,
         idempotency_key: None,
     })

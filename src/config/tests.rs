@@ -192,7 +192,11 @@ fn env_example_lists_every_variable_the_config_reads() {
         .iter()
         .map(|n| n.to_uppercase())
         .chain(["BRIDGE_CONFIG".to_string()])
-        .chain(super::fields::FIELDS.iter().map(|(_, variable, _)| variable.to_string()))
+        .chain(
+            super::fields::FIELDS
+                .iter()
+                .map(|(_, variable, _)| variable.to_string()),
+        )
         .filter(|n| !listed(n))
         .collect();
     assert!(missing.is_empty(), ".env.example lacks {missing:?}");

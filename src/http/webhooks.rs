@@ -304,6 +304,9 @@ async fn accept_esp(
         .esp
         .parse(&inbound)
         .map_err(|e| WebhookError::BadRequest(e.0))?;
+    for event in &events {
+        event.check().map_err(|e| WebhookError::BadRequest(e.0))?;
+    }
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| WebhookError::BadRequest("the body is not UTF-8".into()))?;
     let hash = ingest::body_hash(&body);

@@ -21,6 +21,9 @@ pub enum Accepted {
     Ignored,
     /// A repeat of the subscriber's previous event within the dedupe window: stored, not acted on.
     Duplicate,
+    /// Stored; it says what the bridge already knew (the echo of its own write, a repeat of a
+    /// profile), so nothing is sent.
+    Unchanged,
     /// Stored and acted on.
     Stored,
 }
@@ -31,6 +34,7 @@ impl Accepted {
         match self {
             Accepted::Stored => "stored",
             Accepted::Duplicate => "duplicate",
+            Accepted::Unchanged => "unchanged",
             Accepted::Ignored => "ignored",
         }
     }
@@ -149,13 +153,14 @@ fn record_deliveries(
                 row.outcome = inbox::DUPLICATE;
                 Accepted::Duplicate
             } else if let Some((slot, news)) = working.apply(event, delivery.now) {
-                row.outcome = if news {
-                    inbox::PROCESSED
-                } else {
-                    inbox::UNCHANGED
-                };
                 row.subscriber = Some(slot);
-                Accepted::Stored
+                if news {
+                    row.outcome = inbox::PROCESSED;
+                    Accepted::Stored
+                } else {
+                    row.outcome = inbox::UNCHANGED;
+                    Accepted::Unchanged
+                }
             } else {
                 Accepted::Ignored
             };

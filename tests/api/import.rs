@@ -66,7 +66,7 @@ fn a_mixed_file_is_imported_with_bad_rows_reported_by_line() {
     );
     assert!(stdout.contains("queued 3 subscribe webhooks"), "{stdout}");
     for reported in [
-        "line 4: the email is not a valid address",
+        "line 4: the email is not a valid address: it has no `@`",
         // The row starting on line 5 spans two lines (a quoted line break).
         "line 5: created_at is neither unix seconds nor an ISO 8601 date",
         "line 7: expected 6 columns, found 2",
@@ -81,7 +81,7 @@ fn a_mixed_file_is_imported_with_bad_rows_reported_by_line() {
     );
     assert_eq!(
         rejects[1],
-        "4,the email is not a valid address,free,not-an-email,3,,,"
+        "4,the email is not a valid address: it has no `@`,free,not-an-email,3,,,"
     );
     assert!(rejects[2].starts_with("5,created_at is neither"));
     assert_eq!(

@@ -12,6 +12,7 @@ mod dashboard;
 mod delivery;
 mod esp_webhooks;
 mod ghost;
+mod hardening;
 mod helpers;
 mod import;
 mod kit;

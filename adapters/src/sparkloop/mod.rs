@@ -11,10 +11,12 @@ pub mod webhooks;
 
 pub use outbound::{webhook_payload, SparkLoopOutbound, DESTINATION};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::platform::{Callback, PersonUpdate, PlatformCallbacks, Redemption, ReferralData};
-use crate::{secrets_match, Email, InboundRequest, ParseError, VerifyError};
+use crate::platform::{
+    email_at, object_at, Callback, PersonUpdate, PlatformCallbacks, Redemption, ReferralData,
+};
+use crate::{secrets_match, InboundRequest, ParseError, VerifyError};
 
 /// SparkLoop's callbacks.
 #[derive(Debug, Default, Clone, Copy)]
@@ -62,9 +64,9 @@ pub const EVENT_TYPES: &[&str] = &[
     "new_partner_referral",
 ];
 
-/// Reads one SparkLoop callback. A person whose object or address is missing or unusable is left
-/// out (SparkLoop retries anything but a 200, so a callback is never refused for its content once
-/// it is JSON with a type); an unknown type is an ignored callback.
+/// Reads one SparkLoop callback. A known type needs its `subscriber` with a valid address, and a
+/// `referrer`, when there is one, needs one too (DESIGN 3.3: a 400 naming the field); an unknown
+/// type is an ignored callback, whatever else the body holds.
 pub fn parse_callback(body: &[u8]) -> Result<Callback, ParseError> {
     let value = ParseError::json(body)?;
     let object = value
@@ -80,7 +82,13 @@ pub fn parse_callback(body: &[u8]) -> Result<Callback, ParseError> {
         redemption: None,
         idempotency_key: None,
     };
-    let subscriber = person(object.get("subscriber"));
+    if !EVENT_TYPES.contains(&callback.event_type.as_str()) {
+        return Ok(callback);
+    }
+    let subscriber = Some(
+        person(object.get("subscriber"), "subscriber")?
+            .ok_or_else(|| ParseError("the callback has no `subscriber`".into()))?,
+    );
     match callback.event_type.as_str() {
         "sync_subscriber" => callback.people.extend(subscriber),
         "new_referral" => {
@@ -93,10 +101,12 @@ pub fn parse_callback(body: &[u8]) -> Result<Callback, ParseError> {
             }));
             callback
                 .people
-                .extend(person(object.get("referrer")).map(|mut referrer| {
-                    referrer.data.last_referral_at = referred_at;
-                    referrer
-                }));
+                .extend(
+                    person(object.get("referrer"), "referrer")?.map(|mut referrer| {
+                        referrer.data.last_referral_at = referred_at;
+                        referrer
+                    }),
+                );
         }
         "reward_unlocked" => {
             let reward_id = object.get("reward").and_then(|r| text(r.get("id")));
@@ -138,11 +148,14 @@ pub fn parse_callback(body: &[u8]) -> Result<Callback, ParseError> {
     Ok(callback)
 }
 
-/// A person object: `None` when it is missing or has no usable address.
-fn person(value: Option<&Value>) -> Option<PersonUpdate> {
-    let object: &Map<String, Value> = value?.as_object()?;
-    let email = Email::parse(object.get("email")?.as_str()?).ok()?;
-    Some(PersonUpdate {
+/// The person object at `path`: `None` when it is missing; a 400 when it has no valid address or
+/// a name that is too long.
+fn person(value: Option<&Value>, path: &str) -> Result<Option<PersonUpdate>, ParseError> {
+    let Some(object) = object_at(value, path)? else {
+        return Ok(None);
+    };
+    let email = email_at(object.get("email"), &format!("{path}.email"))?;
+    let update = PersonUpdate {
         email,
         data: ReferralData {
             platform_id: text(object.get("id")),
@@ -157,7 +170,9 @@ fn person(value: Option<&Value>) -> Option<PersonUpdate> {
             partner_status: text(object.get("referral_status")),
             ..ReferralData::default()
         },
-    })
+    };
+    update.check(path)?;
+    Ok(Some(update))
 }
 
 /// A text value (numbers are written out); empty text and `null` are "not known".
@@ -233,10 +248,43 @@ mod tests {
         let callback = parse(json!({"type": "sync_subscriber",
             "subscriber": {"email": "a@example.com", "referral_link": null, "first_name": ""}}));
         assert_eq!(callback.people[0].data, ReferralData::default());
-        // No subscriber at all: nothing to do, not an error.
-        let callback = parse(json!({"type": "new_partner_pending_referral",
-            "campaign": {"id": "partner_campaign_1"}}));
-        assert!(callback.is_ignored());
+    }
+
+    #[test]
+    fn a_known_type_needs_its_subject_with_a_valid_address() {
+        let refused = |value: Value| parse_callback(value.to_string().as_bytes()).unwrap_err().0;
+        assert_eq!(
+            refused(json!({"type": "new_partner_pending_referral",
+                "campaign": {"id": "partner_campaign_1"}})),
+            "the callback has no `subscriber`"
+        );
+        assert!(refused(json!({"type": "sync_subscriber"})).contains("`subscriber`"));
+        let bad = refused(json!({"type": "sync_subscriber", "subscriber": {"email": "nope"}}));
+        assert!(
+            bad.starts_with("`subscriber.email`: `nope` is not"),
+            "{bad}"
+        );
+        assert!(
+            refused(json!({"type": "sync_subscriber", "subscriber": {}}))
+                .contains("`subscriber.email`")
+        );
+        assert!(
+            refused(json!({"type": "sync_subscriber", "subscriber": "x"}))
+                .contains("must be an object")
+        );
+        let referrer = refused(json!({"type": "new_referral",
+            "subscriber": {"email": "a@example.com"}, "referrer": {"email": "<b>@x.com"}}));
+        assert!(referrer.starts_with("`referrer.email`"), "{referrer}");
+        let long = refused(json!({"type": "sync_subscriber",
+            "subscriber": {"email": "a@example.com", "name": "n".repeat(257)}}));
+        assert_eq!(long, "`subscriber.name` is longer than 256 characters");
+        // A new referral without a referrer is still one.
+        assert_eq!(
+            parse(json!({"type": "new_referral", "subscriber": {"email": "a@example.com"}}))
+                .people
+                .len(),
+            1
+        );
     }
 
     #[test]

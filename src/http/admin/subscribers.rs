@@ -100,14 +100,16 @@ pub async fn subscriber_view(
 /// `GET /admin/api/subscribers/{email}`.
 #[utoipa::path(get, path = "/admin/api/subscribers/{email}", tag = "admin",
     params(("email" = String, Path, description = "the subscriber's address")),
-    responses((status = 200, body = SubscriberView), (status = 401), (status = 404)),
+    responses((status = 200, body = SubscriberView), (status = 400), (status = 401), (status = 404)),
     security(("admin_token" = [])))]
 pub async fn get_subscriber(
     _admin: AdminAuth,
     state: web::Data<AppState>,
     email: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
-    match subscriber_view(&state, &email).await? {
+    let email = referral_bridge_adapters::Email::parse(&email)
+        .map_err(|e| AdminError::BadRequest(format!("`email`: {e}")))?;
+    match subscriber_view(&state, email.as_str()).await? {
         Some(view) => Ok(HttpResponse::Ok().json(view)),
         None => Err(AdminError::NotFound(
             "no subscriber has that address".into(),

@@ -1,0 +1,206 @@
+//! Strict input and exact output (DESIGN 3.3, 3.7): ids digit for digit, emails and names
+//! validated at the edge, known event types with a bad subject refused, no-op writes not sent.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{run_command, TestApp, ESP_FIELDS_PATH};
+
+const TOKEN: &str = "hardening-admin-token-of-32-characters-or-more";
+
+/// An id beyond 64 bits, as an ESP may send it.
+const BIG_ID: &str = "12345678901234567890123";
+
+/// A SparkLoop callback for `email`, as the `sync_subscriber` fixture has it.
+fn sync_subscriber(email: &str) -> String {
+    json!({"type": "sync_subscriber", "subscriber": {"id": "sub_1", "email": email,
+        "referral_code": "abc", "referral_count": 1}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_numeric_id_of_any_length_is_forwarded_digit_for_digit() {
+    let app = TestApp::spawn_with(&[("BRIDGE_ADMIN_TOKEN", TOKEN)], None).await;
+    let subscribe = format!(
+        r#"{{"type":"subscribe","subscriber":{{"email":"big@example.com","id":{BIG_ID}}}}}"#
+    );
+    assert_eq!(app.post_esp(&subscribe).await.status(), 200);
+    app.wait_for_requests(1).await;
+    let sent = String::from_utf8(app.requests_to("/incoming").await[0].body.clone()).unwrap();
+    assert!(sent.contains(&format!(r#""id":{BIG_ID}"#)), "{sent}");
+
+    assert_eq!(
+        app.post_sparkloop(&sync_subscriber("big@example.com"))
+            .await
+            .status(),
+        200
+    );
+    app.drain().await;
+    let writes = app.requests_to(ESP_FIELDS_PATH).await;
+    let write = String::from_utf8(writes.last().expect("a field write").body.clone()).unwrap();
+    assert!(write.contains(&format!(r#""id":{BIG_ID}"#)), "{write}");
+
+    let view = app
+        .client
+        .get(format!(
+            "{}/admin/api/subscribers/big@example.com",
+            app.address
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(view.contains(&format!(r#""esp_id":{BIG_ID}"#)), "{view}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_imported_numeric_id_of_any_length_stays_a_number() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("people.csv");
+    std::fs::write(
+        &file,
+        format!("email,id\nbig@example.com,{BIG_ID}\nzero@example.com,0012\n"),
+    )
+    .unwrap();
+    let vars = std::collections::HashMap::from([
+        ("DATABASE_URL".to_string(), app.db.url.clone()),
+        (
+            "SPARKLOOP_INCOMING_WEBHOOK_URL".to_string(),
+            format!("{}/incoming", app.sparkloop.uri()),
+        ),
+    ]);
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        run_command(&["import", file.to_str().unwrap()], &vars)
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{out}{err}");
+    app.wait_for_requests(2).await;
+    let bodies: Vec<String> = app
+        .requests_to("/incoming")
+        .await
+        .iter()
+        .map(|r| String::from_utf8(r.body.clone()).unwrap())
+        .collect();
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains(&format!(r#""id":{BIG_ID}"#))),
+        "{bodies:?}"
+    );
+    // A leading zero is not a number's: it stays text.
+    assert!(
+        bodies.iter().any(|b| b.contains(r#""id":"0012""#)),
+        "{bodies:?}"
+    );
+    let _: Vec<Value> = bodies
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_addresses_and_long_names_are_refused_naming_the_field() {
+    let app = TestApp::spawn_with(&[("BRIDGE_ADMIN_TOKEN", TOKEN)], None).await;
+    let huge = format!("{}@example.com", "x".repeat(1_000_000));
+    let long_name = "n".repeat(257);
+    for (subscriber, field) in [
+        (
+            json!({"email": "<script>alert(1)</script>@example.com"}),
+            "subscriber.email",
+        ),
+        (
+            json!({"email": format!("{}@example.com", "a".repeat(300))}),
+            "subscriber.email",
+        ),
+        (json!({"email": huge}), "subscriber.email"),
+        (
+            json!({"email": "ok@example.com", "first_name": long_name}),
+            "first_name",
+        ),
+    ] {
+        let body = json!({"type": "subscribe", "subscriber": subscriber}).to_string();
+        let response = app.post_esp(&body).await;
+        assert_eq!(response.status(), 400, "{field}");
+        let error: Value = response.json().await.unwrap();
+        let message = error["error"].as_str().unwrap();
+        assert!(message.contains(&format!("`{field}`")), "{message}");
+        assert!(
+            message.len() < 400,
+            "the error echoes the input: {} bytes",
+            message.len()
+        );
+    }
+    // Callbacks of a known type need their subject; unknown types stay 200.
+    for (body, field) in [
+        (json!({"type": "sync_subscriber"}), "subscriber"),
+        (
+            json!({"type": "sync_subscriber", "subscriber": {"email": "nope"}}),
+            "subscriber.email",
+        ),
+    ] {
+        let response = app.post_sparkloop(&body.to_string()).await;
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert!(
+            error["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("`{field}`")),
+            "{error}"
+        );
+    }
+    let unknown = json!({"type": "brand_new_event", "subscriber": {"email": "nope"}});
+    assert_eq!(app.post_sparkloop(&unknown.to_string()).await.status(), 200);
+    // The admin API too.
+    let response = app
+        .client
+        .get(format!(
+            "{}/admin/api/subscribers/a%20b@example.com",
+            app.address
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    app.drain().await;
+    assert!(
+        app.received().await.is_empty(),
+        "nothing refused was forwarded"
+    );
+    assert_eq!(app.db.count("SELECT COUNT(*) AS n FROM subscribers"), 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_echo_of_a_field_write_is_answered_unchanged() {
+    let app = TestApp::spawn().await;
+    let subscribe = json!({"type": "subscribe",
+        "subscriber": {"email": "echo@example.com", "first_name": "Echo"}});
+    let answer: Value = app
+        .post_esp(&subscribe.to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"status": "stored"}));
+    // The ESP tells of the same person again, with nothing new (as after the bridge's write).
+    let update = json!({"type": "update",
+        "subscriber": {"email": "echo@example.com", "first_name": "Echo"}});
+    let answer: Value = app
+        .post_esp(&update.to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"status": "unchanged"}));
+    app.drain().await;
+    assert_eq!(app.received().await.len(), 1, "only the subscribe was sent");
+    app.stop().await;
+}
