@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::db::admin::{self as store, DeliveryFilter, RetryResult};
+use crate::db::admin::{self as store, CancelResult, DeliveryFilter, RetryResult};
 use crate::db::{now_ms, Db};
 use crate::peers::Peers;
 
@@ -13,9 +13,15 @@ use crate::peers::Peers;
 pub enum Deliveries {
     /// List outgoing jobs, newest first.
     List {
-        /// Only jobs in this state (pending includes jobs being sent).
+        /// Only jobs in this state (`open`: waiting, pending or running).
         #[arg(long, value_enum)]
         status: Option<StatusArg>,
+        /// Only jobs to this destination (`sparkloop`, `loyaltysurf`, `referralloop`, `esp`).
+        #[arg(long)]
+        destination: Option<String>,
+        /// Only jobs of the subscriber with this address.
+        #[arg(long)]
+        email: Option<String>,
         /// How many jobs to show at most.
         #[arg(long, default_value_t = 50)]
         limit: i64,
@@ -27,23 +33,57 @@ pub enum Deliveries {
     },
     /// Queue a dead (or done) job again, due now with a fresh retry horizon.
     Retry(RetryArgs),
+    /// Give up on a waiting or pending job (it becomes dead, and can be retried); the next job
+    /// of the subscriber's line goes ahead.
+    Cancel {
+        /// The job's id, as `deliveries list` shows it.
+        id: i64,
+    },
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(required = true, multiple = false, id = "which")]
 pub struct RetryArgs {
     /// The job's id, as `deliveries list` shows it.
+    #[arg(group = "which")]
     id: Option<i64>,
-    /// Queue every dead job again.
-    #[arg(long)]
+    /// Queue every dead job again, oldest first in each subscriber's line.
+    #[arg(long, group = "which")]
     dead: bool,
+    /// Retry the job even though earlier jobs of its subscriber to the same destination are
+    /// dead (it then goes before them); without it such a retry is refused (exit 2).
+    #[arg(long, requires = "id")]
+    force: bool,
 }
 
+/// A job's state, as `--status` takes it.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum StatusArg {
+    /// Behind another job of the same subscriber and destination.
+    Waiting,
+    /// Due, or waiting for its next try.
     Pending,
-    Dead,
+    /// Being sent.
+    Running,
+    /// Waiting, pending or running.
+    Open,
+    /// Sent.
     Done,
+    /// Given up on (or cancelled).
+    Dead,
+}
+
+impl StatusArg {
+    fn as_filter(self) -> &'static str {
+        match self {
+            StatusArg::Waiting => "waiting",
+            StatusArg::Pending => "pending",
+            StatusArg::Running => "running",
+            StatusArg::Open => "open",
+            StatusArg::Done => "done",
+            StatusArg::Dead => "dead",
+        }
+    }
 }
 
 /// One line per destination with open jobs: how many, and how long they take at its limit.
@@ -67,16 +107,21 @@ fn backlog(db: &Db, peers: &Peers) -> anyhow::Result<()> {
 /// Runs a `deliveries` command.
 pub fn run(db: &Db, peers: &Peers, action: Deliveries) -> anyhow::Result<ExitCode> {
     match action {
-        Deliveries::List { status, limit } => {
+        Deliveries::List {
+            status,
+            destination,
+            email,
+            limit,
+        } => {
             backlog(db, peers)?;
-            let filter = match status {
-                None => None,
-                Some(StatusArg::Pending) => Some("open"),
-                Some(StatusArg::Dead) => Some("dead"),
-                Some(StatusArg::Done) => Some("done"),
-            };
+            let email = email
+                .map(|e| referral_bridge_adapters::Email::parse(&e))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--email: {e}"))?;
             let filter = DeliveryFilter {
-                status: filter.map(str::to_string),
+                status: status.map(|s| s.as_filter().to_string()),
+                destination,
+                email: email.map(|e| e.as_str().to_string()),
                 ..DeliveryFilter::default()
             };
             let rows = db.read(|conn| store::list_deliveries(conn, &filter, limit.max(1)))?;
@@ -164,23 +209,47 @@ pub fn run(db: &Db, peers: &Peers, action: Deliveries) -> anyhow::Result<ExitCod
             );
             Ok(ExitCode::SUCCESS)
         }
-        Deliveries::Retry(RetryArgs { id: Some(id), .. }) => {
-            match db.write(|conn| store::retry(conn, id, now_ms()))? {
-                RetryResult::Queued => {
-                    println!(
-                        "job {id} queued again; a running `referral-bridge serve` sends it now"
-                    );
+        Deliveries::Cancel { id } => {
+            match db.write(|conn| store::cancel(conn, id, now_ms(), "cancelled by the operator"))? {
+                CancelResult::Cancelled => {
+                    println!("job {id} cancelled; `deliveries retry {id}` queues it again");
                     Ok(ExitCode::SUCCESS)
                 }
-                RetryResult::NotFound => anyhow::bail!("there is no job {id}"),
-                RetryResult::AlreadyOpen(status) => {
-                    anyhow::bail!("job {id} is {status} already: it will be sent without a retry")
-                }
+                CancelResult::NotFound => anyhow::bail!("there is no job {id}"),
+                CancelResult::NotOpen(status) => anyhow::bail!(
+                    "job {id} is {status}: only waiting or pending jobs can be cancelled"
+                ),
             }
         }
         Deliveries::Retry(RetryArgs {
+            id: Some(id),
+            force,
+            ..
+        }) => match db.write(|conn| store::retry(conn, id, now_ms(), force))? {
+            RetryResult::EarlierDead(earlier) => {
+                let ids: Vec<String> = earlier.iter().map(i64::to_string).collect();
+                eprintln!(
+                    "job {id} has earlier dead jobs to the same destination for the same \
+                         subscriber: {}; retry those first (`deliveries retry --dead` retries \
+                         every dead job in order), or `--force` this one, which sends it before \
+                         them",
+                    ids.join(", ")
+                );
+                Ok(ExitCode::from(2))
+            }
+            RetryResult::Queued => {
+                println!("job {id} queued again; a running `referral-bridge serve` sends it now");
+                Ok(ExitCode::SUCCESS)
+            }
+            RetryResult::NotFound => anyhow::bail!("there is no job {id}"),
+            RetryResult::AlreadyOpen(status) => {
+                anyhow::bail!("job {id} is {status} already: it will be sent without a retry")
+            }
+        },
+        Deliveries::Retry(RetryArgs {
             id: None,
             dead: false,
+            ..
         }) => {
             unreachable!("clap requires an id or --dead")
         }

@@ -71,24 +71,54 @@ pub enum RetryResult {
     NotFound,
     /// The job is still pending or running: it will be sent anyway.
     AlreadyOpen(String),
+    /// Earlier jobs of the same subscriber to the same destination are dead (or cancelled):
+    /// sending this one first would change the order the peer sees (their ids, oldest first).
+    EarlierDead(Vec<i64>),
 }
 
-/// Queues a finished (dead or done) job again, due now, with a fresh retry horizon.
-pub fn retry(conn: &mut DbConnection, id: i64, now: i64) -> Result<RetryResult, StoreError> {
-    let status: Option<String> = jobs_table::table
+/// Queues a finished (dead or done) job again, due now, with a fresh retry horizon; refused while
+/// an earlier job of its line is dead, unless `force` (DESIGN 3.7: order under replay).
+pub fn retry(
+    conn: &mut DbConnection,
+    id: i64,
+    now: i64,
+    force: bool,
+) -> Result<RetryResult, StoreError> {
+    let job: Option<(String, i64, String)> = jobs_table::table
         .find(id)
-        .select(jobs_table::status)
+        .select((
+            jobs_table::status,
+            jobs_table::subscriber_id,
+            jobs_table::destination,
+        ))
         .first(conn)
         .optional()?;
-    Ok(match status.as_deref() {
-        None => RetryResult::NotFound,
-        Some(open) if OPEN.contains(&open) => RetryResult::AlreadyOpen(open.to_string()),
-        Some(_) => {
-            jobs::requeue(conn, id, now)?;
-            RetryResult::Queued
+    let Some((status, subscriber_id, destination)) = job else {
+        return Ok(RetryResult::NotFound);
+    };
+    if OPEN.contains(&status.as_str()) {
+        return Ok(RetryResult::AlreadyOpen(status));
+    }
+    if !force {
+        let earlier: Vec<i64> = jobs_table::table
+            .filter(jobs_table::subscriber_id.eq(subscriber_id))
+            .filter(jobs_table::destination.eq(destination))
+            .filter(jobs_table::id.lt(id))
+            .filter(jobs_table::status.eq(JobStatus::Dead.as_str()))
+            .order(jobs_table::id.asc())
+            .select(jobs_table::id)
+            .limit(EARLIER_LISTED)
+            .load(conn)?;
+        if !earlier.is_empty() {
+            return Ok(RetryResult::EarlierDead(earlier));
         }
-    })
+    }
+    jobs::requeue(conn, id, now)?;
+    Ok(RetryResult::Queued)
 }
+
+/// How many earlier dead jobs a refused retry lists at most.
+const EARLIER_LISTED: i64 = 20;
 
 /// Open (waiting, pending or running) jobs per destination.
 pub fn depth_by_destination(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, StoreError> {

@@ -397,7 +397,7 @@ pub async fn retry(
 ) -> Result<HttpResponse, AdminError> {
     check_form(&request, &state, &form)?;
     let id = id.into_inner();
-    let location = match admin::retry_one(&state, id).await {
+    let location = match admin::retry_one(&state, id, false).await {
         Ok(()) => format!("/admin/?retried={id}"),
         Err(AdminError::NotFound(reason) | AdminError::Conflict(reason)) => {
             format!("/admin/?error={}", urlencode(&reason))

@@ -31,6 +31,7 @@ use crate::state::AppState;
     ),
     components(schemas(deliveries::DeliveryPage, deliveries::Delivery, deliveries::DeliveryDetail,
         deliveries::Attempt, deliveries::ActionResult, deliveries::RetryDeadRequest,
+        deliveries::RetryRequest,
         subscribers::SubscriberView, subscribers::TimelineItem, stats::Stats, stats::Period,
         stats::Queue)),
     modifiers(&AdminSecurity),

@@ -204,3 +204,215 @@ async fn the_echo_of_a_field_write_is_answered_unchanged() {
     assert_eq!(app.received().await.len(), 1, "only the subscribe was sent");
     app.stop().await;
 }
+
+/// `POST` of `body` to an admin API path; the status and the JSON answer.
+async fn admin_post(app: &TestApp, path: &str, body: &str) -> (u16, Value) {
+    let response = app
+        .client
+        .post(format!("{}{path}", app.address))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The ids of `email`'s jobs to SparkLoop in `status`, oldest first.
+fn job_ids(app: &TestApp, email: &str, status: &str) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for n in 0.. {
+        let found = app.db.count(&format!(
+            "SELECT COALESCE(MIN(j.id), 0) AS n FROM jobs j JOIN subscribers s ON s.id = j.subscriber_id \
+             WHERE s.email = '{email}' AND j.destination = 'sparkloop' AND j.status = '{status}' \
+             AND j.id > {}",
+            ids.last().copied().unwrap_or(0)
+        ));
+        if found == 0 || n > 100 {
+            break;
+        }
+        ids.push(found);
+    }
+    ids
+}
+
+fn cli_vars(app: &TestApp) -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([
+        ("DATABASE_URL".to_string(), app.db.url.clone()),
+        (
+            "SPARKLOOP_INCOMING_WEBHOOK_URL".to_string(),
+            format!("{}/incoming", app.sparkloop.uri()),
+        ),
+    ])
+}
+
+#[tokio::test]
+async fn replays_keep_each_subscribers_order_and_admin_bodies_are_strict() {
+    let app = TestApp::spawn_with(
+        &[("BRIDGE_ADMIN_TOKEN", TOKEN)],
+        Some(
+            wiremock::Mock::given(wiremock::matchers::method("POST"))
+                .and(wiremock::matchers::path("/incoming"))
+                .and(wiremock::matchers::body_string_contains("order@"))
+                .respond_with(wiremock::ResponseTemplate::new(400)),
+        ),
+    )
+    .await;
+    let subscribe = json!({"type": "subscribe", "subscriber": {"email": "order@example.com"}});
+    let update = json!({"type": "update",
+        "subscriber": {"email": "order@example.com", "first_name": "Later"}});
+    assert_eq!(app.post_esp(&subscribe.to_string()).await.status(), 200);
+    assert_eq!(app.post_esp(&update.to_string()).await.status(), 200);
+    app.drain().await;
+    let dead = job_ids(&app, "order@example.com", "dead");
+    assert_eq!(dead.len(), 2, "the subscribe and the update are dead");
+    let (first, second) = (dead[0], dead[1]);
+
+    // The update alone would overtake the subscribe: refused, naming it.
+    let (status, answer) =
+        admin_post(&app, &format!("/admin/api/deliveries/{second}/retry"), "").await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains(&first.to_string()),
+        "{answer}"
+    );
+    let vars = cli_vars(&app);
+    let cli = vars.clone();
+    let (ok, _, stderr) = tokio::task::spawn_blocking(move || {
+        run_command(&["deliveries", "retry", &second.to_string()], &cli)
+    })
+    .await
+    .unwrap();
+    assert!(!ok && stderr.contains(&first.to_string()), "{stderr}");
+
+    // A typo in a filter is a 400 naming the key, not a retry of everything.
+    let (status, answer) = admin_post(
+        &app,
+        "/admin/api/deliveries/retry-dead",
+        r#"{"destinaton": "sparkloop"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("`destinaton`"),
+        "{answer}"
+    );
+    let (status, _) = admin_post(
+        &app,
+        "/admin/api/deliveries/retry-dead",
+        "[null, null, null]",
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, answer) = admin_post(
+        &app,
+        &format!("/admin/api/deliveries/{second}/retry"),
+        r#"{"forse": true}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        job_ids(&app, "order@example.com", "dead"),
+        dead,
+        "nothing was queued"
+    );
+
+    // The CLI lists them by destination, address and status.
+    let cli = vars.clone();
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        run_command(
+            &[
+                "deliveries",
+                "list",
+                "--status",
+                "dead",
+                "--destination",
+                "sparkloop",
+                "--email",
+                "Order@Example.com",
+            ],
+            &cli,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.matches("order@example.com").count(), 2, "{stdout}");
+    let cli = vars.clone();
+    let (ok, stdout, _) = tokio::task::spawn_blocking(move || {
+        run_command(&["deliveries", "list", "--destination", "esp"], &cli)
+    })
+    .await
+    .unwrap();
+    assert!(ok && !stdout.contains("order@example.com"), "{stdout}");
+
+    // Once SparkLoop takes them, `retry --dead` sends them in their order.
+    app.sparkloop.reset().await;
+    app.sparkloop
+        .register(
+            wiremock::Mock::given(wiremock::matchers::method("POST"))
+                .respond_with(wiremock::ResponseTemplate::new(200)),
+        )
+        .await;
+    let cli = vars.clone();
+    let (ok, _, stderr) =
+        tokio::task::spawn_blocking(move || run_command(&["deliveries", "retry", "--dead"], &cli))
+            .await
+            .unwrap();
+    assert!(ok, "{stderr}");
+    app.drain().await;
+    let kinds: Vec<Value> = app
+        .received()
+        .await
+        .iter()
+        .map(|body| body["type"].clone())
+        .collect();
+    assert_eq!(kinds, [json!("subscribe"), json!("update")]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_cli_cancels_a_waiting_job_and_the_next_goes_ahead() {
+    let app = TestApp::spawn_with(
+        &[("RETRY_BASE_DELAY", "1h"), ("RETRY_MAX_DELAY", "1h")],
+        Some(
+            wiremock::Mock::given(wiremock::matchers::method("POST"))
+                .and(wiremock::matchers::path("/incoming"))
+                .respond_with(wiremock::ResponseTemplate::new(503))
+                .up_to_n_times(1),
+        ),
+    )
+    .await;
+    let subscribe = json!({"type": "subscribe", "subscriber": {"email": "stuck@example.com"}});
+    let update = json!({"type": "update",
+        "subscriber": {"email": "stuck@example.com", "first_name": "Next"}});
+    assert_eq!(app.post_esp(&subscribe.to_string()).await.status(), 200);
+    assert_eq!(app.post_esp(&update.to_string()).await.status(), 200);
+    // The subscribe failed once and waits an hour; the update waits behind it.
+    crate::helpers::eventually("the first try", std::time::Duration::from_secs(15), || {
+        job_ids(&app, "stuck@example.com", "pending").len() == 1
+    })
+    .await;
+    let pending = job_ids(&app, "stuck@example.com", "pending")[0];
+    let vars = cli_vars(&app);
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        run_command(&["deliveries", "cancel", &pending.to_string()], &vars)
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{stdout}{stderr}");
+    app.drain().await;
+    let received = app.received().await;
+    assert_eq!(
+        received.last().unwrap()["type"],
+        json!("update"),
+        "{received:?}"
+    );
+    assert_eq!(job_ids(&app, "stuck@example.com", "dead"), [pending]);
+    app.stop().await;
+}

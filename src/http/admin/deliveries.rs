@@ -214,27 +214,57 @@ pub struct ActionResult {
 /// `POST /admin/api/deliveries/{id}/retry`: a dead (or done) delivery queued again, due now.
 #[utoipa::path(post, path = "/admin/api/deliveries/{id}/retry", tag = "admin",
     params(("id" = i64, Path, description = "the delivery's id")),
-    responses((status = 200, body = ActionResult), (status = 401), (status = 404),
-        (status = 409, description = "the delivery is still open")),
+    request_body(content = Option<RetryRequest>, description = "optional; `{\"force\": true}` retries even with earlier dead deliveries in the subscriber's line"),
+    responses((status = 200, body = ActionResult), (status = 400), (status = 401), (status = 404),
+        (status = 409, description = "the delivery is still open, or earlier deliveries of the same subscriber and destination are dead (their ids are listed)")),
     security(("admin_token" = [])))]
 pub async fn retry_delivery(
     _admin: AdminAuth,
     state: web::Data<AppState>,
     id: web::Path<i64>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
-    retry_one(&state, id.into_inner()).await?;
+    let request: RetryRequest = json_object(&body)?;
+    retry_one(&state, id.into_inner(), request.force).await?;
     Ok(HttpResponse::Ok().json(ActionResult {
         status: "queued".into(),
         count: 1,
     }))
 }
 
+/// How a single delivery is retried.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// Retry even though earlier deliveries of the same subscriber and destination are dead
+    /// (they stay dead, and this one goes first).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// An optional JSON object body: empty is the default; anything but an object, or an object
+/// with a key the endpoint does not know, is a 400 naming what is wrong.
+fn json_object<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| AdminError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(AdminError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| AdminError::BadRequest(format!("the body is not valid: {e}")))
+}
+
 /// Queues delivery `id` again and wakes the workers.
-pub async fn retry_one(state: &AppState, id: i64) -> Result<(), AdminError> {
+pub async fn retry_one(state: &AppState, id: i64, force: bool) -> Result<(), AdminError> {
     let now = now_ms();
     match state
         .db
-        .write_async(move |conn| store::retry(conn, id, now))
+        .write_async(move |conn| store::retry(conn, id, now, force))
         .await?
     {
         RetryResult::Queued => {
@@ -246,11 +276,24 @@ pub async fn retry_one(state: &AppState, id: i64) -> Result<(), AdminError> {
         RetryResult::AlreadyOpen(status) => Err(AdminError::Conflict(format!(
             "delivery {id} is {status}: it will be sent anyway"
         ))),
+        RetryResult::EarlierDead(earlier) => Err(AdminError::Conflict(earlier_dead(id, &earlier))),
     }
+}
+
+/// Why a retry was refused: the earlier dead deliveries, to retry first (or `force`).
+fn earlier_dead(id: i64, earlier: &[i64]) -> String {
+    let ids: Vec<String> = earlier.iter().map(i64::to_string).collect();
+    format!(
+        "delivery {id} has earlier dead deliveries to the same destination for the same \
+         subscriber: {}; retry those first, or send `{{\"force\": true}}` to send this one \
+         before them",
+        ids.join(", ")
+    )
 }
 
 /// Which dead deliveries to queue again; all when empty.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RetryDeadRequest {
     /// Only those for this destination.
     pub destination: Option<String>,
@@ -271,12 +314,7 @@ pub async fn retry_dead(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
-    let filters: RetryDeadRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RetryDeadRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| AdminError::BadRequest(format!("the body is not valid: {e}")))?
-    };
+    let filters: RetryDeadRequest = json_object(&body)?;
     let since = filters.since.map(|t| parse_time("since", &t)).transpose()?;
     let until = filters.until.map(|t| parse_time("until", &t)).transpose()?;
     let destination = filters.destination;
