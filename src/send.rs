@@ -96,24 +96,44 @@ impl Answer {
     }
 }
 
-/// A network error in words an operator can act on, without the URL (which may hold a token).
+/// A network error in words an operator can act on (timed out, connection refused, the host
+/// name does not resolve, TLS failed), with the deepest cause's text; never the URL (which may
+/// hold a token).
 pub fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "request failed"
-    };
     let mut source = std::error::Error::source(e);
     let mut detail = String::new();
     while let Some(s) = source {
         detail = s.to_string();
         source = s.source();
     }
-    if detail.is_empty() {
-        kind.to_string()
+    let lower = detail.to_lowercase();
+    let cause = if e.is_timeout() {
+        "timed out"
+    } else if [
+        "dns",
+        "lookup address",
+        "name or service not known",
+        "failed to resolve",
+    ]
+    .iter()
+    .any(|sign| lower.contains(sign))
+    {
+        "the host name does not resolve"
+    } else if lower.contains("connection refused") {
+        "connection refused"
+    } else if ["certificate", "tls", "ssl", "handshake"]
+        .iter()
+        .any(|sign| lower.contains(sign))
+    {
+        "TLS failed"
+    } else if e.is_connect() {
+        "could not connect"
     } else {
-        format!("{kind}: {detail}")
+        "request failed"
+    };
+    if detail.is_empty() || lower == cause.to_lowercase() {
+        cause.to_string()
+    } else {
+        format!("{cause} ({detail})")
     }
 }

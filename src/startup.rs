@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{dev::Server, web, App, HttpServer};
 use anyhow::Context;
@@ -68,6 +69,54 @@ async fn open_database_with(settings: &Settings, pool_size: u32) -> anyhow::Resu
         for name in db.migrate()? {
             log::info!("applied migration {name}");
         }
+        Ok(db)
+    })
+    .await
+    .context("the database task panicked")?
+}
+
+/// The database as it is, neither created nor migrated: what `check` and `import --dry-run`
+/// look at (DESIGN 3.11).
+pub enum ExistingDatabase {
+    /// The SQLite file does not exist yet (`serve` or `migrate` creates it).
+    Missing,
+    /// The database, and how many migrations it lacks.
+    Found {
+        /// The database.
+        db: Db,
+        /// Migrations `serve` or `migrate` would apply.
+        pending: usize,
+    },
+}
+
+/// Opens the database if it exists, without creating or migrating it.
+pub async fn existing_database(settings: &Settings) -> anyhow::Result<ExistingDatabase> {
+    if let DatabaseUrl::Sqlite(path) = &settings.database_url {
+        if !path.exists() {
+            return Ok(ExistingDatabase::Missing);
+        }
+    }
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || {
+        let db = Db::connect(&settings.database_url, 2, settings.db_timeout)?;
+        let pending = db.pending_migrations()?;
+        Ok(ExistingDatabase::Found { db, pending })
+    })
+    .await
+    .context("the database task panicked")?
+}
+
+/// An empty database in memory, migrated: what a dry run compares a file with when the
+/// database does not exist yet (every valid row is new).
+pub async fn empty_database() -> anyhow::Result<Db> {
+    tokio::task::spawn_blocking(|| {
+        // One connection: each in-memory SQLite connection is a database of its own.
+        let db = Db::connect(
+            &DatabaseUrl::Sqlite(":memory:".into()),
+            1,
+            Duration::from_secs(5),
+        )?;
+        db.migrate()?;
         Ok(db)
     })
     .await

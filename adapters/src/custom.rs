@@ -76,6 +76,29 @@ impl OutboundEsp for CustomEsp {
     fn read_answer(&self, answer: &Answer<'_>) -> WriteVerdict {
         usual_verdict(answer)
     }
+
+    /// A `GET` of `ESP_API_URL` with the key: the receiver takes POSTs, so any answer but 401,
+    /// 403 or a 5xx shows that it is there and takes the key.
+    fn credentials_probe(&self) -> Option<OutboundRequest> {
+        let url = self.config.api_url.clone()?;
+        let headers = self
+            .config
+            .api_key
+            .as_ref()
+            .map(|key| {
+                vec![(
+                    "Authorization".to_string(),
+                    format!("Bearer {}", key.expose_secret()),
+                )]
+            })
+            .unwrap_or_default();
+        Some(OutboundRequest {
+            method: "GET",
+            url,
+            headers,
+            body: Vec::new(),
+        })
+    }
 }
 
 impl InboundEsp for CustomEsp {

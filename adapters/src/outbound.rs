@@ -224,6 +224,16 @@ pub trait OutboundEsp: Send + Sync {
         None
     }
 
+    /// A call that reads something with the configured credentials and changes nothing, for
+    /// `check` to see that the ESP accepts them: by default the field list, else the id lookup
+    /// or the read before a write of an address no one has; `None` when the adapter has none.
+    fn credentials_probe(&self) -> Option<OutboundRequest> {
+        const NO_ONE: &str = "referral-bridge-check@example.invalid";
+        self.list_fields()
+            .or_else(|| self.id_lookup(NO_ONE))
+            .or_else(|| self.read_before_write(NO_ONE))
+    }
+
     /// The write of `update` merged with `current`, the answer to
     /// [`OutboundEsp::read_before_write`]: `Err(NotThereYet)` when the ESP has no such contact
     /// (yet), `Err(Failed(reason))` when the merge cannot be written.

@@ -7,6 +7,8 @@ use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{Platform, Settings, Upstream};
+use crate::send::describe;
+use crate::startup::ExistingDatabase;
 
 /// Reaches a platform's API with a GET of `url` (reads one record, writes nothing) and says
 /// whether its key, `{prefix}_API_KEY`, is accepted.
@@ -46,8 +48,21 @@ async fn check_platform_api(
         ),
         Err(e) => (
             false,
-            format!("{prefix}_API_URL cannot be reached: {}", e.without_url()),
+            format!("{prefix}_API_URL cannot be reached: {}", describe(&e)),
         ),
+    }
+}
+
+/// What an answer to a `check` probe says: reachable, unless the peer refuses the credentials
+/// (401, 403) or fails (5xx).
+fn judged(status: u16, what: &str, credentials: &str) -> (bool, String) {
+    match status {
+        401 | 403 => (
+            false,
+            format!("{what} refused the credentials (HTTP {status}): check {credentials}"),
+        ),
+        500.. => (false, format!("{what} is failing (HTTP {status})")),
+        _ => (true, format!("{what} reachable (answered HTTP {status})")),
     }
 }
 
@@ -62,20 +77,28 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
     };
     report(true, "configuration is valid".into());
 
-    let url = settings.database_url.clone();
-    let db = tokio::task::spawn_blocking(move || crate::db::establish(&url).map(|_| ()))
-        .await
-        .context("the database task panicked")?;
-    match db {
-        Ok(()) => report(
+    // Looked at, never created nor migrated: `check` runs before the first `serve`.
+    let where_ = format!(
+        "{} {}",
+        settings.database_url.backend(),
+        settings.database_url.redacted()
+    );
+    match crate::startup::existing_database(settings).await {
+        Ok(ExistingDatabase::Missing) => report(
+            true,
+            format!("database {where_} does not exist yet: `serve` or `migrate` creates it"),
+        ),
+        Ok(ExistingDatabase::Found { pending: 0, .. }) => {
+            report(true, format!("database answers: {where_}, up to date"))
+        }
+        Ok(ExistingDatabase::Found { pending, .. }) => report(
             true,
             format!(
-                "database answers: {} {}",
-                settings.database_url.backend(),
-                settings.database_url.redacted()
+                "database answers: {where_}, {pending} migration(s) pending: `serve` or \
+                 `migrate` applies them"
             ),
         ),
-        Err(e) => report(false, format!("DATABASE_URL: {e}")),
+        Err(e) => report(false, format!("DATABASE_URL: {e:#}")),
     }
 
     report(
@@ -137,25 +160,27 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
             Err(e) => report(false, e.to_string()),
         }
     }
-    match (esp.outbound_problem(), &settings.esp.api_url) {
+    match (esp.outbound_problem(), esp.credentials_probe()) {
         (Some(problem), _) => report(false, problem),
-        (None, Some(url)) => {
-            // As for SparkLoop below: a GET reaches the server without writing anything.
-            match client.get(url).send().await {
-                Ok(response) => report(
-                    true,
-                    format!(
-                        "ESP API reachable (answered HTTP {} to a GET)",
-                        response.status().as_u16()
-                    ),
-                ),
-                Err(e) => report(
-                    false,
-                    format!("ESP_API_URL cannot be reached: {}", e.without_url()),
-                ),
+        (None, Some(probe)) => {
+            // A read with the credentials: it changes nothing at the ESP.
+            let sent = match crate::send::http_request(&client, probe) {
+                Ok(request) => request.send().await.map_err(|e| describe(&e)),
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(response) => {
+                    let (ok, line) = judged(
+                        response.status().as_u16(),
+                        &format!("the ESP API ({})", settings.esp.adapter),
+                        "ESP_API_KEY",
+                    );
+                    report(ok, line);
+                }
+                Err(e) => report(false, format!("the ESP API cannot be reached: {e}")),
             }
         }
-        (None, None) => report(true, "ESP API: the adapter's own default".into()),
+        (None, None) => report(true, "ESP API: nothing to probe without writing".into()),
     }
 
     match &settings.platform {
@@ -165,18 +190,19 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
                     // The incoming webhook takes POSTs only; any HTTP answer proves it can be reached,
                     // and nothing is posted that SparkLoop would count as an event.
                     match client.get(url).send().await {
-                        Ok(response) => report(
-                            true,
-                            format!(
-                                "SparkLoop incoming webhook reachable (answered HTTP {} to a GET)",
-                                response.status().as_u16()
-                            ),
-                        ),
+                        Ok(response) => {
+                            let (ok, line) = judged(
+                                response.status().as_u16(),
+                                "the SparkLoop incoming webhook",
+                                "SPARKLOOP_INCOMING_WEBHOOK_URL",
+                            );
+                            report(ok, line);
+                        }
                         Err(e) => report(
                             false,
                             format!(
                                 "SPARKLOOP_INCOMING_WEBHOOK_URL cannot be reached: {}",
-                                e.without_url()
+                                describe(&e)
                             ),
                         ),
                     }
@@ -217,7 +243,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
                             ),
                             Err(e) => report(
                                 false,
-                                format!("SPARKLOOP_API_URL cannot be reached: {}", e.without_url()),
+                                format!("SPARKLOOP_API_URL cannot be reached: {}", describe(&e)),
                             ),
                         }
                     }

@@ -14,7 +14,9 @@ mod sparkloop;
 
 use crate::config::Settings;
 use crate::peers::Peers;
-use crate::startup::{open_database, Application};
+use crate::startup::{
+    empty_database, existing_database, open_database, Application, ExistingDatabase,
+};
 use deliveries::Deliveries;
 use esp::EspCommand;
 use sparkloop::SparkLoopCommand;
@@ -78,6 +80,24 @@ enum Command {
     },
 }
 
+impl Cli {
+    /// Lets a command that prints (all but `serve`) end quietly when its output goes to a pipe
+    /// that closed (`deliveries list | head -1`), as Unix tools do: Rust ignores `SIGPIPE`, so
+    /// that `println!` would panic instead. The server keeps ignoring it: a client that hangs up
+    /// must not stop it.
+    pub fn end_quietly_on_closed_pipe(&self) {
+        #[cfg(unix)]
+        if !matches!(self.command, None | Some(Command::Serve)) {
+            // SAFETY: SIG_DFL is a valid disposition for SIGPIPE, set once at start before
+            // anything is written. Sockets (reqwest, libpq) write with MSG_NOSIGNAL, so only a
+            // closed stdout or stderr raises it.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+        }
+    }
+}
+
 /// Runs the command line's command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load()?;
@@ -114,7 +134,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             no_push,
         } => {
-            let db = open_database(&settings).await?;
+            let db = if dry_run {
+                // A dry run creates and migrates nothing (DESIGN 3.11).
+                match existing_database(&settings).await? {
+                    ExistingDatabase::Found { db, pending: 0 } => db,
+                    ExistingDatabase::Found { pending, .. } => anyhow::bail!(
+                        "the database lacks {pending} migration(s), so the file cannot be \
+                         compared with it; `referral-bridge migrate` applies them"
+                    ),
+                    ExistingDatabase::Missing => {
+                        eprintln!(
+                            "the database {} does not exist yet: every valid row counts as new",
+                            settings.database_url.redacted()
+                        );
+                        empty_database().await?
+                    }
+                }
+            } else {
+                open_database(&settings).await?
+            };
             let options = crate::import::Options {
                 dry_run,
                 push: !no_push,

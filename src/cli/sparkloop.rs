@@ -95,8 +95,7 @@ impl Client {
         &self,
         request: referral_bridge_adapters::outbound::OutboundRequest,
     ) -> Result<Value, RegistrationError> {
-        let transport =
-            |e: reqwest::Error| RegistrationError::Transport(e.without_url().to_string());
+        let transport = |e: reqwest::Error| RegistrationError::Transport(crate::send::describe(&e));
         let response = http_request(&self.http, request)
             .map_err(|e| RegistrationError::Transport(e.to_string()))?
             .send()

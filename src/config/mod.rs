@@ -172,15 +172,30 @@ pub struct Settings {
     pub loyaltysurf_tolerance: Duration,
 }
 
+/// Loads `.env` from the working directory only (never from a parent folder, DESIGN 3.11), or
+/// the file `BRIDGE_ENV_FILE` names, which must exist; values already in the environment are
+/// kept. Returns the file loaded, if any.
+pub fn load_env_file() -> Result<Option<std::path::PathBuf>, ConfigError> {
+    let named = std::env::var_os("BRIDGE_ENV_FILE").filter(|name| !name.is_empty());
+    let path = std::path::PathBuf::from(named.clone().unwrap_or_else(|| ".env".into()));
+    if !path.is_file() {
+        return match named {
+            Some(_) => Err(invalid(
+                "BRIDGE_ENV_FILE",
+                format!("the file `{}` does not exist", path.display()),
+            )),
+            None => Ok(None),
+        };
+    }
+    dotenvy::from_path(&path)
+        .map_err(|e| ConfigError::Source(format!("{}: {e}", path.display())))?;
+    Ok(Some(path))
+}
+
 impl Settings {
-    /// Reads the process environment, after loading `.env` from the working directory (values
-    /// already in the environment are kept).
+    /// Reads the process environment, after loading the `.env` file ([`load_env_file`]).
     pub fn load() -> Result<Self, ConfigError> {
-        match dotenvy::dotenv() {
-            Ok(_) => {}
-            Err(e) if e.not_found() => {}
-            Err(e) => return Err(ConfigError::Source(format!(".env: {e}"))),
-        }
+        load_env_file()?;
         Self::from_vars(std::env::vars().collect())
     }
 

@@ -215,6 +215,16 @@ impl Db {
         applied.map_err(|e| anyhow::anyhow!("cannot apply the migrations: {e}"))
     }
 
+    /// How many migrations the database lacks (applied by [`Db::migrate`]).
+    pub fn pending_migrations(&self) -> anyhow::Result<usize> {
+        let mut conn = self.conn()?;
+        let pending = match &mut *conn {
+            DbConnection::Sqlite(c) => c.pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+            DbConnection::Postgres(c) => c.pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+        };
+        pending.map_err(|e| anyhow::anyhow!("cannot read the applied migrations: {e}"))
+    }
+
     /// Runs `f` on a pooled connection, outside of any transaction (for reads).
     pub fn read<T>(
         &self,
