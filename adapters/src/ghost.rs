@@ -21,7 +21,7 @@ use crate::outbound::{
 use crate::{Email, EspEvent, InboundEsp, InboundRequest, ParseError, Person, VerifyError};
 
 /// How far a signature's `t` may be from now (milliseconds).
-const TOLERANCE_MS: i64 = 5 * 60 * 1000;
+const TOLERANCE_MS: u64 = 5 * 60 * 1000;
 
 /// The start of the note line the bridge owns.
 pub const NOTE_PREFIX: &str = "referral-bridge: ";
@@ -228,7 +228,7 @@ pub fn verify_signature(
     mac.verify_slice(&signature)
         .map_err(|_| VerifyError::Wrong)?;
     let sent: i64 = timestamp.parse().map_err(|_| VerifyError::Wrong)?;
-    if (now_ms - sent).abs() > TOLERANCE_MS {
+    if now_ms.abs_diff(sent) > TOLERANCE_MS {
         return Err(VerifyError::Wrong);
     }
     Ok(())

@@ -24,7 +24,7 @@ use crate::{
 pub const DEFAULT_API_URL: &str = "https://api.kit.com";
 
 /// How far a signature's timestamp may be from now, as Kit suggests.
-const TOLERANCE_SECONDS: i64 = 300;
+const TOLERANCE_SECONDS: u64 = 300;
 
 /// The `ESP_RATE_LIMIT` used unless one is set. Kit: 120 requests per rolling minute per API key.
 pub const DEFAULT_RATE_LIMIT: &str = "120/60s";
@@ -75,7 +75,8 @@ pub fn verify_signature(
         }
     }
     let timestamp = timestamp.ok_or(VerifyError::Wrong)?;
-    if (now - timestamp).abs() > TOLERANCE_SECONDS {
+    // abs_diff: the timestamp is unauthenticated input, so `now - timestamp` could overflow.
+    if now.abs_diff(timestamp) > TOLERANCE_SECONDS {
         return Err(VerifyError::Wrong);
     }
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
@@ -313,6 +314,21 @@ mod tests {
     const VECTOR_SECRET: &str = "whsec_test_secret_123456";
     const VECTOR_HEADER: &[u8] =
         b"t=1753797130,v1=96d89d077792395427c72a8c8a7cf169e1d2135809b5a57c7b74569817c12164";
+
+    #[test]
+    fn an_extreme_timestamp_is_refused_without_overflowing() {
+        for t in [i64::MIN, i64::MAX] {
+            let header = format!("t={t},v1=00");
+            assert_eq!(
+                verify_signature(header.as_bytes(), b"{}", "s", 1_700_000_000),
+                Err(VerifyError::Wrong)
+            );
+        }
+        assert_eq!(
+            verify_signature(b"t=1,v1=00", b"{}", "s", i64::MIN),
+            Err(VerifyError::Wrong)
+        );
+    }
 
     #[test]
     fn signatures_follow_the_test_vector_with_a_tolerance_and_rotation() {

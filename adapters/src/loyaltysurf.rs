@@ -87,7 +87,7 @@ pub fn verify_signature(
         return Err(VerifyError::Wrong);
     }
     // LoyaltySurf retries for days, re-signing each attempt: an old `ts` is a replay.
-    if now_ms.abs_diff(sent_at) > tolerance.as_millis() as u64 {
+    if now_ms.abs_diff(sent_at) > u64::try_from(tolerance.as_millis()).unwrap_or(u64::MAX) {
         return Err(VerifyError::Wrong);
     }
     Ok(())

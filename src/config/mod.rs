@@ -14,7 +14,9 @@ use referral_bridge_adapters::referralloop::ReferralLoopApi;
 
 use raw::Raw;
 use values::invalid;
-pub use values::{parse_duration, ConfigError, DatabaseUrl, RateLimit, Secret};
+pub use values::{
+    millis, parse_duration, ConfigError, DatabaseUrl, RateLimit, Secret, MAX_DURATION,
+};
 
 /// How ESP events reach SparkLoop.
 #[derive(Debug, Clone, PartialEq, Eq)]

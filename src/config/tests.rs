@@ -42,6 +42,9 @@ fn webhook_url_selects_webhook_mode() {
 fn errors_name_the_variable() {
     for (pairs, variable) in [
         (vec![("RETRY_BASE_DELAY", "soon")], "RETRY_BASE_DELAY"),
+        // Far beyond what unix milliseconds plus a duration can hold.
+        (vec![("RETRY_MAX_AGE", "300000000000y")], "RETRY_MAX_AGE"),
+        (vec![("BRIDGE_LEASE", "200y")], "BRIDGE_LEASE"),
         (vec![("BRIDGE_MAX_BODY", "lots")], "BRIDGE_MAX_BODY"),
         (vec![("ESP_ADAPTER", "nope")], "ESP_ADAPTER"),
         (

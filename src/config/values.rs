@@ -159,6 +159,22 @@ impl RateLimit {
 
 /// Reads a duration written like `500ms`, `30s`, `6h` or `30d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration like 500ms, 30s, 6h or 30d ({e})"))
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration like 500ms, 30s, 6h or 30d ({e})"))?;
+    // Durations are added to unix milliseconds; a bound keeps every sum far from overflowing.
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "`{text}` is longer than the longest duration taken, 100 years"
+        ));
+    }
+    Ok(duration)
+}
+
+/// The longest duration any variable takes.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `duration` in whole milliseconds, as the database's times are kept (saturating, though
+/// [`MAX_DURATION`] keeps configured ones far below the limit).
+pub fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

@@ -105,7 +105,7 @@ pub fn record(
     if let Some(subject) = subject {
         let latest = inbox::latest_for_subjects(conn, delivery.platform, &[subject])?;
         if latest.get(subject).is_some_and(|(hash, at)| {
-            *hash == delivery.hash && delivery.now - at <= window.as_millis() as i64
+            *hash == delivery.hash && delivery.now - at <= crate::config::millis(window)
         }) {
             row.outcome = inbox::DUPLICATE;
             inbox::insert_all(conn, &[row])?;
@@ -150,7 +150,7 @@ pub fn record(
             fields::DESTINATION,
             fields::KIND,
             delivery.now,
-            delivery.now + rules.write_delay.as_millis() as i64,
+            delivery.now + crate::config::millis(rules.write_delay),
             Some(event_id),
         )?;
     }

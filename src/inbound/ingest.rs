@@ -147,7 +147,7 @@ fn record_deliveries(
             };
             let accepted = if subject.is_some_and(|subject| {
                 latest.get(subject).is_some_and(|(hash, at)| {
-                    *hash == delivery.hash && delivery.now - at <= window.as_millis() as i64
+                    *hash == delivery.hash && delivery.now - at <= crate::config::millis(window)
                 })
             }) {
                 row.outcome = inbox::DUPLICATE;

@@ -230,7 +230,7 @@ impl Worker {
     ) -> Result<Vec<ClaimedJob>, crate::db::StoreError> {
         let destinations = destinations.to_vec();
         let token = self.lease_token.clone();
-        let lease = self.settings.worker.lease.as_millis() as i64;
+        let lease = crate::config::millis(self.settings.worker.lease);
         self.db
             .write_async(move |conn| {
                 let now = now_ms();
@@ -249,9 +249,9 @@ impl Worker {
             .read_async(move |conn| jobs::next_run_at(conn, &destinations))
             .await
         {
-            Ok(Some(run_at)) => {
-                Duration::from_millis((run_at - now_ms()).clamp(1, poll.as_millis() as i64) as u64)
-            }
+            Ok(Some(run_at)) => Duration::from_millis(
+                (run_at - now_ms()).clamp(1, crate::config::millis(poll)) as u64,
+            ),
             Ok(None) => poll,
             Err(e) => {
                 log::error!("cannot read the queue: {e}");
@@ -277,7 +277,7 @@ impl Worker {
             return Ok(());
         }
         let (claim, token) = (job.clone(), self.lease_token.clone());
-        let until = now + self.settings.worker.lease.as_millis() as i64;
+        let until = now + crate::config::millis(self.settings.worker.lease);
         let renewed = self
             .db
             .write_async(move |conn| jobs::renew_lease(conn, &claim, &token, now, until))

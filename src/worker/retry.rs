@@ -31,7 +31,7 @@ pub fn after_failure(
     now: i64,
     error: String,
 ) -> Outcome {
-    let deadline = retry_from.saturating_add(policy.max_age.as_millis() as i64);
+    let deadline = retry_from.saturating_add(crate::config::millis(policy.max_age));
     if now >= deadline {
         return Outcome::Dead {
             error: format!(
@@ -44,7 +44,9 @@ pub fn after_failure(
         Some(asked) => asked.min(policy.max_delay),
         None => backoff(policy, failures),
     };
-    let run_at = now.saturating_add(delay.as_millis() as i64).min(deadline);
+    let run_at = now
+        .saturating_add(crate::config::millis(delay))
+        .min(deadline);
     Outcome::Retry { run_at, error }
 }
 
@@ -77,7 +79,7 @@ mod tests {
     fn the_horizon_caps_the_next_run_and_then_kills() {
         let p = policy();
         let created = 0;
-        let deadline = p.max_age.as_millis() as i64;
+        let deadline = crate::config::millis(p.max_age);
         match after_failure(&p, created, 50, None, deadline - 1000, "503".into()) {
             Outcome::Retry { run_at, .. } => assert_eq!(run_at, deadline),
             other => panic!("{other:?}"),
@@ -94,7 +96,7 @@ mod tests {
             0,
             "429".into(),
         ) {
-            Outcome::Retry { run_at, .. } => assert_eq!(run_at, p.max_delay.as_millis() as i64),
+            Outcome::Retry { run_at, .. } => assert_eq!(run_at, crate::config::millis(p.max_delay)),
             other => panic!("{other:?}"),
         }
     }
