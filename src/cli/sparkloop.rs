@@ -35,16 +35,17 @@ pub enum WebhooksCommand {
         #[arg(long, default_value = "new_referral,reward_unlocked")]
         events: String,
     },
-    /// Change a webhook's URL or events.
+    /// Change a webhook's URL or events; what is not given stays as it is.
+    #[command(group = clap::ArgGroup::new("change").required(true).multiple(true))]
     Update {
         /// The webhook's id, as `list` shows it (webhook_...).
         uuid: String,
         /// A new URL (https).
-        #[arg(long)]
+        #[arg(long, group = "change")]
         url: Option<String>,
         /// The events it sends from now on, comma-separated: new_referral, reward_unlocked.
-        #[arg(long, default_value = "new_referral,reward_unlocked")]
-        events: String,
+        #[arg(long, group = "change")]
+        events: Option<String>,
     },
     /// Delete a webhook.
     Delete {
@@ -130,7 +131,8 @@ pub async fn webhooks(settings: &Settings, action: WebhooksCommand) -> anyhow::R
             println!("created {webhook}");
         }
         WebhooksCommand::Update { uuid, url, events } => {
-            let request = api.update(&uuid, url.as_deref(), &parse_events(&events)?)?;
+            let events = events.as_deref().map(parse_events).transpose()?;
+            let request = api.update(&uuid, url.as_deref(), events.as_deref())?;
             let webhook = WebhookApi::read_webhook(client.call(request).await?)?;
             println!("updated {webhook}");
         }
@@ -145,7 +147,7 @@ pub async fn webhooks(settings: &Settings, action: WebhooksCommand) -> anyhow::R
             match WebhookApi::plan_ensure(client.list().await?, &url, &events)? {
                 EnsurePlan::Keep(webhook) => println!("already registered: {webhook}"),
                 EnsurePlan::Update(uuid) => {
-                    let request = api.update(&uuid, None, &events)?;
+                    let request = api.update(&uuid, None, Some(&events))?;
                     let webhook = WebhookApi::read_webhook(client.call(request).await?)?;
                     println!("updated the events of {webhook}");
                 }

@@ -165,6 +165,31 @@ async fn ensure_twice_registers_one_webhook_and_fixes_its_events() {
         stdout.trim(),
         format!("updated {uuid}  {URL}  new_referral")
     );
+    // An update of the URL alone leaves the events as they are.
+    let moved = "https://moved.example.com/hook";
+    let (ok, stdout, stderr) = run(
+        &["sparkloop", "webhooks", "update", &uuid, "--url", moved],
+        &vars,
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        format!("updated {uuid}  {moved}  new_referral")
+    );
+    let (ok, _, stderr) = run(&["sparkloop", "webhooks", "update", &uuid], &vars).await;
+    assert!(
+        !ok && stderr.contains("--url"),
+        "nothing to change: {stderr}"
+    );
+    assert!(
+        run(
+            &["sparkloop", "webhooks", "update", &uuid, "--url", URL],
+            &vars
+        )
+        .await
+        .0
+    );
     let (ok, stdout, _) = run(&ensure, &vars).await;
     assert!(ok);
     assert!(stdout.starts_with("updated the events of"), "{stdout}");

@@ -171,13 +171,15 @@ impl WebhookApi {
     }
 
     /// The body that subscribes `url` to `events` and nothing else.
-    fn body(url: Option<&str>, events: &[&str]) -> Value {
+    /// A webhook's body: the URL when given, every event switched on or off when `events` is
+    /// given (an update without them leaves the events as they are).
+    fn body(url: Option<&str>, events: Option<&[&str]>) -> Value {
         let mut body = json!({});
         if let Some(url) = url {
             body["url"] = url.into();
         }
-        for event in EVENTS {
-            body[*event] = events.contains(event).into();
+        for event in EVENTS.iter().filter(|_| events.is_some()) {
+            body[*event] = events.is_some_and(|events| events.contains(event)).into();
         }
         body
     }
@@ -194,7 +196,7 @@ impl WebhookApi {
         Ok(self.call(
             "POST",
             self.base.clone(),
-            Some(Self::body(Some(url), events)),
+            Some(Self::body(Some(url), Some(events))),
         ))
     }
 
@@ -203,7 +205,7 @@ impl WebhookApi {
         &self,
         uuid: &str,
         url: Option<&str>,
-        events: &[&str],
+        events: Option<&[&str]>,
     ) -> Result<OutboundRequest, RegistrationError> {
         if let Some(url) = url {
             check_url(url)?;
