@@ -123,6 +123,45 @@ pub async fn empty_database() -> anyhow::Result<Db> {
     .context("the database task panicked")?
 }
 
+/// The webhook endpoints that answer 401 to everything because their secret is unset, each in
+/// a sentence saying which variable opens it (warned at start-up: an operator who forgot one
+/// would otherwise find out from the platform's failure e-mails).
+pub fn closed_endpoints(settings: &Settings, esp_is_polled: bool) -> Vec<String> {
+    let mut closed = Vec::new();
+    if settings.esp.webhook_secret.is_none() && !esp_is_polled {
+        closed.push(
+            "ESP_WEBHOOK_SECRET is not set: POST /webhooks/esp answers 401 to everything".into(),
+        );
+    }
+    if matches!(settings.platform, crate::config::Platform::SparkLoop)
+        && settings.sparkloop.webhook_token.is_none()
+    {
+        closed.push(
+            "SPARKLOOP_WEBHOOK_TOKEN is not set: POST /webhooks/sparkloop answers 401 to \
+             everything, so no referral data reaches the ESP"
+                .into(),
+        );
+    }
+    match &settings.platform {
+        crate::config::Platform::LoyaltySurf { .. } if settings.loyaltysurf_secret.is_none() => {
+            closed.push(
+                "LOYALTYSURF_WEBHOOK_SECRET is not set: POST /webhooks/loyaltysurf answers 401 \
+                 to everything"
+                    .into(),
+            )
+        }
+        crate::config::Platform::ReferralLoop { .. } if settings.referralloop_secret.is_none() => {
+            closed.push(
+                "REFERRALLOOP_WEBHOOK_SECRET is not set: POST /webhooks/referralloop answers \
+                 401 to everything"
+                    .into(),
+            )
+        }
+        _ => {}
+    }
+    closed
+}
+
 /// A bound, ready-to-run bridge: HTTP server and workers.
 pub struct Application {
     port: u16,
@@ -166,6 +205,9 @@ impl Application {
             metrics.clone(),
             wake.clone(),
         )?;
+        for closed in closed_endpoints(&settings, esp.poll_request(None).is_some()) {
+            log::warn!("{closed}");
+        }
         log::info!(
             "referral-bridge listening on {}, database {}",
             listener.local_addr()?,

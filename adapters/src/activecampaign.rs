@@ -73,6 +73,10 @@ impl ActiveCampaign {
 }
 
 impl InboundEsp for ActiveCampaign {
+    fn credentials_hint(&self) -> &'static str {
+        "ActiveCampaign signs nothing: add `?token=<ESP_WEBHOOK_SECRET>` to the webhook URL set in ActiveCampaign"
+    }
+
     fn name(&self) -> &'static str {
         "activecampaign"
     }

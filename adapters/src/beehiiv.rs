@@ -61,6 +61,10 @@ impl Beehiiv {
 }
 
 impl InboundEsp for Beehiiv {
+    fn credentials_hint(&self) -> &'static str {
+        "beehiiv signs nothing: add `?token=<ESP_WEBHOOK_SECRET>` to the webhook URL set in beehiiv"
+    }
+
     fn name(&self) -> &'static str {
         "beehiiv"
     }

@@ -183,6 +183,10 @@ impl Ghost {
 }
 
 impl InboundEsp for Ghost {
+    fn credentials_hint(&self) -> &'static str {
+        "Ghost signs its webhooks in `X-Ghost-Signature`: set ESP_WEBHOOK_SECRET to the webhook's secret"
+    }
+
     fn name(&self) -> &'static str {
         "ghost"
     }

@@ -101,6 +101,10 @@ pub fn verify_signature(
 }
 
 impl InboundEsp for Kit {
+    fn credentials_hint(&self) -> &'static str {
+        "Kit signs its webhooks in `X-Kit-Signature`: set ESP_WEBHOOK_SECRET to the webhook's signing secret"
+    }
+
     fn name(&self) -> &'static str {
         "kit"
     }

@@ -103,6 +103,10 @@ pub fn verify_delivery(
 }
 
 impl InboundEsp for Klaviyo {
+    fn credentials_hint(&self) -> &'static str {
+        "Klaviyo signs its webhooks in `Klaviyo-Signature` and `Klaviyo-Timestamp`: set ESP_WEBHOOK_SECRET to the webhook's secret"
+    }
+
     fn name(&self) -> &'static str {
         "klaviyo"
     }

@@ -232,6 +232,13 @@ pub trait InboundEsp: Send + Sync {
     /// Reads a verified request's body into the events it carries.
     fn parse(&self, request: &InboundRequest<'_>) -> Result<Vec<EspEvent>, ParseError>;
 
+    /// How this ESP's webhooks must carry their credentials, for the 401 that answers a
+    /// webhook without them: the custom ESP's bearer token or `?token=` by default.
+    fn credentials_hint(&self) -> &'static str {
+        "send the ESP webhook secret as `Authorization: Bearer <ESP_WEBHOOK_SECRET>` or \
+         `?token=<ESP_WEBHOOK_SECRET>`"
+    }
+
     /// For an ESP that posts no webhooks (listmonk): the call that reads the subscribers changed
     /// after the checkpoint `since` (the last change's timestamp as the ESP wrote it, and the
     /// last id at that timestamp; `None`: from the beginning), oldest change first. `None` (the

@@ -246,6 +246,10 @@ fn basic_auth(key: &str) -> String {
 }
 
 impl InboundEsp for Mailchimp {
+    fn credentials_hint(&self) -> &'static str {
+        "Mailchimp webhooks carry no headers of ours: add `?token=<ESP_WEBHOOK_SECRET>` to the webhook URL set in Mailchimp"
+    }
+
     fn name(&self) -> &'static str {
         "mailchimp"
     }

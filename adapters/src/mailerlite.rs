@@ -34,6 +34,10 @@ impl MailerLite {
 }
 
 impl InboundEsp for MailerLite {
+    fn credentials_hint(&self) -> &'static str {
+        "MailerLite signs its webhooks in `Signature`: set ESP_WEBHOOK_SECRET to the webhook's signing secret"
+    }
+
     fn name(&self) -> &'static str {
         "mailerlite"
     }

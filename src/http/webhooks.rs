@@ -295,8 +295,12 @@ async fn accept_esp(
     }
     state.esp.verify(&inbound, secret).map_err(|e| {
         WebhookError::Unauthorized(match e {
-            VerifyError::NotConfigured => "ESP webhooks are refused until ESP_WEBHOOK_SECRET is set".into(),
-            VerifyError::Missing => "missing credentials: send the ESP webhook secret as `Authorization: Bearer <secret>` or `?token=<secret>`".into(),
+            VerifyError::NotConfigured => {
+                "ESP webhooks are refused until ESP_WEBHOOK_SECRET is set".into()
+            }
+            VerifyError::Missing => {
+                format!("missing credentials: {}", state.esp.credentials_hint())
+            }
             VerifyError::Wrong => "wrong credentials".into(),
         })
     })?;

@@ -416,3 +416,43 @@ async fn the_cli_cancels_a_waiting_job_and_the_next_goes_ahead() {
     assert_eq!(job_ids(&app, "stuck@example.com", "dead"), [pending]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn start_up_says_which_endpoints_are_closed_and_each_adapter_says_how_to_open_it() {
+    let db = crate::helpers::TestDb::new();
+    let sparkloop = wiremock::MockServer::start().await;
+    let mut vars = crate::helpers::base_vars(&db, &sparkloop);
+    vars.remove("ESP_WEBHOOK_SECRET");
+    vars.remove("SPARKLOOP_WEBHOOK_TOKEN");
+    let bridge = crate::helpers::BridgeProcess::start(&vars);
+    let log = bridge.log.lock().unwrap().clone();
+    assert!(
+        log.contains("ESP_WEBHOOK_SECRET is not set: POST /webhooks/esp answers 401 to everything"),
+        "{log}"
+    );
+    assert!(
+        log.contains("SPARKLOOP_WEBHOOK_TOKEN is not set: POST /webhooks/sparkloop answers 401"),
+        "{log}"
+    );
+    bridge.kill();
+
+    // Mailchimp cannot send a header: its 401 says to put the token in the URL.
+    let app = TestApp::spawn_with(&[("ESP_ADAPTER", "mailchimp")], None).await;
+    let response = app
+        .client
+        .post(format!("{}/webhooks/esp", app.address))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("type=subscribe&data[email]=a@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let error: Value = response.json().await.unwrap();
+    let message = error["error"].as_str().unwrap();
+    assert!(
+        message.contains("?token=") && message.contains("Mailchimp"),
+        "{message}"
+    );
+    assert!(!message.contains("Authorization"), "{message}");
+    app.stop().await;
+}
