@@ -194,7 +194,10 @@ pub fn import(
         source,
     })?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let line_shift = crlf_shift(path);
+    let mut lines = LineCounter::open(path).map_err(|source| ImportError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_reader(BufReader::with_capacity(1 << 20, file));
@@ -216,19 +219,22 @@ pub fn import(
 
     let mut summary = Summary::default();
     let mut batch: Vec<Row> = Vec::with_capacity(BATCH_ROWS);
-    let mut record = csv::StringRecord::new();
+    let mut raw = csv::ByteRecord::new();
     let mut last_report = Instant::now();
     loop {
-        let more = match reader.read_record(&mut record) {
+        let more = match reader.read_byte_record(&mut raw) {
             Ok(more) => more,
             Err(e) => {
-                // A malformed record (bad UTF-8, say) is refused like any bad row.
-                let line = e.position().map_or(summary.read + 2, |p| p.line());
+                // A malformed record is refused like any bad row.
+                let line = match e.position() {
+                    Some(p) => lines.line_at(p.byte()).map_err(read_failed(path))?,
+                    None => summary.read + 2,
+                };
                 summary.read += 1;
                 summary.rejected += 1;
-                let reason = format!("unreadable row: {}", csv_reason(&e));
+                let reason = format!("unreadable row: {e}");
                 progress.rejected(line, &reason);
-                rejects.add(line, &reason, None)?;
+                rejects.add(line, &reason, &[])?;
                 continue;
             }
         };
@@ -236,15 +242,23 @@ pub fn import(
             break;
         }
         summary.read += 1;
-        let line = record
-            .position()
-            .map_or(summary.read + 1, |p| p.line() + line_shift);
-        match parse_row(&record, &columns) {
+        let line = match raw.position() {
+            Some(p) => lines.line_at(p.byte()).map_err(read_failed(path))?,
+            None => summary.read + 1,
+        };
+        let parsed = match csv::StringRecord::from_byte_record(raw.clone()) {
+            Ok(record) => parse_row(&record, &columns),
+            Err(_) => Err("it is not UTF-8 text".to_string()),
+        };
+        match parsed {
             Ok(row) => batch.push(row),
             Err(reason) => {
                 summary.rejected += 1;
                 progress.rejected(line, &reason);
-                rejects.add(line, &reason, Some(&record))?;
+                // The row as it was, bytes that are not UTF-8 shown as U+FFFD.
+                let fields: Vec<std::borrow::Cow<'_, str>> =
+                    raw.iter().map(String::from_utf8_lossy).collect();
+                rejects.add(line, &reason, &fields)?;
             }
         }
         if batch.len() == BATCH_ROWS {
@@ -261,22 +275,74 @@ pub fn import(
     Ok(summary)
 }
 
-/// What to add to the line numbers the csv crate gives: a record after a CRLF line end is
-/// placed on the line before (the `\n` is counted once the record has begun), so a file whose
-/// lines end in CRLF needs 1.
-fn crlf_shift(path: &Path) -> u64 {
-    use std::io::Read;
-    let mut start = [0u8; 64 * 1024];
-    let read = File::open(path)
-        .and_then(|mut f| f.read(&mut start))
-        .unwrap_or(0);
-    u64::from(start[..read].windows(2).any(|pair| pair == b"\r\n"))
+/// The physical line a byte of the file is on, counted by reading the file a second time as the
+/// records go by (they come in order, so the file is read once in all): the csv crate's own line
+/// numbers count a `\r\n` as two breaks in some places and one in others, and `\r\r\n` as two.
+/// Lines end at `\n`; a file without any `\n` (old Mac files) ends them at `\r`.
+struct LineCounter {
+    reader: BufReader<File>,
+    at: u64,
+    line: u64,
+    end: u8,
 }
 
-fn csv_reason(e: &csv::Error) -> String {
-    match e.kind() {
-        csv::ErrorKind::Utf8 { .. } => "it is not UTF-8 text".into(),
-        _ => e.to_string(),
+impl LineCounter {
+    fn open(path: &Path) -> std::io::Result<LineCounter> {
+        use std::io::Read;
+        let mut start = vec![0u8; 64 * 1024];
+        let read = File::open(path)?.read(&mut start)?;
+        let start = &start[..read];
+        let end = if !start.contains(&b'\n') && start.contains(&b'\r') {
+            b'\r'
+        } else {
+            b'\n'
+        };
+        Ok(LineCounter {
+            reader: BufReader::with_capacity(1 << 20, File::open(path)?),
+            at: 0,
+            line: 1,
+            end,
+        })
+    }
+
+    /// The line (from 1) of the record the csv crate places at byte `offset`; offsets must not
+    /// go backwards. The csv crate places a record where it began reading it, before the line
+    /// ends (and blank lines) it skipped: the record's line is that of its first other byte.
+    fn line_at(&mut self, offset: u64) -> std::io::Result<u64> {
+        use std::io::BufRead;
+        while self.at < offset {
+            let buffer = self.reader.fill_buf()?;
+            if buffer.is_empty() {
+                break;
+            }
+            let take = buffer
+                .len()
+                .min(usize::try_from(offset - self.at).unwrap_or(usize::MAX));
+            self.line += buffer[..take].iter().filter(|b| **b == self.end).count() as u64;
+            self.reader.consume(take);
+            self.at += take as u64;
+        }
+        loop {
+            let buffer = self.reader.fill_buf()?;
+            let ends = buffer
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
+            self.line += buffer[..ends].iter().filter(|b| **b == self.end).count() as u64;
+            let whole = ends == buffer.len() && !buffer.is_empty();
+            self.reader.consume(ends);
+            self.at += ends as u64;
+            if !whole {
+                return Ok(self.line);
+            }
+        }
+    }
+}
+
+fn read_failed(path: &Path) -> impl Fn(std::io::Error) -> ImportError + '_ {
+    move |source| ImportError::Open {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
@@ -365,6 +431,11 @@ fn record_batch(
     }
     let new: Vec<&ImportedPerson> = new_order.iter().map(|email| &seen[email]).collect();
     let ids = subscribers::insert_imported(conn, &new, now)?;
+    if !options.push {
+        // So that `deliveries push-unpushed` can send them later.
+        let new_ids: Vec<i64> = ids.values().copied().collect();
+        subscribers::mark_unpushed(conn, &new_ids)?;
+    }
     if options.push {
         let payloads: Vec<(i64, &'static str, String)> = new
             .iter()
@@ -401,6 +472,57 @@ fn record_batch(
     Ok(counts)
 }
 
+/// Queues a `subscribe` for the platform for up to `limit` subscribers recorded with
+/// `--no-push` (oldest first), in one transaction; returns how many were taken (0: none left)
+/// and how many jobs were queued.
+pub fn push_unpushed(
+    conn: &mut DbConnection,
+    forwarding: crate::peers::Forwarding,
+    limit: i64,
+    now: i64,
+) -> Result<(usize, usize), StoreError> {
+    let people = subscribers::take_unpushed(conn, limit)?;
+    let ids: Vec<i64> = people.iter().map(|s| s.id).collect();
+    let mut open_lines = jobs::open_lines(conn, &ids, forwarding.destination)?;
+    let payloads: Vec<(i64, &'static str, String)> = people
+        .iter()
+        .filter_map(|subscriber| {
+            let person = ImportedPerson::from(subscriber).to_person()?;
+            let event = EspEvent::Subscribed {
+                person,
+                created_at: None,
+            };
+            let (kind, payload) = referral_bridge_adapters::sparkloop::webhook_payload(&event)
+                .filter(|(kind, _)| forwarding.forwards(kind))?;
+            Some((subscriber.id, kind, payload))
+        })
+        .collect();
+    let queued: Vec<(jobs::NewJob<'_>, JobStatus)> = payloads
+        .iter()
+        .map(|(subscriber_id, kind, payload)| {
+            // Behind whatever their line already holds (a later event of theirs, say).
+            let status = if open_lines.insert(*subscriber_id) {
+                JobStatus::Pending
+            } else {
+                JobStatus::Waiting
+            };
+            let job = jobs::NewJob {
+                subscriber_id: *subscriber_id,
+                destination: forwarding.destination,
+                kind,
+                payload,
+                created_at: now,
+                retry_from: now,
+                run_at: now,
+                inbound_event_id: None,
+            };
+            (job, status)
+        })
+        .collect();
+    jobs::insert_all(conn, &queued)?;
+    Ok((people.len(), queued.len()))
+}
+
 /// `FILE.rejects.csv`: each refused row with its line and reason, opened at the first one.
 struct Rejects {
     path: PathBuf,
@@ -423,7 +545,7 @@ impl Rejects {
         &mut self,
         line: u64,
         reason: &str,
-        record: Option<&csv::StringRecord>,
+        fields: &[std::borrow::Cow<'_, str>],
     ) -> Result<(), ImportError> {
         if self.dry_run {
             return Ok(());
@@ -444,9 +566,7 @@ impl Rejects {
         let writer = self.writer.as_mut().expect("opened above");
         let line = line.to_string();
         let mut row = vec![line.as_str(), reason];
-        if let Some(record) = record {
-            row.extend(record.iter());
-        }
+        row.extend(fields.iter().map(|field| field.as_ref()));
         writer.write_record(&row).map_err(failed)
     }
 

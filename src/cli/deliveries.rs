@@ -33,6 +33,10 @@ pub enum Deliveries {
     },
     /// Queue a dead (or done) job again, due now with a fresh retry horizon.
     Retry(RetryArgs),
+    /// Queue a `subscribe` for the platform for everyone `import --no-push` recorded without
+    /// sending (subscribed ones; unsubscribed people are never pushed). Safe to run again: each
+    /// person is queued once.
+    PushUnpushed,
     /// Give up on a waiting or pending job (it becomes dead, and can be retried); the next job
     /// of the subscriber's line goes ahead.
     Cancel {
@@ -206,6 +210,29 @@ pub fn run(db: &Db, peers: &Peers, action: Deliveries) -> anyhow::Result<ExitCod
                 db.write(|conn| store::retry_dead_matching(conn, None, None, None, now_ms()))?;
             println!(
                 "{count} dead jobs queued again; a running `referral-bridge serve` sends them now"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Deliveries::PushUnpushed => {
+            let forwarding = peers.forwarding();
+            let (mut taken, mut queued) = (0, 0);
+            loop {
+                let (batch, jobs) = db
+                    .write(|conn| crate::import::push_unpushed(conn, forwarding, 1000, now_ms()))?;
+                if batch == 0 {
+                    break;
+                }
+                taken += batch;
+                queued += jobs;
+                eprint!("\r{taken} subscribers queued so far");
+            }
+            if taken > 0 {
+                eprintln!();
+            }
+            println!(
+                "{queued} subscribe jobs queued for {} ({taken} subscribers recorded with \
+                 --no-push); a running `referral-bridge serve` sends them now",
+                forwarding.destination
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -26,6 +26,8 @@ diesel::table! {
         leaderboard_rank -> Nullable<BigInt>,
         winner -> Nullable<Bool>,
         fraud_risk -> Nullable<Text>,
+        esp_written_sha256 -> Nullable<Text>,
+        unpushed -> Bool,
     }
 }
 

@@ -512,3 +512,36 @@ pub fn insert_imported(
         .collect();
     insert_all(conn, &rows)
 }
+
+/// Marks subscribers as recorded without being sent to the platform (`import --no-push`).
+pub fn mark_unpushed(conn: &mut DbConnection, ids: &[i64]) -> Result<(), StoreError> {
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        diesel::update(subscribers::table.filter(subscribers::id.eq_any(chunk)))
+            .set(subscribers::unpushed.eq(true))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Up to `limit` subscribed subscribers still marked unpushed, oldest first, their rows locked
+/// on Postgres; their mark is cleared (the caller queues them in the same transaction).
+pub fn take_unpushed(conn: &mut DbConnection, limit: i64) -> Result<Vec<Subscriber>, StoreError> {
+    let unpushed = subscribers::table
+        .filter(subscribers::unpushed.eq(true))
+        .filter(subscribers::status.eq(SUBSCRIBED))
+        .order(subscribers::id.asc())
+        .limit(limit);
+    let taken: Vec<Subscriber> = match conn {
+        DbConnection::Postgres(c) => unpushed
+            .select(Subscriber::as_select())
+            .for_update()
+            .load(c)?,
+        DbConnection::Sqlite(c) => unpushed.select(Subscriber::as_select()).load(c)?,
+    };
+    let ids: Vec<i64> = taken.iter().map(|s| s.id).collect();
+    diesel::update(subscribers::table.filter(subscribers::id.eq_any(&ids)))
+        .set(subscribers::unpushed.eq(false))
+        .execute(conn)?;
+    // Unsubscribed people keep no mark: they are never pushed.
+    Ok(taken)
+}

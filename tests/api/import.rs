@@ -166,6 +166,8 @@ fn importing_again_changes_and_queues_nothing_and_unsubscribed_people_stay_so() 
 #[test]
 fn a_dry_run_writes_nothing_and_no_push_queues_nothing() {
     let (db, dir) = (TestDb::new(), folder());
+    // A dry run compares with the database as it is, creating and migrating nothing.
+    assert!(run_command(&["migrate"], &vars(&db, &[])).0);
     let file = write(dir.path(), "subscribers.csv", MIXED);
     let (ok, stdout, stderr) = import(&file, &["--dry-run"], &vars(&db, &[]));
     assert!(ok, "{stderr}");
@@ -245,6 +247,82 @@ async fn imported_subscribers_reach_sparkloop_once_serve_runs() {
                 "created_at": 1564400550}}),
             json!({"type": "subscribe", "subscriber": {"email": "bob@example.com", "id": 18}}),
         ]
+    );
+    app.stop().await;
+}
+
+#[test]
+fn the_rejects_file_keeps_unreadable_rows_and_right_line_numbers() {
+    let db = TestDb::new();
+    let dir = folder();
+    // A header ending in `\r\r\n` (a file saved twice through a converter), then a row that is
+    // not UTF-8 (Latin-1 `é`), a good row and a bad address.
+    let file = write(
+        dir.path(),
+        "odd.csv",
+        b"email,name\r\r\ncaf\xe9@example.com,Caf\xe9\r\r\nok@example.com,Ok\r\r\nnope,No\r\r\n",
+    );
+    let (ok, stdout, stderr) = import(&file, &[], &vars(&db, &[]));
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("read 3, new 1"), "{stdout}");
+    assert!(stderr.contains("line 2: it is not UTF-8 text"), "{stderr}");
+    assert!(
+        stderr.contains("line 4: the email is not a valid address"),
+        "{stderr}"
+    );
+    let rejects = std::fs::read(dir.path().join("odd.csv.rejects.csv")).unwrap();
+    assert!(rejects.ends_with(b"\n"), "the file ends with a line break");
+    let rejects = String::from_utf8(rejects).expect("the rejects file is UTF-8");
+    let lines: Vec<&str> = rejects.lines().collect();
+    assert_eq!(lines[0], "line,reason,email,name");
+    assert_eq!(
+        lines[1], "2,it is not UTF-8 text,caf\u{fffd}@example.com,Caf\u{fffd}",
+        "the row as it was, its bytes that are not UTF-8 replaced"
+    );
+    assert!(
+        lines[2].starts_with("4,the email is not a valid address"),
+        "{rejects}"
+    );
+}
+
+#[tokio::test]
+async fn people_imported_with_no_push_are_pushed_later_once() {
+    let app = TestApp::spawn().await;
+    let dir = folder();
+    let file = write(
+        dir.path(),
+        "later.csv",
+        b"email,id\nann@example.com,17\nbob@example.com,18\n",
+    );
+    let sparkloop = format!("{}/incoming", app.sparkloop.uri());
+    let vars = vars(&app.db, &[("SPARKLOOP_INCOMING_WEBHOOK_URL", &sparkloop)]);
+    let (cli, path) = (vars.clone(), file.clone());
+    let (ok, stdout, stderr) =
+        tokio::task::spawn_blocking(move || import(&path, &["--no-push"], &cli))
+            .await
+            .unwrap();
+    assert!(ok, "{stdout}{stderr}");
+    app.drain().await;
+    assert!(app.received().await.is_empty(), "--no-push sends nothing");
+    // Bob left meanwhile: he is never pushed.
+    let unsubscribe = json!({"type": "unsubscribe", "subscriber": {"email": "bob@example.com"}});
+    assert_eq!(app.post_esp(&unsubscribe.to_string()).await.status(), 200);
+    app.drain().await;
+    let before = app.received().await.len();
+    for expected in ["1 subscribe jobs queued", "0 subscribe jobs queued"] {
+        let cli = vars.clone();
+        let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
+            run_command(&["deliveries", "push-unpushed"], &cli)
+        })
+        .await
+        .unwrap();
+        assert!(ok && stdout.contains(expected), "{stdout}{stderr}");
+        app.drain().await;
+    }
+    let received = app.received().await;
+    assert_eq!(
+        received[before..],
+        [json!({"type": "subscribe", "subscriber": {"email": "ann@example.com", "id": 17}})]
     );
     app.stop().await;
 }
