@@ -73,6 +73,8 @@ pub enum StatusArg {
     Open,
     /// Sent.
     Done,
+    /// Not sent: a field write with nothing new.
+    Skipped,
     /// Given up on (or cancelled).
     Dead,
 }
@@ -85,6 +87,7 @@ impl StatusArg {
             StatusArg::Running => "running",
             StatusArg::Open => "open",
             StatusArg::Done => "done",
+            StatusArg::Skipped => "skipped",
             StatusArg::Dead => "dead",
         }
     }
@@ -177,10 +180,12 @@ pub fn run(db: &Db, peers: &Peers, action: Deliveries) -> anyhow::Result<ExitCod
             if let Some(error) = &job.last_error {
                 println!("last error: {error}");
             }
-            if job.destination == crate::fields::DESTINATION {
+            if job.destination != crate::fields::DESTINATION {
+                println!("body:       {}", job.payload);
+            } else if job.payload.is_empty() {
                 println!("body:       the subscriber's referral fields, as they are when sent");
             } else {
-                println!("body:       {}", job.payload);
+                println!("body sent:  {}", job.payload);
             }
             println!("attempts:   {}", attempts.len());
             for (n, attempt) in attempts.iter().enumerate() {

@@ -46,6 +46,8 @@ pub struct ReferralState {
     pub winner: Option<bool>,
     /// The platform's fraud risk level.
     pub fraud_risk: Option<String>,
+    /// The SHA-256 of the body last written to the ESP for them.
+    pub esp_written_sha256: Option<String>,
 }
 
 /// The ESP's id from its stored JSON literal, in the type the ESP sent (number or text).

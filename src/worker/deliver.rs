@@ -7,11 +7,12 @@ use referral_bridge_adapters::outbound::{FieldUpdate, WriteVerdict};
 use referral_bridge_adapters::platform::CallError;
 
 use super::Worker;
-use crate::db::jobs::ClaimedJob;
+use crate::db::jobs::{ClaimedJob, Written};
 use crate::db::{now_ms, referral, StoreError};
 use crate::fields;
 use crate::metrics::DestinationLabels;
 use crate::send::{describe, http_request, Answer, SendError};
+use sha2::{Digest, Sha256};
 
 /// How much of an answer's body is kept with an attempt.
 pub(super) const KEPT_BODY_BYTES: usize = 2048;
@@ -54,12 +55,36 @@ pub(super) enum Unsent {
     /// The peer or the adapter refused, for this reason.
     #[error("{0}")]
     Refused(String),
+    /// A field write would send byte for byte what was last written: it is not sent.
+    #[error("skipped: the same body as the last write to the ESP")]
+    Unchanged,
+}
+
+/// A job ready to go: the call (with a field write's body), or a field write with nothing new
+/// to send.
+// One lives on the stack for each job sent, and is moved once: boxing would cost more.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Prepared {
+    /// The call to make.
+    Call(reqwest::RequestBuilder, Option<Written>),
+    /// The body is byte for byte the one last written: not sent.
+    Unchanged(Written),
 }
 
 impl Worker {
     /// Sends one job and records the outcome.
     pub(super) async fn deliver(&self, job: ClaimedJob) {
-        let prepared = self.prepare(&job).await;
+        let (prepared, written) = match self.prepare(&job).await {
+            Ok(Prepared::Call(request, written)) => (Ok(request), written),
+            Ok(Prepared::Unchanged(written)) => {
+                // Nothing is sent, so no turn at the ESP's pace is taken.
+                let unsent = Err(Unsent::Unchanged);
+                self.conclude(job, now_ms(), Duration::ZERO, unsent, Some(written))
+                    .await;
+                return;
+            }
+            Err(unsent) => (Err(unsent), None),
+        };
         // Paced calls wait for their turn right before they go, so that the peer sees them
         // spaced as they were counted.
         let to_esp = job.destination == fields::DESTINATION;
@@ -110,7 +135,7 @@ impl Worker {
                 destination: job.destination.clone(),
             })
             .observe(elapsed.as_secs_f64());
-        self.conclude(job, started_at, elapsed, sent).await;
+        self.conclude(job, started_at, elapsed, sent, written).await;
     }
 
     /// Sends first tries of field writes in one batch call (one alone goes as usual), then
@@ -141,7 +166,7 @@ impl Worker {
                 let error = format!("cannot read the subscribers: {e}");
                 for job in jobs {
                     let unsent = Unsent::Refused(error.clone());
-                    self.conclude(job, now_ms(), Duration::ZERO, Err(unsent))
+                    self.conclude(job, now_ms(), Duration::ZERO, Err(unsent), None)
                         .await;
                 }
                 return;
@@ -152,7 +177,7 @@ impl Worker {
         for (job, state) in jobs.into_iter().zip(states) {
             let Some(state) = state else {
                 let unsent = Unsent::NoSubscriber(job.subscriber_id);
-                self.conclude(job, now_ms(), Duration::ZERO, Err(unsent))
+                self.conclude(job, now_ms(), Duration::ZERO, Err(unsent), None)
                     .await;
                 continue;
             };
@@ -182,10 +207,36 @@ impl Worker {
                 fields: values,
             })
             .collect();
+        // Each contact's body as a write of its own would send it: what is kept, and what tells
+        // a no-op (the same body as the last write) from a change.
+        let written: Vec<Written> = updates
+            .iter()
+            .zip(&ready)
+            .map(|(update, (job, _))| {
+                let single = self
+                    .esp
+                    .field_update(update, &super::field_write::message_id(job.id, update));
+                Written {
+                    body: String::from_utf8_lossy(&single.body).into_owned(),
+                    sha256: hex::encode(Sha256::digest(&single.body)),
+                }
+            })
+            .collect();
+        let unchanged: Vec<bool> = ready
+            .iter()
+            .zip(&written)
+            .map(|((_, state), w)| state.esp_written_sha256.as_deref() == Some(w.sha256.as_str()))
+            .collect();
+        let updates: Vec<FieldUpdate<'_>> = updates
+            .into_iter()
+            .zip(&unchanged)
+            .filter(|(_, unchanged)| !**unchanged)
+            .map(|(update, _)| update)
+            .collect();
         let emails: Vec<&str> = updates.iter().map(|u| u.email).collect();
-        let request = self
-            .esp
-            .batch_update(&updates)
+        let request = (!updates.is_empty())
+            .then(|| self.esp.batch_update(&updates))
+            .flatten()
             .map(|r| http_request(&self.esp_client, r));
         let connection = match &self.esp_connections {
             Some(connections) => connections.acquire().await.ok(),
@@ -240,13 +291,23 @@ impl Worker {
                 .collect(),
         };
         drop(updates);
-        for ((job, _), result) in ready.into_iter().zip(results) {
-            self.conclude(job, started_at, elapsed, result).await;
+        let mut results = results.into_iter();
+        for (((job, _), written), unchanged) in ready.into_iter().zip(written).zip(unchanged) {
+            if unchanged {
+                let unsent = Err(Unsent::Unchanged);
+                self.conclude(job, now_ms(), Duration::ZERO, unsent, Some(written))
+                    .await;
+                continue;
+            }
+            let result = results.next().expect("one result per contact sent");
+            self.conclude(job, started_at, elapsed, result, Some(written))
+                .await;
         }
     }
 
-    /// The request that sends a job, or what stopped it from being made.
-    async fn prepare(&self, job: &ClaimedJob) -> Result<reqwest::RequestBuilder, Unsent> {
+    /// The request that sends a job (with a field write's body), or what stopped it from being
+    /// made.
+    async fn prepare(&self, job: &ClaimedJob) -> Result<Prepared, Unsent> {
         if job.destination == fields::DESTINATION {
             return self.prepare_field_write(job).await;
         }
@@ -254,7 +315,10 @@ impl Worker {
             unreachable!("only deliverable destinations are claimed");
         }
         let request = self.platform.request(&job.kind, &job.payload)?;
-        Ok(http_request(&self.platform_client, request)?)
+        Ok(Prepared::Call(
+            http_request(&self.platform_client, request)?,
+            None,
+        ))
     }
 
     /// Reads a job's answer, the peer's delay as its adapter reads the headers.

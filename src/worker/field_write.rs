@@ -4,19 +4,16 @@
 use referral_bridge_adapters::outbound::{self, FieldUpdate, MessageId};
 use sha2::{Digest, Sha256};
 
-use super::deliver::{Unsent, LOOKUP_BODY_BYTES};
+use super::deliver::{Prepared, Unsent, LOOKUP_BODY_BYTES};
 use super::Worker;
-use crate::db::jobs::ClaimedJob;
+use crate::db::jobs::{ClaimedJob, Written};
 use crate::db::{now_ms, referral};
 use crate::send::{http_request, Answer, SendError};
 
 impl Worker {
     /// The request that writes the subscriber's referral fields as they are now (so that one
     /// job carries every change made since it was queued).
-    pub(super) async fn prepare_field_write(
-        &self,
-        job: &ClaimedJob,
-    ) -> Result<reqwest::RequestBuilder, Unsent> {
+    pub(super) async fn prepare_field_write(&self, job: &ClaimedJob) -> Result<Prepared, Unsent> {
         let id = job.subscriber_id;
         let state = self
             .db
@@ -46,7 +43,24 @@ impl Worker {
             fields: &values,
         };
         let message = message_id(job.id, &update);
-        Ok(self.outbound(self.esp.field_update(&update, &message))?)
+        self.unless_unchanged(&state, self.esp.field_update(&update, &message))
+    }
+
+    /// The write, unless its body is byte for byte the one last written to this subscriber
+    /// (DESIGN 3.7: a no-op write is not sent).
+    fn unless_unchanged(
+        &self,
+        state: &referral::ReferralState,
+        request: outbound::OutboundRequest,
+    ) -> Result<Prepared, Unsent> {
+        let written = Written {
+            body: String::from_utf8_lossy(&request.body).into_owned(),
+            sha256: hex::encode(Sha256::digest(&request.body)),
+        };
+        if state.esp_written_sha256.as_deref() == Some(written.sha256.as_str()) {
+            return Ok(Prepared::Unchanged(written));
+        }
+        Ok(Prepared::Call(self.outbound(request)?, Some(written)))
     }
 
     /// An adapter's request, ready to send to the ESP.
@@ -88,7 +102,7 @@ impl Worker {
         state: &referral::ReferralState,
         values: &[(String, serde_json::Value)],
         read: outbound::OutboundRequest,
-    ) -> Result<reqwest::RequestBuilder, Unsent> {
+    ) -> Result<Prepared, Unsent> {
         let answer = self.call_before("reading the contact", read).await?;
         let esp_id = referral::esp_id_value(state.esp_id.as_deref());
         let update = FieldUpdate {
@@ -101,7 +115,7 @@ impl Worker {
             .esp
             .merged_update(&update, &message, &answer.as_adapter())
         {
-            Ok(request) => Ok(self.outbound(request)?),
+            Ok(request) => self.unless_unchanged(state, request),
             Err(outbound::MergeError::NotThereYet) => Err(Unsent::NotThereYet),
             Err(outbound::MergeError::Failed(reason)) => Err(Unsent::Refused(reason)),
         }

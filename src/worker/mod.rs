@@ -92,6 +92,7 @@ impl Worker {
                         attempt: &a.attempt,
                         outcome: &a.outcome,
                         now: a.now,
+                        written: a.written.as_ref(),
                     })
                     .collect();
                 jobs::record_attempts(conn, &token, &batch)

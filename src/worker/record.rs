@@ -8,7 +8,7 @@ use referral_bridge_adapters::outbound::{self, WriteVerdict};
 use super::deliver::Unsent;
 use super::retry;
 use super::Worker;
-use crate::db::jobs::{ClaimedJob, NewAttempt, Outcome};
+use crate::db::jobs::{ClaimedJob, NewAttempt, Outcome, Written};
 use crate::db::now_ms;
 use crate::metrics::JobLabels;
 use crate::send::Answer;
@@ -19,16 +19,20 @@ pub(super) struct Attempted {
     pub(super) attempt: NewAttempt,
     pub(super) outcome: Outcome,
     pub(super) now: i64,
+    /// A field write's body, kept once it is done.
+    pub(super) written: Option<Written>,
 }
 
 impl Worker {
-    /// Turns what came of an attempt into the job's outcome, and records both.
+    /// Turns what came of an attempt into the job's outcome, and records both (with the body
+    /// of a field write, `written`).
     pub(super) async fn conclude(
         &self,
         job: ClaimedJob,
         started_at: i64,
         elapsed: Duration,
         sent: Result<(Answer, WriteVerdict), Unsent>,
+        written: Option<Written>,
     ) {
         let now = now_ms();
         let failures = job.attempts as u32 + 1;
@@ -75,6 +79,12 @@ impl Worker {
                     outcome,
                 )
             }
+            Err(Unsent::Unchanged) => (
+                None,
+                Some(Unsent::Unchanged.to_string()),
+                None,
+                Outcome::Skipped,
+            ),
             Err(unsent) => {
                 let error = unsent.to_string();
                 let outcome = retry::after_failure(
@@ -90,6 +100,7 @@ impl Worker {
         };
         let label = match &outcome {
             Outcome::Done => "done",
+            Outcome::Skipped => "skipped",
             Outcome::Retry { .. } => "retry",
             Outcome::Dead { .. } => "dead",
         };
@@ -106,6 +117,13 @@ impl Worker {
                 job.id,
                 job.kind,
                 job.destination
+            ),
+            Outcome::Skipped => log::info!(
+                "job {} ({} to {}) not sent: {}",
+                job.id,
+                job.kind,
+                job.destination,
+                Unsent::Unchanged
             ),
             Outcome::Retry { run_at, error } => log::warn!(
                 "job {} ({} to {}) failed ({error}); retrying in {:.1}s",
@@ -137,6 +155,7 @@ impl Worker {
                 attempt,
                 outcome,
                 now,
+                written,
             })
             .await;
         match recorded {
@@ -147,7 +166,7 @@ impl Worker {
             // The lease runs out and the job is sent again: at-least-once, never lost.
             Err(e) => log::error!("cannot record the attempt of job {job_id}: {e}"),
         }
-        if label == "done" {
+        if matches!(label, "done" | "skipped") {
             // The subscriber's next job may be waiting for this one.
             self.wake.notify_one();
         }

@@ -456,3 +456,60 @@ async fn start_up_says_which_endpoints_are_closed_and_each_adapter_says_how_to_o
     assert!(!message.contains("Authorization"), "{message}");
     app.stop().await;
 }
+
+fn sparkloop_fixture(name: &str) -> String {
+    let file = format!(
+        "{}/tests/fixtures/sparkloop/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+#[tokio::test]
+async fn a_write_identical_to_the_last_one_is_skipped() {
+    let app = TestApp::spawn().await;
+    // The redemption's subscriber, as it stands: the first callback writes their fields.
+    let redeemed = sparkloop_fixture("reward_redeemed");
+    let redeemed_value: Value = serde_json::from_str(&redeemed).unwrap();
+    let sync = json!({"type": "sync_subscriber", "subscriber": redeemed_value["subscriber"]});
+    assert_eq!(app.post_sparkloop(&sync.to_string()).await.status(), 200);
+    app.drain().await;
+    assert_eq!(app.esp_writes().await.len(), 1);
+    // A redemption changes none of the fields: the write it queues is not sent.
+    assert_eq!(app.post_sparkloop(&redeemed).await.status(), 200);
+    app.drain().await;
+    assert_eq!(
+        app.esp_writes().await.len(),
+        1,
+        "the identical write was sent"
+    );
+    assert_eq!(
+        app.db.count(
+            "SELECT COUNT(*) AS n FROM jobs WHERE destination = 'esp' AND status = 'skipped'"
+        ),
+        1
+    );
+    // A change is written again.
+    let mut changed = redeemed_value["subscriber"].clone();
+    changed["tot_referrals"] = json!(5);
+    let sync = json!({"type": "sync_subscriber", "subscriber": changed});
+    assert_eq!(app.post_sparkloop(&sync.to_string()).await.status(), 200);
+    app.drain().await;
+    let writes = app.esp_writes().await;
+    assert_eq!(writes.len(), 2);
+    assert_eq!(writes[1]["fields"]["RH_TOTREF"], json!(5));
+    // `deliveries show` of the first write shows the body it sent.
+    let first = app
+        .db
+        .count("SELECT MIN(id) AS n FROM jobs WHERE destination = 'esp'");
+    let vars = cli_vars(&app);
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        run_command(&["deliveries", "show", &first.to_string()], &vars)
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("body sent:  {"), "{stdout}");
+    assert!(stdout.contains("\"RH_TOTREF\":4"), "{stdout}");
+    app.stop().await;
+}

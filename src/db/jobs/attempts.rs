@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 
 use super::{lock_lines, promote_next, ClaimedJob, JobStatus};
-use crate::db::schema::{attempts, jobs};
+use crate::db::schema::{attempts, jobs, subscribers};
 use crate::db::{DbConnection, StoreError, ROWS_PER_STATEMENT};
 
 /// One HTTP call made for a job.
@@ -29,6 +29,8 @@ pub struct NewAttempt {
 pub enum Outcome {
     /// Delivered.
     Done,
+    /// Not sent: it would have sent what was last written.
+    Skipped,
     /// Try again at `run_at` (unix ms).
     Retry {
         /// When.
@@ -53,6 +55,18 @@ pub struct Attempted<'a> {
     pub outcome: &'a Outcome,
     /// When the attempt ended (unix ms).
     pub now: i64,
+    /// For a field write: the body it sent (or would have sent), kept once it is done.
+    pub written: Option<&'a Written>,
+}
+
+/// The body of a field write, kept with its job (so that `deliveries show` shows what was
+/// sent) and, by its hash, with the subscriber (so that the same body is not sent again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The body as sent.
+    pub body: String,
+    /// Its SHA-256, in hex.
+    pub sha256: String,
 }
 
 /// Records attempts and their jobs' new states; a job that is done or dead hands its line to the
@@ -93,7 +107,7 @@ pub fn record_attempts(
     let mut changed = std::collections::HashSet::new();
     let done: Vec<i64> = batch
         .iter()
-        .filter(|a| a.outcome == &Outcome::Done)
+        .filter(|a| a.outcome == &Outcome::Done && a.written.is_none())
         .map(|a| a.job.id)
         .collect();
     // One finishing time for the lot: the attempts ended within the batch's few milliseconds.
@@ -112,9 +126,39 @@ pub fn record_attempts(
     }
     for a in batch {
         let update = diesel::update(owned(vec![a.job.id]));
-        let updated = match a.outcome {
-            Outcome::Done => continue,
-            Outcome::Retry { run_at, error } => update
+        let updated = match (a.outcome, a.written) {
+            (Outcome::Done, None) => continue,
+            (Outcome::Done | Outcome::Skipped, Some(written)) => {
+                let status = if a.outcome == &Outcome::Done {
+                    JobStatus::Done
+                } else {
+                    JobStatus::Skipped
+                };
+                let updated = update
+                    .set((
+                        jobs::status.eq(status.as_str()),
+                        release(),
+                        jobs::last_error.eq(None::<String>),
+                        jobs::finished_at.eq(Some(a.now)),
+                        jobs::payload.eq(&written.body),
+                    ))
+                    .execute(conn)?;
+                if updated == 1 && status == JobStatus::Done {
+                    diesel::update(subscribers::table.find(a.job.subscriber_id))
+                        .set(subscribers::esp_written_sha256.eq(&written.sha256))
+                        .execute(conn)?;
+                }
+                updated
+            }
+            (Outcome::Skipped, None) => update
+                .set((
+                    jobs::status.eq(JobStatus::Skipped.as_str()),
+                    release(),
+                    jobs::last_error.eq(None::<String>),
+                    jobs::finished_at.eq(Some(a.now)),
+                ))
+                .execute(conn)?,
+            (Outcome::Retry { run_at, error }, _) => update
                 .set((
                     jobs::status.eq(JobStatus::Pending.as_str()),
                     release(),
@@ -122,7 +166,7 @@ pub fn record_attempts(
                     jobs::last_error.eq(Some(error)),
                 ))
                 .execute(conn)?,
-            Outcome::Dead { error } => update
+            (Outcome::Dead { error }, _) => update
                 .set((
                     jobs::status.eq(JobStatus::Dead.as_str()),
                     release(),
@@ -237,6 +281,7 @@ mod tests {
                 attempt,
                 outcome,
                 now: 2_000,
+                written: None,
             })
             .collect();
         let changed = db

@@ -9,7 +9,7 @@
 mod attempts;
 mod claim;
 
-pub use attempts::{record_attempts, Attempted, NewAttempt, Outcome};
+pub use attempts::{record_attempts, Attempted, NewAttempt, Outcome, Written};
 pub use claim::{claim, next_run_at, reclaim_expired, release_leases, renew_lease, ClaimedJob};
 
 use std::collections::HashSet;
@@ -31,6 +31,9 @@ pub enum JobStatus {
     Running,
     /// Delivered.
     Done,
+    /// Not sent, because it had nothing to send: a field write whose body is byte for byte
+    /// the one last written (DESIGN 3.7). Finished, like a delivered job.
+    Skipped,
     /// Given up on; kept for the operator and replayable.
     Dead,
 }
@@ -43,6 +46,7 @@ impl JobStatus {
             JobStatus::Pending => "pending",
             JobStatus::Running => "running",
             JobStatus::Done => "done",
+            JobStatus::Skipped => "skipped",
             JobStatus::Dead => "dead",
         }
     }

@@ -105,7 +105,8 @@ pub struct DeliveryDetail {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
-    /// `waiting`, `pending`, `running`, `done`, `dead`, or `open` for the first three.
+    /// `waiting`, `pending`, `running`, `done`, `skipped` (a field write with nothing new),
+    /// `dead`, or `open` for the first three.
     pub status: Option<String>,
     /// `sparkloop`, `loyaltysurf`, `referralloop` or `esp`.
     pub destination: Option<String>,
@@ -121,7 +122,9 @@ pub struct DeliveryQuery {
     pub limit: Option<i64>,
 }
 
-const STATUSES: [&str; 6] = ["waiting", "pending", "running", "done", "dead", "open"];
+const STATUSES: [&str; 7] = [
+    "waiting", "pending", "running", "done", "skipped", "dead", "open",
+];
 
 /// `GET /admin/api/deliveries`.
 #[utoipa::path(get, path = "/admin/api/deliveries", tag = "admin",
