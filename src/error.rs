@@ -79,9 +79,15 @@ pub enum AdminError {
     /// A malformed parameter (400).
     #[error("{0}")]
     BadRequest(String),
+    /// Refused whoever asks (403): a form sent from another site.
+    #[error("{0}")]
+    Forbidden(String),
     /// The database is busy or unreachable (503, retry).
     #[error("the database is busy or unreachable; retry shortly")]
     Unavailable(#[source] StoreError),
+    /// Too many attempts from this address (429): retry after the duration.
+    #[error("too many sign-in attempts from this address; retry in {} s", .0.as_secs().max(1))]
+    TooManyRequests(std::time::Duration),
 }
 
 impl From<StoreError> for AdminError {
@@ -97,7 +103,9 @@ impl ResponseError for AdminError {
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
             AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
             AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -111,6 +119,12 @@ impl ResponseError for AdminError {
         match self {
             AdminError::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            AdminError::TooManyRequests(wait) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from(wait.as_secs().max(1)),
+                );
             }
             AdminError::Unauthorized => {
                 headers.insert(

@@ -255,6 +255,7 @@ impl Application {
             esp,
             peers,
             wake_workers: wake,
+            sign_ins: Default::default(),
         });
         let server = HttpServer::new(move || {
             App::new()

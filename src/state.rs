@@ -36,4 +36,6 @@ pub struct AppState {
     pub callbacks: crate::inbound::callbacks::CallbackQueue,
     /// Wakes the workers when a job is queued.
     pub wake_workers: Arc<Notify>,
+    /// Dashboard sign-ins per source address.
+    pub sign_ins: crate::http::session::SignInLimiter,
 }

@@ -150,8 +150,10 @@ pub struct Settings {
     pub db_timeout: Duration,
     /// `BRIDGE_LISTEN`.
     pub listen: String,
-    /// `BRIDGE_ADMIN_TOKEN`.
+    /// `BRIDGE_ADMIN_TOKEN` (at least 32 characters).
     pub admin_token: Option<Secret>,
+    /// `BRIDGE_ADMIN_SESSION_TTL`: how long a dashboard sign-in lasts.
+    pub admin_session_ttl: Duration,
     /// `BRIDGE_MAX_BODY`, in bytes.
     pub max_body: usize,
     /// `BRIDGE_PLATFORM`: where ESP events go.

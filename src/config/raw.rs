@@ -25,6 +25,7 @@ pub(super) struct Raw {
     bridge_db_timeout: Option<String>,
     bridge_listen: Option<String>,
     bridge_admin_token: Option<String>,
+    bridge_admin_session_ttl: Option<String>,
     bridge_max_body: Option<String>,
     bridge_platform: Option<String>,
     sparkloop_upstream: Option<String>,
@@ -429,7 +430,12 @@ impl Settings {
                 .map(|n| n as u32),
             db_timeout: duration("BRIDGE_DB_TIMEOUT", raw.bridge_db_timeout, "2s")?,
             listen,
-            admin_token: secret(raw.bridge_admin_token),
+            admin_token: admin_token(raw.bridge_admin_token)?,
+            admin_session_ttl: duration(
+                "BRIDGE_ADMIN_SESSION_TTL",
+                raw.bridge_admin_session_ttl,
+                "12h",
+            )?,
             max_body,
             sparkloop,
             esp,
@@ -451,6 +457,27 @@ fn non_empty(value: Option<String>) -> Option<String> {
     value
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
+}
+
+/// The shortest admin token taken (DESIGN 3.11): it guards every operator action.
+const MIN_ADMIN_TOKEN: usize = 32;
+
+/// `BRIDGE_ADMIN_TOKEN`: unset (no admin API or dashboard), or at least 32 characters.
+fn admin_token(value: Option<String>) -> Result<Option<Secret>, ConfigError> {
+    let token = non_empty(value);
+    if token
+        .as_ref()
+        .is_some_and(|t| t.chars().count() < MIN_ADMIN_TOKEN)
+    {
+        return Err(invalid(
+            "BRIDGE_ADMIN_TOKEN",
+            format!(
+                "it is shorter than {MIN_ADMIN_TOKEN} characters; make a long random one \
+                 (`openssl rand -hex 32`)"
+            ),
+        ));
+    }
+    Ok(token.map(Secret::from))
 }
 
 fn secret(value: Option<String>) -> Option<Secret> {

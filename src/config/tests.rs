@@ -45,6 +45,14 @@ fn errors_name_the_variable() {
         // Far beyond what unix milliseconds plus a duration can hold.
         (vec![("RETRY_MAX_AGE", "300000000000y")], "RETRY_MAX_AGE"),
         (vec![("BRIDGE_LEASE", "200y")], "BRIDGE_LEASE"),
+        (
+            vec![("BRIDGE_ADMIN_TOKEN", "short-token")],
+            "BRIDGE_ADMIN_TOKEN",
+        ),
+        (
+            vec![("BRIDGE_ADMIN_SESSION_TTL", "a while")],
+            "BRIDGE_ADMIN_SESSION_TTL",
+        ),
         (vec![("BRIDGE_MAX_BODY", "lots")], "BRIDGE_MAX_BODY"),
         (vec![("ESP_ADAPTER", "nope")], "ESP_ADAPTER"),
         (

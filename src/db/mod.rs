@@ -20,6 +20,7 @@ pub mod poll;
 pub mod redemptions;
 pub mod referral;
 pub mod schema;
+pub mod sessions;
 pub mod subscribers;
 #[cfg(test)]
 pub mod test_db;

@@ -107,6 +107,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Dashboard sessions, by the hash of their id.
+    admin_sessions (id_sha256) {
+        id_sha256 -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::joinable!(jobs -> subscribers (subscriber_id));
 diesel::joinable!(attempts -> jobs (job_id));
 diesel::joinable!(redemptions -> subscribers (subscriber_id));

@@ -1,49 +1,16 @@
 //! The dashboard at `/admin/`: one server-rendered page (no front-end build) with the queues,
 //! recent rates, dead deliveries with a Retry button, and a subscriber search with their
-//! timeline. The admin token is entered once; the browser keeps a hash of it in an `HttpOnly`,
-//! `SameSite=Strict` cookie (`Secure` unless served on loopback); every form carries a token
-//! derived from the admin token, and a cross-site `Origin` is refused.
+//! timeline. The admin token is entered once, for a session that ends ([`super::session`]).
 
-use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
-use super::admin::{self, AdminError, Delivery, SubscriberView, SESSION_COOKIE};
+use super::admin::{self, AdminError, Delivery, SubscriberView};
+use super::session::{self, cross_site};
 use crate::db::admin::{list_deliveries, DeliveryFilter};
 use crate::state::AppState;
-
-/// The token every form carries, derived from the admin token.
-fn csrf_token(token: &str) -> String {
-    hex::encode(&Sha256::digest(format!("referral-bridge admin form\0{token}"))[..16])
-}
-
-/// Whether the request came from another site (an `Origin` whose host is not ours).
-fn cross_site(request: &HttpRequest) -> bool {
-    let Some(origin) = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let host = request.connection_info().host().to_string();
-    origin.split_once("://").map(|(_, rest)| rest) != Some(host.as_str())
-}
-
-/// Whether the page is served on a loopback address, where a `Secure` cookie would not be sent
-/// back over plain HTTP.
-fn on_loopback(request: &HttpRequest) -> bool {
-    let info = request.connection_info();
-    let host = info.host();
-    let name = host
-        .rsplit_once(':')
-        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-        .map_or(host, |(name, _)| name);
-    matches!(name, "localhost" | "127.0.0.1" | "[::1]") && info.scheme() == "http"
-}
 
 const STYLE: &str = r#"
 :root { color-scheme: light dark; --bg: #f6f7f9; --card: #fff; --ink: #1d2330; --muted: #667085;
@@ -145,18 +112,13 @@ pub async fn page(
     state: web::Data<AppState>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, AdminError> {
-    match admin::authorize(&request, &state) {
-        Ok(()) => {}
-        Err(AdminError::Unauthorized) => {
-            return Ok(html_response(
-                actix_web::http::StatusCode::OK,
-                login_page(None),
-            ))
-        }
-        Err(e) => return Err(e),
-    }
-    // Signed in, so the token is set.
-    let csrf = csrf_token(admin::admin_token(&state)?);
+    let Some(session) = session::current(&request, &state).await? else {
+        return Ok(html_response(
+            actix_web::http::StatusCode::OK,
+            login_page(None),
+        ));
+    };
+    let csrf = session.csrf;
     let stats = admin::stats(&state).await?;
     let dead = state
         .db
@@ -316,36 +278,58 @@ pub struct LoginForm {
     token: String,
 }
 
-/// `POST /admin/login`: checks the token and keeps the session cookie.
+/// `POST /admin/login`: checks the token (a limited number of times a minute per address) and
+/// starts a session. A browser is shown the sign-in page again with the reason; any other
+/// client gets the usual JSON error.
 pub async fn login(
     request: HttpRequest,
     state: web::Data<AppState>,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AdminError> {
     let token = admin::admin_token(&state)?;
+    let refused = |status: actix_web::http::StatusCode, reason: &str, error: AdminError| {
+        if wants_html(&request) {
+            Ok(html_response(status, login_page(Some(reason))))
+        } else {
+            Err(error)
+        }
+    };
+    use actix_web::http::StatusCode;
     if cross_site(&request) {
-        return Ok(html_response(
-            actix_web::http::StatusCode::FORBIDDEN,
-            login_page(Some("Refused: the form was sent from another site.")),
-        ));
+        let reason = "Refused: the form was sent from another site.";
+        return refused(
+            StatusCode::FORBIDDEN,
+            reason,
+            AdminError::Forbidden("the sign-in form was sent from another site".into()),
+        );
+    }
+    if let Err(limited) = state.sign_ins.attempt(&request) {
+        log::warn!("admin: sign-ins refused for a while: too many from one address");
+        return refused(StatusCode::TOO_MANY_REQUESTS, &limited.to_string(), limited);
     }
     if !referral_bridge_adapters::secrets_match(form.token.trim().as_bytes(), token.as_bytes()) {
         log::warn!("admin: a sign-in with a wrong token");
-        return Ok(html_response(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            login_page(Some("That is not the admin token.")),
-        ));
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "That is not the admin token.",
+            AdminError::Unauthorized,
+        );
     }
-    let cookie = Cookie::build(SESSION_COOKIE, admin::session_value(token))
-        .path("/admin")
-        .http_only(true)
-        .same_site(SameSite::Strict)
-        .secure(!on_loopback(&request))
-        .finish();
+    let cookie = session::start(&request, &state).await?;
+    log::info!("admin: signed in");
     Ok(HttpResponse::SeeOther()
         .cookie(cookie)
         .insert_header((header::LOCATION, "/admin/"))
         .finish())
+}
+
+/// Whether the client asked for a page (a browser's form post does).
+fn wants_html(request: &HttpRequest) -> bool {
+    request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
 }
 
 /// A form that changes something: only its token.
@@ -354,34 +338,15 @@ pub struct ActionForm {
     csrf: String,
 }
 
-/// Checks a form: signed in, from this site, with the form token.
-fn check_form(
-    request: &HttpRequest,
-    state: &AppState,
-    form: &ActionForm,
-) -> Result<(), AdminError> {
-    admin::authorize(request, state)?;
-    let token = admin::admin_token(state)?;
-    let expected = csrf_token(token);
-    if cross_site(request)
-        || !referral_bridge_adapters::secrets_match(form.csrf.as_bytes(), expected.as_bytes())
-    {
-        return Err(AdminError::BadRequest(
-            "the form is stale or came from another site; reload the page".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// `POST /admin/logout`: forgets the session cookie.
+/// `POST /admin/logout`: ends the session (the cookie can sign nothing in any more).
 pub async fn logout(
     request: HttpRequest,
     state: web::Data<AppState>,
     form: web::Form<ActionForm>,
 ) -> Result<HttpResponse, AdminError> {
-    check_form(&request, &state, &form)?;
-    let mut cookie = Cookie::build(SESSION_COOKIE, "").path("/admin").finish();
-    cookie.make_removal();
+    let session = session::check_form(&request, &state, &form.csrf).await?;
+    let cookie = session::end(&state, session).await?;
+    log::info!("admin: signed out");
     Ok(HttpResponse::SeeOther()
         .cookie(cookie)
         .insert_header((header::LOCATION, "/admin/"))
@@ -395,7 +360,7 @@ pub async fn retry(
     id: web::Path<i64>,
     form: web::Form<ActionForm>,
 ) -> Result<HttpResponse, AdminError> {
-    check_form(&request, &state, &form)?;
+    session::check_form(&request, &state, &form.csrf).await?;
     let id = id.into_inner();
     let location = match admin::retry_one(&state, id, false).await {
         Ok(()) => format!("/admin/?retried={id}"),

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod dashboard;
 pub mod openapi;
 pub mod ops;
+pub mod session;
 pub mod webhooks;
 
 use actix_web::web;

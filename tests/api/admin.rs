@@ -11,7 +11,7 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::helpers::{eventually, subscribe, TestApp};
 
-const TOKEN: &str = "admin-token-for-tests";
+const TOKEN: &str = "admin-token-for-tests-of-32-characters-or-more";
 
 async fn get(app: &TestApp, url: &str, token: Option<&str>) -> (StatusCode, Value) {
     let mut request = app.client.get(format!("{}{url}", app.address));
@@ -493,17 +493,28 @@ async fn the_dashboard_signs_in_with_a_strict_cookie_and_refuses_forged_forms() 
         .and_then(|rest| rest.split('"').next())
         .unwrap()
         .to_string();
-    // The session works for the API too; a form without its token, or from elsewhere, does not.
-    let (status, _) = {
-        let r = client
-            .get(format!("{}/admin/api/stats", app.address))
-            .header("Cookie", &session)
-            .send()
-            .await
-            .unwrap();
-        (r.status(), ())
-    };
-    assert_eq!(status, 200);
+    // The session is the dashboard's only: the API takes the bearer token alone, so no other
+    // site can make a signed-in browser call it.
+    let api = client
+        .get(format!("{}/admin/api/stats", app.address))
+        .header("Cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 401);
+    let api = client
+        .post(format!("{}/admin/api/deliveries/retry-dead", app.address))
+        .header("Cookie", &session)
+        .header("Origin", "http://evil.example")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        api.status(),
+        401,
+        "a cross-site POST with the cookie does nothing"
+    );
     let forged = client
         .post(format!("{}/admin/deliveries/1/retry", app.address))
         .header("Cookie", &session)
@@ -512,6 +523,11 @@ async fn the_dashboard_signs_in_with_a_strict_cookie_and_refuses_forged_forms() 
         .await
         .unwrap();
     assert_eq!(forged.status(), 400);
+    let error: Value = forged.json().await.unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("stale"),
+        "{error}"
+    );
     let cross = client
         .post(format!("{}/admin/deliveries/1/retry", app.address))
         .header("Cookie", &session)
@@ -533,5 +549,81 @@ async fn the_dashboard_signs_in_with_a_strict_cookie_and_refuses_forged_forms() 
         .to_str()
         .unwrap()
         .contains("error="));
+
+    // Each sign-in is a session of its own, stored only as a hash, with the configured expiry.
+    let second = login(TOKEN, None).await.unwrap();
+    let second = second.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        second.contains("Max-Age=43200"),
+        "12 h by default: {second}"
+    );
+    let second = second.split(';').next().unwrap().to_string();
+    assert_ne!(second, session, "a random id each time");
+    let id = session.split_once('=').unwrap().1;
+    assert_eq!(
+        app.db.count(&format!(
+            "SELECT COUNT(*) AS n FROM admin_sessions WHERE id_sha256 = '{id}'"
+        )),
+        0,
+        "the id itself is not stored"
+    );
+    assert_eq!(
+        app.db.count(
+            "SELECT COUNT(*) AS n FROM admin_sessions WHERE expires_at - created_at = 43200000"
+        ),
+        2
+    );
+    let signed_in = |cookie: String| {
+        let request = client
+            .get(format!("{}/admin/", app.address))
+            .header("Cookie", cookie)
+            .send();
+        async move {
+            request
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+                .contains("Dead deliveries")
+        }
+    };
+    // Signing out ends that session, not the other one.
+    let out = client
+        .post(format!("{}/admin/logout", app.address))
+        .header("Cookie", &session)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    assert!(
+        !signed_in(session.clone()).await,
+        "a revoked session signs nothing in"
+    );
+    assert!(signed_in(second.clone()).await);
+    // An expired one neither.
+    app.db
+        .execute("UPDATE admin_sessions SET expires_at = created_at");
+    assert!(
+        !signed_in(second).await,
+        "an expired session signs nothing in"
+    );
+
+    // Five sign-ins a minute from one address (three so far): two more wrong ones are told so,
+    // the sixth attempt is refused whatever its token, with the time to wait.
+    for _ in 0..2 {
+        assert_eq!(login("wrong", None).await.unwrap().status(), 401);
+    }
+    for token in ["wrong", TOKEN] {
+        let limited = login(token, None).await.unwrap();
+        assert_eq!(limited.status(), 429, "{token}");
+        let wait: u64 = limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+    }
     app.stop().await;
 }

@@ -14,7 +14,7 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::helpers::{eventually, skipped, subscribe, TestApp};
 
-const TOKEN: &str = "dashboard-test-token";
+const TOKEN: &str = "dashboard-test-token-of-32-characters-or-more";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// chromedriver on a free port, stopped when dropped.

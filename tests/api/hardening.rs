@@ -513,3 +513,27 @@ async fn a_write_identical_to_the_last_one_is_skipped() {
     assert!(stdout.contains("\"RH_TOTREF\":4"), "{stdout}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_matched_whatever_its_case() {
+    let app = TestApp::spawn_with(&[("BRIDGE_ADMIN_TOKEN", TOKEN)], None).await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let response = app
+            .client
+            .get(format!("{}/admin/api/stats", app.address))
+            .header("Authorization", format!("{scheme} {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+    }
+    let response = app
+        .client
+        .get(format!("{}/admin/api/stats", app.address))
+        .header("Authorization", format!("Basic {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    app.stop().await;
+}

@@ -50,7 +50,10 @@ async fn readyz_is_503_when_the_database_does_not_answer() {
     let app = TestApp::spawn_with(
         &[
             ("BRIDGE_DB_TIMEOUT", "300ms"),
-            ("BRIDGE_ADMIN_TOKEN", "admin-token-for-this-test"),
+            (
+                "BRIDGE_ADMIN_TOKEN",
+                "admin-token-for-this-test-32-characters-long",
+            ),
         ],
         None,
     )
@@ -85,7 +88,7 @@ async fn readyz_is_503_when_the_database_does_not_answer() {
     let stats = app
         .client
         .get(format!("{}/admin/api/stats", app.address))
-        .bearer_auth("admin-token-for-this-test")
+        .bearer_auth("admin-token-for-this-test-32-characters-long")
         .send()
         .await
         .unwrap();

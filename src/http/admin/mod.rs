@@ -1,7 +1,7 @@
 //! The admin API under `/admin/api/`: deliveries (filtered, paged, retried, cancelled), a
 //! subscriber's fields and timeline, recent counts; the OpenAPI document of every endpoint is
-//! [`crate::http::openapi`]. `Authorization: Bearer BRIDGE_ADMIN_TOKEN` (or the dashboard's
-//! session cookie), checked by the [`AdminAuth`] extractor before anything else of the request;
+//! [`crate::http::openapi`]. `Authorization: Bearer BRIDGE_ADMIN_TOKEN` only, checked by the
+//! [`AdminAuth`] extractor before anything else of the request;
 //! 404 while the token is unset, 401 for a wrong one. Errors are `application/problem+json`.
 
 pub mod deliveries;
@@ -21,21 +21,9 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::{ready, Ready};
-use sha2::{Digest, Sha256};
 
 pub use crate::error::AdminError;
 use crate::state::AppState;
-
-/// The dashboard's session cookie.
-pub const SESSION_COOKIE: &str = "bridge_admin";
-
-/// The dashboard's session value for `token`: a hash, so the token itself is never stored in
-/// the browser.
-pub fn session_value(token: &str) -> String {
-    hex::encode(Sha256::digest(format!(
-        "referral-bridge admin session\0{token}"
-    )))
-}
 
 /// Proof that a request carries the admin credentials; as a handler's first parameter, it is
 /// checked before any other part of the request is read.
@@ -66,28 +54,21 @@ pub fn admin_token(state: &AppState) -> Result<&str, AdminError> {
         .expose_secret())
 }
 
-/// Checks the admin credentials: the bearer token, or the dashboard's session cookie.
+/// Checks the admin credentials: the bearer token only (DESIGN 3.11: the dashboard's session
+/// cookie is not accepted here, so that no other site can make a signed-in browser call the
+/// API). The scheme is matched without regard to case (RFC 9110).
 pub fn authorize(request: &HttpRequest, state: &AppState) -> Result<(), AdminError> {
     let token = admin_token(state)?;
     let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    if let Some(bearer) = bearer {
-        return if referral_bridge_adapters::secrets_match(bearer.as_bytes(), token.as_bytes()) {
-            Ok(())
-        } else {
-            Err(AdminError::Unauthorized)
-        };
-    }
-    match request.cookie(SESSION_COOKIE) {
-        Some(cookie)
-            if referral_bridge_adapters::secrets_match(
-                cookie.value().as_bytes(),
-                session_value(token).as_bytes(),
-            ) =>
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credentials)| credentials.trim());
+    match bearer {
+        Some(bearer)
+            if referral_bridge_adapters::secrets_match(bearer.as_bytes(), token.as_bytes()) =>
         {
             Ok(())
         }
