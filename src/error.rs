@@ -24,6 +24,18 @@ pub enum WebhookError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// Over `BRIDGE_INBOUND_RATE_LIMIT` for the sender's address: 429, retry after `wait`.
+    #[error("too many requests from this address (BRIDGE_INBOUND_RATE_LIMIT); retry in {} s", wait_seconds(.wait))]
+    TooManyRequests {
+        /// How long until the next request is taken.
+        wait: std::time::Duration,
+    },
+    /// The body did not arrive within `BRIDGE_BODY_TIMEOUT`: 408.
+    #[error("the request body did not arrive within {} (BRIDGE_BODY_TIMEOUT)", humantime::format_duration(*.after))]
+    BodyTimeout {
+        /// The timeout.
+        after: std::time::Duration,
+    },
     /// The request could not be stored: 503, the sender retries and nothing is lost. The text
     /// says why, for the log; the sender is told only to retry.
     #[error("the event could not be stored; retry later")]
@@ -37,6 +49,8 @@ impl WebhookError {
             WebhookError::Unauthorized(_) => "unauthorized",
             WebhookError::BadRequest(_) => "bad_request",
             WebhookError::TooLarge { .. } => "too_large",
+            WebhookError::TooManyRequests { .. } => "rate_limited",
+            WebhookError::BodyTimeout { .. } => "body_timeout",
             WebhookError::Unavailable(_) => "unavailable",
         }
     }
@@ -48,17 +62,34 @@ impl ResponseError for WebhookError {
             WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WebhookError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebhookError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            WebhookError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            WebhookError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             WebhookError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if let WebhookError::Unavailable(_) = self {
-            response.insert_header((header::RETRY_AFTER, "1"));
+        match self {
+            WebhookError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            WebhookError::TooManyRequests { wait } => {
+                response.insert_header((header::RETRY_AFTER, wait_seconds(wait)));
+            }
+            // The rest of the body is not read: the connection cannot carry another request.
+            WebhookError::BodyTimeout { .. } => {
+                response.insert_header((header::CONNECTION, "close"));
+            }
+            _ => {}
         }
         response.json(serde_json::json!({ "error": self.to_string() }))
     }
+}
+
+/// A wait in whole seconds for `Retry-After`, at least 1.
+fn wait_seconds(wait: &std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// Why an admin request failed; each maps to a status and a problem document.

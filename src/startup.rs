@@ -241,6 +241,10 @@ impl Application {
                 settings.worker.request_timeout,
             )?),
         };
+        let inbound_limit = settings
+            .inbound_rate_limit
+            .as_ref()
+            .map(crate::http::limits::InboundLimiter::new);
         let state = web::Data::new(AppState {
             db,
             ingest,
@@ -256,6 +260,7 @@ impl Application {
             peers,
             wake_workers: wake,
             sign_ins: Default::default(),
+            inbound_limit,
         });
         let server = HttpServer::new(move || {
             App::new()

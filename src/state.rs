@@ -37,5 +37,7 @@ pub struct AppState {
     /// Wakes the workers when a job is queued.
     pub wake_workers: Arc<Notify>,
     /// Dashboard sign-ins per source address.
-    pub sign_ins: crate::http::session::SignInLimiter,
+    pub sign_ins: crate::http::limits::SignInLimiter,
+    /// Webhook requests per source address (`BRIDGE_INBOUND_RATE_LIMIT`).
+    pub inbound_limit: Option<crate::http::limits::InboundLimiter>,
 }

@@ -156,6 +156,10 @@ pub struct Settings {
     pub admin_session_ttl: Duration,
     /// `BRIDGE_MAX_BODY`, in bytes.
     pub max_body: usize,
+    /// `BRIDGE_INBOUND_RATE_LIMIT`: webhook requests allowed per source address (unset: off).
+    pub inbound_rate_limit: Option<RateLimit>,
+    /// `BRIDGE_BODY_TIMEOUT`: how long a webhook's body may take to arrive (then 408).
+    pub body_timeout: Duration,
     /// `BRIDGE_PLATFORM`: where ESP events go.
     pub platform: Platform,
     /// `SPARKLOOP_*`.

@@ -27,6 +27,8 @@ pub(super) struct Raw {
     bridge_admin_token: Option<String>,
     bridge_admin_session_ttl: Option<String>,
     bridge_max_body: Option<String>,
+    bridge_inbound_rate_limit: Option<String>,
+    bridge_body_timeout: Option<String>,
     bridge_platform: Option<String>,
     sparkloop_upstream: Option<String>,
     sparkloop_incoming_webhook_url: Option<String>,
@@ -430,6 +432,13 @@ impl Settings {
                 .map(|n| n as u32),
             db_timeout: duration("BRIDGE_DB_TIMEOUT", raw.bridge_db_timeout, "2s")?,
             listen,
+            inbound_rate_limit: non_empty(raw.bridge_inbound_rate_limit)
+                .map(|text| {
+                    RateLimit::parse(&text)
+                        .map_err(|reason| invalid("BRIDGE_INBOUND_RATE_LIMIT", reason))
+                })
+                .transpose()?,
+            body_timeout: duration("BRIDGE_BODY_TIMEOUT", raw.bridge_body_timeout, "30s")?,
             admin_token: admin_token(raw.bridge_admin_token)?,
             admin_session_ttl: duration(
                 "BRIDGE_ADMIN_SESSION_TTL",

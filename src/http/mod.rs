@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod dashboard;
+pub mod limits;
 pub mod openapi;
 pub mod ops;
 pub mod session;

@@ -4,15 +4,9 @@
 //! signing out deletes it. Every form carries a token derived from the session id, and a
 //! cross-site `Origin` is refused. Sign-ins are limited per source address.
 
-use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::time::Duration;
-
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::HttpRequest;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 
 use super::admin::{self, AdminError};
@@ -21,9 +15,6 @@ use crate::state::AppState;
 
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "bridge_session";
-
-/// Sign-ins allowed from one address at once; then one a minute.
-const SIGN_INS_PER_MINUTE: u32 = 5;
 
 /// A signed-in browser's session.
 #[derive(Debug, Clone)]
@@ -137,34 +128,4 @@ fn on_loopback(request: &HttpRequest) -> bool {
         .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
         .map_or(host, |(name, _)| name);
     matches!(name, "localhost" | "127.0.0.1" | "[::1]") && info.scheme() == "http"
-}
-
-/// Sign-in attempts per source address: five at once, then one a minute, so that the sixth
-/// wrong token within a minute is refused (429) whatever it is.
-pub struct SignInLimiter(DefaultKeyedRateLimiter<IpAddr>);
-
-impl Default for SignInLimiter {
-    fn default() -> Self {
-        let quota = Quota::with_period(Duration::from_secs(60))
-            .expect("a minute is not zero")
-            .allow_burst(NonZeroU32::new(SIGN_INS_PER_MINUTE).expect("not zero"));
-        SignInLimiter(RateLimiter::keyed(quota))
-    }
-}
-
-impl SignInLimiter {
-    /// Counts an attempt from the request's address; `Err` with the wait when it is one too
-    /// many.
-    pub fn attempt(&self, request: &HttpRequest) -> Result<(), AdminError> {
-        let Some(address) = request.peer_addr().map(|a| a.ip()) else {
-            return Ok(());
-        };
-        // Forget addresses whose attempts are long past, so that the map stays small.
-        if self.0.len() > 1024 {
-            self.0.retain_recent();
-        }
-        self.0.check_key(&address).map_err(|not_until| {
-            AdminError::TooManyRequests(not_until.wait_time_from(DefaultClock::default().now()))
-        })
-    }
 }

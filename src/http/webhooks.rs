@@ -18,7 +18,27 @@ use crate::state::AppState;
 /// Reads the body, refusing it with 413 once it passes `limit`. A declared length over the
 /// limit is refused before reading; the rest of an oversize body is still read (and dropped),
 /// up to a bound, so that the client is listening when the 413 arrives.
+/// A webhook's body, once its sender is within `BRIDGE_INBOUND_RATE_LIMIT`: at most `limit`
+/// bytes (else 413), arrived within `BRIDGE_BODY_TIMEOUT` (else 408, so that a sender that
+/// trickles its body cannot hold a connection for ever).
 async fn read_body(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<web::Bytes, WebhookError> {
+    if let Some(limiter) = &state.inbound_limit {
+        limiter.check(request)?;
+    }
+    let after = state.settings.body_timeout;
+    tokio::time::timeout(
+        after,
+        read_limited(request, payload, state.settings.max_body),
+    )
+    .await
+    .map_err(|_| WebhookError::BodyTimeout { after })?
+}
+
+async fn read_limited(
     request: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
@@ -225,7 +245,7 @@ async fn accept_callback(
     state: &AppState,
     platform: &Platform<'_>,
 ) -> Result<ingest::Accepted, WebhookError> {
-    let body = read_body(request, payload, state.settings.max_body).await?;
+    let body = read_body(request, payload, state).await?;
     let headers = raw_headers(request);
     let inbound = InboundRequest {
         query: request.query_string(),
@@ -274,7 +294,7 @@ async fn accept_esp(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<ingest::Accepted, WebhookError> {
-    let body = read_body(request, payload, state.settings.max_body).await?;
+    let body = read_body(request, payload, state).await?;
     let headers = raw_headers(request);
     let inbound = InboundRequest {
         query: request.query_string(),

@@ -537,3 +537,66 @@ async fn the_bearer_scheme_is_matched_whatever_its_case() {
     assert_eq!(response.status(), 401);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_sender_over_its_rate_is_told_to_wait_and_a_slow_body_is_cut_off() {
+    let app = TestApp::spawn_with(
+        &[
+            ("BRIDGE_INBOUND_RATE_LIMIT", "3/1m"),
+            ("BRIDGE_BODY_TIMEOUT", "300ms"),
+        ],
+        None,
+    )
+    .await;
+    for n in 0..3 {
+        let response = app
+            .post_esp(&crate::helpers::subscribe(&format!("r{n}@example.com")))
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    let limited = app
+        .post_esp(&crate::helpers::subscribe("r9@example.com"))
+        .await;
+    assert_eq!(limited.status(), 429);
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let error: Value = limited.json().await.unwrap();
+    assert!(error["error"]
+        .as_str()
+        .unwrap()
+        .contains("BRIDGE_INBOUND_RATE_LIMIT"));
+    // The other endpoints share the sender's allowance.
+    assert_eq!(app.post_sparkloop("{}").await.status(), 429);
+    app.drain().await;
+    assert_eq!(
+        app.received().await.len(),
+        3,
+        "the refused one was not stored"
+    );
+    app.stop().await;
+
+    // A body that never finishes arriving is answered 408, not waited for.
+    let app = TestApp::spawn_with(&[("BRIDGE_BODY_TIMEOUT", "300ms")], None).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.address.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /webhooks/esp HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {}\r\nContent-Length: 100\r\n\r\n{{\"type\":",
+        crate::helpers::ESP_SECRET
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("answered before the sender gave up")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("BRIDGE_BODY_TIMEOUT"), "{answer}");
+    app.stop().await;
+}
