@@ -108,15 +108,44 @@ fn write_batches<I, O>(db: &Db, receiver: &Mutex<Receiver<(I, Reply<O>)>>, write
                 let (_, reply) = batch.remove(0);
                 let _ = reply.send(Err(e));
             }
+            // The database is out of reach: every item would fail the same way, each after a
+            // wait; they are answered at once (503: the senders retry).
+            Err(e) if e.is_unavailable() => answer_unavailable(batch, &e),
             Err(_) => {
-                for (item, reply) in batch {
+                let mut items = batch.into_iter();
+                while let Some((item, reply)) = items.next() {
                     let written = db.write(|conn| write_checked(conn, write, &[&item]));
-                    if let Some(result) = written.map(|o| o.into_iter().next()).transpose() {
-                        let _ = reply.send(result);
+                    match written {
+                        Err(e) if e.is_unavailable() => {
+                            let _ = reply.send(Err(unavailable_again(&e)));
+                            answer_unavailable(items.collect(), &e);
+                            break;
+                        }
+                        written => {
+                            if let Some(result) = written.map(|o| o.into_iter().next()).transpose()
+                            {
+                                let _ = reply.send(result);
+                            }
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+/// Answers every item of `batch` with the outage `e`.
+fn answer_unavailable<I, O>(batch: Vec<(I, Reply<O>)>, e: &StoreError) {
+    for (_, reply) in batch {
+        let _ = reply.send(Err(unavailable_again(e)));
+    }
+}
+
+/// The same outage, for another item (a store error is not `Clone`: its cause is kept as text).
+fn unavailable_again(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Busy => StoreError::Busy,
+        other => StoreError::Connect(other.to_string()),
     }
 }
 

@@ -72,6 +72,38 @@ pub enum StoreError {
     Connect(String),
 }
 
+impl StoreError {
+    /// Whether the database itself is out of reach (rather than one statement failing): then
+    /// every write waiting would fail the same way, and is answered at once.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Busy | StoreError::Connect(_) => true,
+            StoreError::Query(diesel::result::Error::DatabaseError(kind, info)) => {
+                use diesel::result::DatabaseErrorKind;
+                matches!(
+                    kind,
+                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand
+                ) || {
+                    // Postgres going down ends sessions with these (SQLSTATE 57P01-57P03, 08*),
+                    // which diesel does not tell apart by kind.
+                    let message = info.message().to_ascii_lowercase();
+                    [
+                        "terminating connection",
+                        "server closed the connection",
+                        "connection to server",
+                        "no connection to the server",
+                        "the database system is shutting down",
+                        "the database system is starting up",
+                    ]
+                    .iter()
+                    .any(|sign| message.contains(sign))
+                }
+            }
+            StoreError::Query(_) => false,
+        }
+    }
+}
+
 /// Opens one connection by URL, with the real error on failure (diesel's derived `establish`
 /// would report only the last backend it tried).
 pub fn establish(url: &DatabaseUrl) -> Result<DbConnection, StoreError> {
@@ -156,6 +188,25 @@ pub struct Db {
     /// SQLite allows one writer; taking turns here, rather than in SQLite's busy handler
     /// (which sleeps in steps of milliseconds), keeps write latency flat under load.
     sqlite_writer: Option<Arc<Mutex<()>>>,
+    /// Whether the Postgres server answers, as last asked.
+    reachability: Arc<Reachability>,
+}
+
+/// How long a Postgres connection is waited for before the server itself is asked whether it is
+/// there: during an outage, requests are answered 503 in about this time, not in the pool's
+/// whole timeout (`BRIDGE_DB_TIMEOUT`), which is for a pool that is merely busy.
+const OUTAGE_PROBE_AFTER: Duration = Duration::from_millis(100);
+
+/// How long a probe's answer is trusted.
+const PROBE_VALID_MS: i64 = 200;
+
+/// The last answer to "does the Postgres server take connections?", asked by one thread at a
+/// time (a busy pool must not turn into a crowd of direct connections).
+#[derive(Default)]
+struct Reachability {
+    checked_at: std::sync::atomic::AtomicI64,
+    unreachable: std::sync::atomic::AtomicBool,
+    probing: Mutex<()>,
 }
 
 impl Db {
@@ -178,6 +229,7 @@ impl Db {
             pool,
             url: url.clone(),
             sqlite_writer: matches!(url, DatabaseUrl::Sqlite(_)).then(|| Arc::new(Mutex::new(()))),
+            reachability: Arc::default(),
         })
     }
 
@@ -191,9 +243,43 @@ impl Db {
         self.sqlite_writer.is_some()
     }
 
-    /// A connection from the pool, or [`StoreError::Busy`] after the pool's timeout.
+    /// A connection from the pool, or [`StoreError::Busy`] after the pool's timeout; on
+    /// Postgres, [`StoreError::Connect`] soon after the server stops answering.
     pub fn conn(&self) -> Result<PooledConn, StoreError> {
-        self.pool.get().map_err(|_| StoreError::Busy)
+        if !matches!(self.url, DatabaseUrl::Postgres(_)) {
+            return self.pool.get().map_err(|_| StoreError::Busy);
+        }
+        let timeout = self.pool.connection_timeout();
+        let first = OUTAGE_PROBE_AFTER.min(timeout);
+        if let Ok(conn) = self.pool.get_timeout(first) {
+            return Ok(conn);
+        }
+        if !self.server_answers() {
+            return Err(StoreError::Connect(
+                "the database server does not answer".into(),
+            ));
+        }
+        self.pool
+            .get_timeout(timeout.saturating_sub(first))
+            .map_err(|_| StoreError::Busy)
+    }
+
+    /// Whether the Postgres server takes a connection, asked directly (the pool would only time
+    /// out); one thread asks, the others take the last answer.
+    fn server_answers(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let known = &self.reachability;
+        let now = now_ms();
+        if now - known.checked_at.load(Relaxed) < PROBE_VALID_MS {
+            return !known.unreachable.load(Relaxed);
+        }
+        let Ok(_probing) = known.probing.try_lock() else {
+            return !known.unreachable.load(Relaxed);
+        };
+        let answers = establish(&self.url).is_ok();
+        known.unreachable.store(!answers, Relaxed);
+        known.checked_at.store(now_ms(), Relaxed);
+        answers
     }
 
     /// Applies pending migrations; returns the names of those applied. Instances that start

@@ -22,6 +22,7 @@ mod loyaltysurf;
 mod mailchimp;
 mod mailerlite;
 mod operations;
+mod outage;
 mod pacing;
 mod prism;
 mod processes;
