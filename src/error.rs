@@ -83,7 +83,19 @@ impl ResponseError for WebhookError {
             }
             _ => {}
         }
-        response.json(serde_json::json!({ "error": self.to_string() }))
+        response.json(serde_json::json!({ "error": bounded(&self.to_string()) }))
+    }
+}
+
+/// The longest error message answered: each names at most ~80 characters of what was sent,
+/// and this bound holds whatever a message quotes (a serde error naming a megabyte-long key).
+const MAX_MESSAGE_CHARS: usize = 400;
+
+/// `message`, cut to [`MAX_MESSAGE_CHARS`].
+fn bounded(message: &str) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        None => message.to_string(),
+        Some((end, _)) => format!("{}…", &message[..end]),
     }
 }
 
@@ -176,13 +188,14 @@ fn unreadable(request: &HttpRequest, status: StatusCode, message: String) -> act
     let response = if request.path().starts_with("/admin/api/") {
         problem(status, &message)
     } else {
-        HttpResponse::build(status).json(json!({ "error": message }))
+        HttpResponse::build(status).json(json!({ "error": bounded(&message) }))
     };
     actix_web::error::InternalError::from_response(message, response).into()
 }
 
 /// A problem document (`application/problem+json`) with the `error` member beside `detail`.
 fn problem(status: StatusCode, detail: &str) -> HttpResponse {
+    let detail = bounded(detail);
     HttpResponse::build(status)
         .content_type("application/problem+json")
         .body(

@@ -600,3 +600,29 @@ async fn a_sender_over_its_rate_is_told_to_wait_and_a_slow_body_is_cut_off() {
     assert!(answer.contains("BRIDGE_BODY_TIMEOUT"), "{answer}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn no_error_echoes_a_megabyte() {
+    let app = TestApp::spawn_with(&[("BRIDGE_ADMIN_TOKEN", TOKEN)], None).await;
+    // As long as the admin API takes (its bodies are at most 256 KiB).
+    let huge = "k".repeat(200_000);
+    let body = format!(r#"{{"{huge}": 1}}"#);
+    let (status, answer) = admin_post(&app, "/admin/api/deliveries/retry-dead", &body).await;
+    assert_eq!(status, 400);
+    let text = answer.to_string();
+    assert!(text.len() < 2_000, "{} bytes", text.len());
+    let response = app
+        .client
+        .get(format!(
+            "{}/admin/api/deliveries?since={}",
+            app.address,
+            &huge[..10_000]
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().len() < 2_000);
+    app.stop().await;
+}

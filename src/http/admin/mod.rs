@@ -93,7 +93,8 @@ pub(crate) fn parse_time(name: &str, text: &str) -> Result<i64, AdminError> {
         .map(|d| d.as_millis() as i64)
         .ok_or_else(|| {
             AdminError::BadRequest(format!(
-                "`{name}`: `{text}` is not a time like 2026-11-26T10:00:00Z or unix milliseconds"
+                "`{name}`: `{}` is not a time like 2026-11-26T10:00:00Z or unix milliseconds",
+                referral_bridge_adapters::excerpt(text)
             ))
         })
 }
