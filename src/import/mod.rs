@@ -2,18 +2,27 @@
 //! whatever the file's size), checked row by row, and written in batched transactions, each new
 //! one queued for SparkLoop unless asked not to.
 
+mod file;
+mod push;
+mod rows;
+
+pub use file::rejects_path;
+pub use push::push_unpushed;
+pub use rows::parse_time;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use referral_bridge_adapters::{Email, EspEvent, Person};
-use serde_json::Value;
+use referral_bridge_adapters::EspEvent;
 
 use crate::db::jobs::{self, JobStatus};
 use crate::db::subscribers::{self, ImportedPerson};
 use crate::db::{Db, DbConnection, StoreError};
+use file::{read_failed, LineCounter, Rejects};
+use rows::{parse_row, Columns, Row};
 
 /// Rows written per transaction.
 const BATCH_ROWS: usize = 5_000;
@@ -84,102 +93,6 @@ pub trait Progress {
     fn advance(&mut self, bytes: u64, total: u64, summary: &Summary);
     /// A row was refused.
     fn rejected(&mut self, line: u64, reason: &str);
-}
-
-/// The columns the import reads, by position.
-struct Columns {
-    email: usize,
-    id: Option<usize>,
-    first_name: Option<usize>,
-    name: Option<usize>,
-    created_at: Option<usize>,
-    count: usize,
-}
-
-impl Columns {
-    fn find(headers: &csv::StringRecord, path: &Path) -> Result<Columns, ImportError> {
-        let names: Vec<String> = headers
-            .iter()
-            .map(|h| h.trim().to_ascii_lowercase())
-            .collect();
-        let find = |wanted: &str| names.iter().position(|n| n == wanted);
-        let email = find("email").ok_or_else(|| ImportError::NoEmailColumn {
-            path: path.to_path_buf(),
-            found: headers
-                .iter()
-                .map(|h| format!("`{}`", h.chars().take(40).collect::<String>()))
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
-        Ok(Columns {
-            email,
-            id: find("id"),
-            first_name: find("first_name"),
-            name: find("name"),
-            created_at: find("created_at"),
-            count: names.len(),
-        })
-    }
-}
-
-/// One good row.
-struct Row {
-    person: Person,
-    created_at: Option<i64>,
-}
-
-/// Reads a row, or says why it is refused.
-fn parse_row(record: &csv::StringRecord, columns: &Columns) -> Result<Row, String> {
-    if record.len() != columns.count {
-        return Err(format!(
-            "expected {} columns, found {}",
-            columns.count,
-            record.len()
-        ));
-    }
-    let field = |at: Option<usize>| {
-        at.and_then(|i| record.get(i))
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let email = Email::parse(record.get(columns.email).unwrap_or_default())
-        .map_err(|e| format!("the email is not a valid address: {}", e.reason))?;
-    let created_at = field(columns.created_at)
-        .map(|text| {
-            parse_time(text).ok_or_else(|| {
-                "created_at is neither unix seconds nor an ISO 8601 date".to_string()
-            })
-        })
-        .transpose()?;
-    // An id of digits stays a number, as the ESP would send it; anything else is text.
-    // An id of digits stays a number, as the ESP would send it, of any length (serde_json keeps
-    // a number's digits exactly); anything else, a leading zero included, is text.
-    let digits = |id: &str| {
-        !id.is_empty()
-            && id.bytes().all(|b| b.is_ascii_digit())
-            && (!id.starts_with('0') || id == "0")
-    };
-    let esp_id = field(columns.id).map(|id| match serde_json::from_str::<Value>(id) {
-        Ok(number) if digits(id) => number,
-        _ => Value::from(id),
-    });
-    let person = Person {
-        email,
-        esp_id,
-        first_name: field(columns.first_name).map(str::to_string),
-        name: field(columns.name).map(str::to_string),
-    };
-    person.check().map_err(|e| e.0)?;
-    Ok(Row { person, created_at })
-}
-
-/// Unix seconds, or an ISO 8601 date or date-time (`2024-01-31`, `2024-01-31T10:00:00Z`,
-/// `2024-01-31 10:00:00`, with an offset or without, read as UTC).
-pub fn parse_time(text: &str) -> Option<i64> {
-    if let Ok(seconds) = text.parse::<i64>() {
-        return Some(seconds);
-    }
-    referral_bridge_adapters::time::iso8601_seconds(text)
 }
 
 /// Imports `path` into `db`; a dry run only reads the database.
@@ -273,77 +186,6 @@ pub fn import(
     rejects.finish()?;
     progress.advance(total, total, &summary);
     Ok(summary)
-}
-
-/// The physical line a byte of the file is on, counted by reading the file a second time as the
-/// records go by (they come in order, so the file is read once in all): the csv crate's own line
-/// numbers count a `\r\n` as two breaks in some places and one in others, and `\r\r\n` as two.
-/// Lines end at `\n`; a file without any `\n` (old Mac files) ends them at `\r`.
-struct LineCounter {
-    reader: BufReader<File>,
-    at: u64,
-    line: u64,
-    end: u8,
-}
-
-impl LineCounter {
-    fn open(path: &Path) -> std::io::Result<LineCounter> {
-        use std::io::Read;
-        let mut start = vec![0u8; 64 * 1024];
-        let read = File::open(path)?.read(&mut start)?;
-        let start = &start[..read];
-        let end = if !start.contains(&b'\n') && start.contains(&b'\r') {
-            b'\r'
-        } else {
-            b'\n'
-        };
-        Ok(LineCounter {
-            reader: BufReader::with_capacity(1 << 20, File::open(path)?),
-            at: 0,
-            line: 1,
-            end,
-        })
-    }
-
-    /// The line (from 1) of the record the csv crate places at byte `offset`; offsets must not
-    /// go backwards. The csv crate places a record where it began reading it, before the line
-    /// ends (and blank lines) it skipped: the record's line is that of its first other byte.
-    fn line_at(&mut self, offset: u64) -> std::io::Result<u64> {
-        use std::io::BufRead;
-        while self.at < offset {
-            let buffer = self.reader.fill_buf()?;
-            if buffer.is_empty() {
-                break;
-            }
-            let take = buffer
-                .len()
-                .min(usize::try_from(offset - self.at).unwrap_or(usize::MAX));
-            self.line += buffer[..take].iter().filter(|b| **b == self.end).count() as u64;
-            self.reader.consume(take);
-            self.at += take as u64;
-        }
-        loop {
-            let buffer = self.reader.fill_buf()?;
-            let ends = buffer
-                .iter()
-                .take_while(|b| matches!(b, b'\r' | b'\n'))
-                .count();
-            self.line += buffer[..ends].iter().filter(|b| **b == self.end).count() as u64;
-            let whole = ends == buffer.len() && !buffer.is_empty();
-            self.reader.consume(ends);
-            self.at += ends as u64;
-            if !whole {
-                return Ok(self.line);
-            }
-        }
-    }
-}
-
-fn read_failed(path: &Path) -> impl Fn(std::io::Error) -> ImportError + '_ {
-    move |source| ImportError::Open {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Classifies a batch and, unless it is a dry run, writes it in one transaction.
@@ -470,139 +312,4 @@ fn record_batch(
         counts.queued = queued.len() as u64;
     }
     Ok(counts)
-}
-
-/// Queues a `subscribe` for the platform for up to `limit` subscribers recorded with
-/// `--no-push` (oldest first), in one transaction; returns how many were taken (0: none left)
-/// and how many jobs were queued.
-pub fn push_unpushed(
-    conn: &mut DbConnection,
-    forwarding: crate::peers::Forwarding,
-    limit: i64,
-    now: i64,
-) -> Result<(usize, usize), StoreError> {
-    let people = subscribers::take_unpushed(conn, limit)?;
-    let ids: Vec<i64> = people.iter().map(|s| s.id).collect();
-    let mut open_lines = jobs::open_lines(conn, &ids, forwarding.destination)?;
-    let payloads: Vec<(i64, &'static str, String)> = people
-        .iter()
-        .filter_map(|subscriber| {
-            let person = ImportedPerson::from(subscriber).to_person()?;
-            let event = EspEvent::Subscribed {
-                person,
-                created_at: None,
-            };
-            let (kind, payload) = referral_bridge_adapters::sparkloop::webhook_payload(&event)
-                .filter(|(kind, _)| forwarding.forwards(kind))?;
-            Some((subscriber.id, kind, payload))
-        })
-        .collect();
-    let queued: Vec<(jobs::NewJob<'_>, JobStatus)> = payloads
-        .iter()
-        .map(|(subscriber_id, kind, payload)| {
-            // Behind whatever their line already holds (a later event of theirs, say).
-            let status = if open_lines.insert(*subscriber_id) {
-                JobStatus::Pending
-            } else {
-                JobStatus::Waiting
-            };
-            let job = jobs::NewJob {
-                subscriber_id: *subscriber_id,
-                destination: forwarding.destination,
-                kind,
-                payload,
-                created_at: now,
-                retry_from: now,
-                run_at: now,
-                inbound_event_id: None,
-            };
-            (job, status)
-        })
-        .collect();
-    jobs::insert_all(conn, &queued)?;
-    Ok((people.len(), queued.len()))
-}
-
-/// `FILE.rejects.csv`: each refused row with its line and reason, opened at the first one.
-struct Rejects {
-    path: PathBuf,
-    headers: csv::StringRecord,
-    writer: Option<csv::Writer<File>>,
-    dry_run: bool,
-}
-
-impl Rejects {
-    fn new(source: &Path, headers: &csv::StringRecord, dry_run: bool) -> Rejects {
-        Rejects {
-            path: rejects_path(source),
-            headers: headers.clone(),
-            writer: None,
-            dry_run,
-        }
-    }
-
-    fn add(
-        &mut self,
-        line: u64,
-        reason: &str,
-        fields: &[std::borrow::Cow<'_, str>],
-    ) -> Result<(), ImportError> {
-        if self.dry_run {
-            return Ok(());
-        }
-        let failed = |e: csv::Error| {
-            ImportError::Failed(anyhow::anyhow!("cannot write {}: {e}", self.path.display()))
-        };
-        if self.writer.is_none() {
-            let mut writer = csv::WriterBuilder::new()
-                .flexible(true)
-                .from_path(&self.path)
-                .map_err(failed)?;
-            let mut header = vec!["line", "reason"];
-            header.extend(self.headers.iter());
-            writer.write_record(&header).map_err(failed)?;
-            self.writer = Some(writer);
-        }
-        let writer = self.writer.as_mut().expect("opened above");
-        let line = line.to_string();
-        let mut row = vec![line.as_str(), reason];
-        row.extend(fields.iter().map(|field| field.as_ref()));
-        writer.write_record(&row).map_err(failed)
-    }
-
-    fn finish(self) -> Result<(), ImportError> {
-        if let Some(mut writer) = self.writer {
-            writer.flush().map_err(|e| {
-                ImportError::Failed(anyhow::anyhow!("cannot write {}: {e}", self.path.display()))
-            })?;
-        }
-        Ok(())
-    }
-}
-
-/// The rejects file of `source`: `FILE.rejects.csv` beside it.
-pub fn rejects_path(source: &Path) -> PathBuf {
-    let mut name = source.file_name().unwrap_or_default().to_os_string();
-    name.push(".rejects.csv");
-    source.with_file_name(name)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_in_every_accepted_form() {
-        assert_eq!(parse_time("1564400550"), Some(1564400550));
-        assert_eq!(parse_time("2019-07-29T11:42:30Z"), Some(1564400550));
-        assert_eq!(parse_time("2019-07-29 11:42:30"), Some(1564400550));
-        assert_eq!(parse_time("2019-07-29T13:42:30+02:00"), Some(1564400550));
-        assert_eq!(parse_time("2019-07-29T06:42:30-05:00"), Some(1564400550));
-        assert_eq!(parse_time("2019-07-29"), Some(1564358400));
-        // `+0530` is five and a half hours, not 530.
-        assert_eq!(parse_time("2019-07-29T17:12:30+0530"), Some(1564400550));
-        assert_eq!(parse_time("2019-07-29T08:12:30-03:30"), Some(1564400550));
-        assert_eq!(parse_time("yesterday"), None);
-        assert_eq!(parse_time("2019-13-45"), None);
-    }
 }

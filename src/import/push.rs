@@ -1,0 +1,58 @@
+//! `deliveries push-unpushed`: those `import --no-push` recorded, queued for the platform.
+
+use referral_bridge_adapters::EspEvent;
+
+use crate::db::jobs::{self, JobStatus};
+use crate::db::subscribers::{self, ImportedPerson};
+use crate::db::{DbConnection, StoreError};
+
+/// Queues a `subscribe` for the platform for up to `limit` subscribers recorded with
+/// `--no-push` (oldest first), in one transaction; returns how many were taken (0: none left)
+/// and how many jobs were queued.
+pub fn push_unpushed(
+    conn: &mut DbConnection,
+    forwarding: crate::peers::Forwarding,
+    limit: i64,
+    now: i64,
+) -> Result<(usize, usize), StoreError> {
+    let people = subscribers::take_unpushed(conn, limit)?;
+    let ids: Vec<i64> = people.iter().map(|s| s.id).collect();
+    let mut open_lines = jobs::open_lines(conn, &ids, forwarding.destination)?;
+    let payloads: Vec<(i64, &'static str, String)> = people
+        .iter()
+        .filter_map(|subscriber| {
+            let person = ImportedPerson::from(subscriber).to_person()?;
+            let event = EspEvent::Subscribed {
+                person,
+                created_at: None,
+            };
+            let (kind, payload) = referral_bridge_adapters::sparkloop::webhook_payload(&event)
+                .filter(|(kind, _)| forwarding.forwards(kind))?;
+            Some((subscriber.id, kind, payload))
+        })
+        .collect();
+    let queued: Vec<(jobs::NewJob<'_>, JobStatus)> = payloads
+        .iter()
+        .map(|(subscriber_id, kind, payload)| {
+            // Behind whatever their line already holds (a later event of theirs, say).
+            let status = if open_lines.insert(*subscriber_id) {
+                JobStatus::Pending
+            } else {
+                JobStatus::Waiting
+            };
+            let job = jobs::NewJob {
+                subscriber_id: *subscriber_id,
+                destination: forwarding.destination,
+                kind,
+                payload,
+                created_at: now,
+                retry_from: now,
+                run_at: now,
+                inbound_event_id: None,
+            };
+            (job, status)
+        })
+        .collect();
+    jobs::insert_all(conn, &queued)?;
+    Ok((people.len(), queued.len()))
+}
