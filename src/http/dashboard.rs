@@ -104,6 +104,8 @@ pub struct PageQuery {
     email: Option<String>,
     retried: Option<i64>,
     error: Option<String>,
+    /// Why the last sign-in was refused ([`SignInRefused`]'s code).
+    signin: Option<String>,
 }
 
 /// `GET /admin/`: the dashboard, or the sign-in form.
@@ -115,7 +117,13 @@ pub async fn page(
     let Some(session) = session::current(&request, &state).await? else {
         return Ok(html_response(
             actix_web::http::StatusCode::OK,
-            login_page(None),
+            login_page(
+                query
+                    .signin
+                    .as_deref()
+                    .and_then(SignInRefused::from_code)
+                    .map(SignInRefused::message),
+            ),
         ));
     };
     let csrf = session.csrf;
@@ -279,7 +287,7 @@ pub struct LoginForm {
 }
 
 /// `POST /admin/login`: checks the token (a limited number of times a minute per address) and
-/// starts a session. A browser is shown the sign-in page again with the reason; any other
+/// starts a session. A browser is sent back to the sign-in page, with the reason; any other
 /// client gets the usual JSON error.
 pub async fn login(
     request: HttpRequest,
@@ -287,33 +295,33 @@ pub async fn login(
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AdminError> {
     let token = admin::admin_token(&state)?;
-    let refused = |status: actix_web::http::StatusCode, reason: &str, error: AdminError| {
+    // A browser is sent back to the sign-in page, which shows the reason (every error answer
+    // stays JSON, DESIGN 3.3); any other client gets the error itself.
+    let refused = |reason: SignInRefused, error: AdminError| {
         if wants_html(&request) {
-            Ok(html_response(status, login_page(Some(reason))))
+            Ok(HttpResponse::SeeOther()
+                .insert_header((
+                    header::LOCATION,
+                    format!("/admin/?signin={}", reason.code()),
+                ))
+                .finish())
         } else {
             Err(error)
         }
     };
-    use actix_web::http::StatusCode;
     if cross_site(&request) {
-        let reason = "Refused: the form was sent from another site.";
         return refused(
-            StatusCode::FORBIDDEN,
-            reason,
+            SignInRefused::CrossSite,
             AdminError::Forbidden("the sign-in form was sent from another site".into()),
         );
     }
     if let Err(limited) = state.sign_ins.attempt(&request) {
         log::warn!("admin: sign-ins refused for a while: too many from one address");
-        return refused(StatusCode::TOO_MANY_REQUESTS, &limited.to_string(), limited);
+        return refused(SignInRefused::TooMany, limited);
     }
     if !referral_bridge_adapters::secrets_match(form.token.trim().as_bytes(), token.as_bytes()) {
         log::warn!("admin: a sign-in with a wrong token");
-        return refused(
-            StatusCode::UNAUTHORIZED,
-            "That is not the admin token.",
-            AdminError::Unauthorized,
-        );
+        return refused(SignInRefused::WrongToken, AdminError::Unauthorized);
     }
     let cookie = session::start(&request, &state).await?;
     log::info!("admin: signed in");
@@ -321,6 +329,45 @@ pub async fn login(
         .cookie(cookie)
         .insert_header((header::LOCATION, "/admin/"))
         .finish())
+}
+
+/// Why a sign-in was refused, as the sign-in page says it (a fixed text per reason: the page
+/// shows nothing a link could make it say).
+#[derive(Debug, Clone, Copy)]
+enum SignInRefused {
+    WrongToken,
+    CrossSite,
+    TooMany,
+}
+
+impl SignInRefused {
+    const ALL: [SignInRefused; 3] = [
+        SignInRefused::WrongToken,
+        SignInRefused::CrossSite,
+        SignInRefused::TooMany,
+    ];
+
+    fn code(self) -> &'static str {
+        match self {
+            SignInRefused::WrongToken => "wrong",
+            SignInRefused::CrossSite => "cross-site",
+            SignInRefused::TooMany => "too-many",
+        }
+    }
+
+    fn from_code(code: &str) -> Option<SignInRefused> {
+        Self::ALL.into_iter().find(|reason| reason.code() == code)
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            SignInRefused::WrongToken => "That is not the admin token.",
+            SignInRefused::CrossSite => "Refused: the form was sent from another site.",
+            SignInRefused::TooMany => {
+                "Too many sign-ins from this address: wait a minute, then try again."
+            }
+        }
+    }
 }
 
 /// Whether the client asked for a page (a browser's form post does).
