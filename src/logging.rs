@@ -1,7 +1,13 @@
 //! The process's logger: `env_logger`, filtered by `RUST_LOG` (default `info`), which must parse
-//! (DESIGN 3.11); one that silences the bridge's own lines is warned about.
+//! (DESIGN 3.11); one that silences the bridge's own lines is warned about. `BRIDGE_LOG_FORMAT`
+//! chooses env_logger's own text lines or one JSON object a line (DESIGN 3.12).
+
+use std::io::Write;
 
 use log::{Level, LevelFilter, Metadata};
+use serde_json::{Map, Value};
+
+pub use crate::config::LogFormat;
 
 /// A `RUST_LOG` that does not parse.
 #[derive(Debug, thiserror::Error)]
@@ -11,16 +17,80 @@ pub struct LogSpecError(#[from] env_filter::ParseError);
 /// The crates whose lines are the bridge's own.
 const OWN_TARGETS: [&str; 2] = ["referral_bridge", "referral_bridge_adapters"];
 
-/// Starts the logger, after checking `RUST_LOG` (as the environment has it now, `.env` read).
-pub fn init() -> Result<(), LogSpecError> {
+/// Starts the logger in `format`, after checking `RUST_LOG` (as the environment has it now,
+/// `.env` read).
+pub fn init(format: LogFormat) -> Result<(), LogSpecError> {
     let spec = std::env::var("RUST_LOG").ok();
     if let Some(spec) = spec.as_deref() {
         if let Some(warning) = check(spec)? {
-            eprintln!("referral-bridge: warning: {warning}");
+            if format == LogFormat::Json {
+                eprintln!(
+                    "{}",
+                    json_line("WARN", "referral_bridge::logging", &warning, Map::new())
+                );
+            } else {
+                eprintln!("referral-bridge: warning: {warning}");
+            }
         }
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if format == LogFormat::Json {
+        builder.format(|out, record| {
+            let mut fields = FieldsOf(Map::new());
+            let _ = record.key_values().visit(&mut fields);
+            let line = json_line(
+                record.level().as_str(),
+                record.target(),
+                &record.args().to_string(),
+                fields.0,
+            );
+            writeln!(out, "{line}")
+        });
+    }
+    builder.init();
     Ok(())
+}
+
+/// One JSON log line: the time (RFC 3339, UTC, milliseconds), level, target, message, then the
+/// line's own fields.
+fn json_line(level: &str, target: &str, msg: &str, fields: Map<String, Value>) -> Value {
+    let mut line = Map::new();
+    let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+    line.insert("ts".into(), ts.to_string().into());
+    line.insert("level".into(), level.into());
+    line.insert("target".into(), target.into());
+    line.insert("msg".into(), msg.into());
+    for (key, value) in fields {
+        line.entry(key).or_insert(value);
+    }
+    Value::Object(line)
+}
+
+/// A line's structured fields, as JSON values.
+struct FieldsOf(Map<String, Value>);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for FieldsOf {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        let json = if let Some(n) = value.to_u64() {
+            n.into()
+        } else if let Some(n) = value.to_i64() {
+            n.into()
+        } else if let Some(x) = value.to_f64() {
+            serde_json::Number::from_f64((x * 1000.0).round() / 1000.0)
+                .map_or(Value::Null, Value::Number)
+        } else if let Some(b) = value.to_bool() {
+            b.into()
+        } else {
+            value.to_string().into()
+        };
+        self.0.insert(key.as_str().to_string(), json);
+        Ok(())
+    }
 }
 
 /// Parses `spec`; a warning when it parses but lets none of the bridge's own lines through.

@@ -6,12 +6,8 @@ use clap::Parser;
 async fn main() -> ExitCode {
     let cli = referral_bridge::cli::Cli::parse();
     cli.end_quietly_on_closed_pipe();
-    // Before the logger, so that RUST_LOG may come from .env too.
-    let started = referral_bridge::config::load_env_file()
-        .map(drop)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| referral_bridge::logging::init().map_err(anyhow::Error::from));
-    if let Err(e) = started {
+    // Before the configuration and the logger, so that both may come from .env.
+    if let Err(e) = referral_bridge::config::load_env_file() {
         eprintln!("referral-bridge: {e:#}");
         return ExitCode::FAILURE;
     }

@@ -101,6 +101,7 @@ impl Cli {
 /// Runs the command line's command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load()?;
+    crate::logging::init(settings.log_format)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = Application::build(settings).await?;

@@ -15,7 +15,7 @@ use referral_bridge_adapters::referralloop::ReferralLoopApi;
 use raw::Raw;
 use values::invalid;
 pub use values::{
-    millis, parse_duration, ConfigError, DatabaseUrl, RateLimit, Secret, MAX_DURATION,
+    millis, parse_duration, ConfigError, DatabaseUrl, LogFormat, RateLimit, Secret, MAX_DURATION,
 };
 
 /// How ESP events reach SparkLoop.
@@ -156,6 +156,8 @@ pub struct Settings {
     pub admin_session_ttl: Duration,
     /// `BRIDGE_MAX_BODY`, in bytes.
     pub max_body: usize,
+    /// `BRIDGE_LOG_FORMAT`.
+    pub log_format: LogFormat,
     /// `BRIDGE_INBOUND_RATE_LIMIT`: webhook requests allowed per source address (unset: off).
     pub inbound_rate_limit: Option<RateLimit>,
     /// `BRIDGE_BODY_TIMEOUT`: how long a webhook's body may take to arrive (then 408).

@@ -12,8 +12,8 @@ use serde::Deserialize;
 
 use super::values::{invalid, parse_duration};
 use super::{
-    ConfigError, DatabaseUrl, EspSettings, Platform, RateLimit, RetryPolicy, Secret, Settings,
-    SparkLoopSettings, Upstream, WorkerSettings,
+    ConfigError, DatabaseUrl, EspSettings, LogFormat, Platform, RateLimit, RetryPolicy, Secret,
+    Settings, SparkLoopSettings, Upstream, WorkerSettings,
 };
 
 /// Every variable as text, before checking; keys are the variables' names in lower case, which
@@ -28,6 +28,7 @@ pub(super) struct Raw {
     bridge_admin_session_ttl: Option<String>,
     bridge_max_body: Option<String>,
     bridge_inbound_rate_limit: Option<String>,
+    bridge_log_format: Option<String>,
     bridge_body_timeout: Option<String>,
     bridge_platform: Option<String>,
     sparkloop_upstream: Option<String>,
@@ -439,6 +440,12 @@ impl Settings {
                 })
                 .transpose()?,
             body_timeout: duration("BRIDGE_BODY_TIMEOUT", raw.bridge_body_timeout, "30s")?,
+            log_format: non_empty(raw.bridge_log_format)
+                .map(|text| {
+                    LogFormat::parse(&text).map_err(|reason| invalid("BRIDGE_LOG_FORMAT", reason))
+                })
+                .transpose()?
+                .unwrap_or_default(),
             admin_token: admin_token(raw.bridge_admin_token)?,
             admin_session_ttl: duration(
                 "BRIDGE_ADMIN_SESSION_TTL",

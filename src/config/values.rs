@@ -178,3 +178,24 @@ pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
 pub fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// How log lines are written (`BRIDGE_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// env_logger's text lines.
+    #[default]
+    Text,
+    /// One JSON object a line: `ts`, `level`, `target`, `msg` and the line's structured fields.
+    Json,
+}
+
+impl LogFormat {
+    /// Reads `BRIDGE_LOG_FORMAT`: `text` or `json`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("`{text}` is neither `text` nor `json`")),
+        }
+    }
+}

@@ -89,9 +89,10 @@ fn observe(
         Err(e) => e.outcome(),
     };
     state.metrics.inbound(endpoint, outcome);
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     log::info!(
-        "POST /webhooks/{endpoint} {outcome} in {:.1} ms",
-        started.elapsed().as_secs_f64() * 1000.0
+        endpoint, outcome, latency_ms;
+        "POST /webhooks/{endpoint} {outcome} in {latency_ms:.1} ms"
     );
     if let Err(WebhookError::Unavailable(e)) = result {
         log::error!("a webhook to /webhooks/{endpoint} could not be stored: {e}");

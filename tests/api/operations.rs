@@ -145,3 +145,49 @@ async fn sigterm_lets_a_delivery_in_flight_finish() {
         0
     );
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_with_the_webhook_fields() {
+    let sparkloop = wiremock::MockServer::start().await;
+    let db = TestDb::new();
+    let mut vars = base_vars(&db, &sparkloop);
+    vars.insert("BRIDGE_LOG_FORMAT".into(), "json".into());
+    let bridge = BridgeProcess::start(&vars);
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/webhooks/esp", bridge.address))
+        .bearer_auth(crate::helpers::ESP_SECRET)
+        .body(subscribe("json@b.co"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    crate::helpers::wait_for(&sparkloop, 1, Duration::from_secs(5)).await;
+    let log = bridge.log.clone();
+    assert!(bridge.terminate());
+    let log = log.lock().unwrap().clone();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(lines.len() >= 4, "{log}");
+    for line in &lines {
+        for key in ["ts", "level", "target", "msg"] {
+            assert!(line[key].is_string(), "{key} in {line}");
+        }
+        assert!(
+            humantime::parse_rfc3339(line["ts"].as_str().unwrap()).is_ok(),
+            "{line}"
+        );
+    }
+    let webhook = lines
+        .iter()
+        .find(|line| line["msg"].as_str().unwrap().starts_with("POST /webhooks/esp"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(webhook["endpoint"], "esp");
+    assert_eq!(webhook["outcome"], "stored");
+    assert!(webhook["latency_ms"].as_f64().unwrap() >= 0.0, "{webhook}");
+    assert_eq!(webhook["level"], "INFO");
+    assert_eq!(webhook["target"], "referral_bridge::http::webhooks");
+    assert!(!log.contains("json@b.co"), "no address at info");
+}
