@@ -61,6 +61,9 @@ enum Command {
         #[command(subcommand)]
         action: SparkLoopCommand,
     },
+    /// Ask the bridge serving on BRIDGE_LISTEN whether it runs (GET /healthz); exit 0 when it
+    /// answers 200, else 1. For a container's HEALTHCHECK: the image needs no curl.
+    Healthcheck,
     /// Import existing subscribers from a CSV file and queue the new ones for SparkLoop.
     ///
     /// The header row names the columns, matched case-insensitively: `email` (required), `id`
@@ -98,6 +101,32 @@ impl Cli {
     }
 }
 
+/// `GET /healthz` of the bridge listening on `listen` (an unspecified address is reached on
+/// loopback).
+async fn healthcheck(listen: &str) -> anyhow::Result<ExitCode> {
+    let address = listen
+        .replace("0.0.0.0", "127.0.0.1")
+        .replace("[::]", "[::1]");
+    let client = crate::send::client(std::time::Duration::from_secs(3))?;
+    match client.get(format!("http://{address}/healthz")).send().await {
+        Ok(response) if response.status().is_success() => {
+            println!("healthy: {address} answered {}", response.status().as_u16());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(response) => {
+            println!(
+                "unhealthy: {address} answered {}",
+                response.status().as_u16()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            println!("unhealthy: {address}: {}", crate::send::describe(&e));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// Runs the command line's command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load()?;
@@ -124,6 +153,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("the database task panicked")?
         }
         Command::Check => check::run(&settings).await,
+        Command::Healthcheck => healthcheck(&settings.listen).await,
         Command::Sparkloop {
             action: SparkLoopCommand::Webhooks { action },
         } => sparkloop::webhooks(&settings, action).await,

@@ -8,6 +8,7 @@ mod beehiiv;
 mod brevo;
 mod callbacks;
 mod configuration;
+mod container;
 mod dashboard;
 mod delivery;
 mod esp_webhooks;

@@ -182,7 +182,12 @@ async fn json_logs_are_one_object_a_line_with_the_webhook_fields() {
     }
     let webhook = lines
         .iter()
-        .find(|line| line["msg"].as_str().unwrap().starts_with("POST /webhooks/esp"))
+        .find(|line| {
+            line["msg"]
+                .as_str()
+                .unwrap()
+                .starts_with("POST /webhooks/esp")
+        })
         .unwrap_or_else(|| panic!("{log}"));
     assert_eq!(webhook["endpoint"], "esp");
     assert_eq!(webhook["outcome"], "stored");
