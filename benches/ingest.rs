@@ -99,7 +99,8 @@ fn run_backend(
     let next = Arc::new(AtomicU64::new(0));
     // BENCH_WORKER=off measures ingest with the queue filling up and nothing delivered.
     let deliver = std::env::var("BENCH_WORKER").map_or(true, |v| v != "off");
-    let mut vars = Vec::new();
+    // As deployed: an ESP configured for the field writes (a signup queues none).
+    let mut vars = vec![("ESP_API_URL", standin.esp_url())];
     if deliver {
         vars.push(("SPARKLOOP_INCOMING_WEBHOOK_URL", standin.sparkloop_url()));
     }

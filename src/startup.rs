@@ -241,6 +241,8 @@ impl Application {
                 settings.worker.request_timeout,
             )?),
         };
+        let platform_deliverable = peers.platform.outbound_problem().is_none();
+        let esp_deliverable = esp.outbound_problem().is_none();
         let inbound_limit = settings
             .inbound_rate_limit
             .as_ref()
@@ -261,6 +263,8 @@ impl Application {
             wake_workers: wake,
             sign_ins: Default::default(),
             inbound_limit,
+            platform_deliverable,
+            esp_deliverable,
         });
         let server = HttpServer::new(move || {
             App::new()

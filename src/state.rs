@@ -36,6 +36,13 @@ pub struct AppState {
     pub callbacks: crate::inbound::callbacks::CallbackQueue,
     /// Wakes the workers when a job is queued.
     pub wake_workers: Arc<Notify>,
+    /// Whether the workers send the platform's jobs (its URL or key is configured): only then
+    /// does a stored ESP event wake them. Waking them for jobs they cannot send made every
+    /// ingest batch cost a claim, a write transaction that competed with ingest for SQLite's one
+    /// writer: configuring the ESP alone halved ingest.
+    pub platform_deliverable: bool,
+    /// Whether the workers write ESP fields: only then does a stored callback wake them.
+    pub esp_deliverable: bool,
     /// Dashboard sign-ins per source address.
     pub sign_ins: crate::http::limits::SignInLimiter,
     /// Webhook requests per source address (`BRIDGE_INBOUND_RATE_LIMIT`).

@@ -284,7 +284,7 @@ async fn accept_callback(
         })
         .await
         .map_err(|e| WebhookError::Unavailable(e.to_string()))?;
-    if accepted == ingest::Accepted::Stored {
+    if accepted == ingest::Accepted::Stored && state.esp_deliverable {
         state.wake_workers.notify_one();
     }
     Ok(accepted)
@@ -346,7 +346,7 @@ async fn accept_esp(
         })
         .await
         .map_err(|e| WebhookError::Unavailable(e.to_string()))?;
-    if accepted == ingest::Accepted::Stored {
+    if accepted == ingest::Accepted::Stored && state.platform_deliverable {
         state.wake_workers.notify_one();
     }
     Ok(accepted)
