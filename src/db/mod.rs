@@ -254,7 +254,10 @@ impl Db {
         if let Ok(conn) = self.pool.get_timeout(first) {
             return Ok(conn);
         }
-        if !self.server_answers() {
+        // Every connection open and in use: the pool is busy, not the server gone. An outage
+        // shows as a pool that cannot keep its connections (each fails its check and is dropped).
+        let busy = self.pool.state().connections >= self.pool.max_size();
+        if !busy && !self.server_answers() {
             return Err(StoreError::Connect(
                 "the database server does not answer".into(),
             ));
@@ -276,7 +279,16 @@ impl Db {
         let Ok(_probing) = known.probing.try_lock() else {
             return !known.unreachable.load(Relaxed);
         };
-        let answers = establish(&self.url).is_ok();
+        // A server refusing more connections is there all the same: the pool is then only
+        // busy, and waiting the rest of its timeout is right.
+        let answers = match establish(&self.url) {
+            Ok(_) => true,
+            Err(StoreError::Connect(reason)) => {
+                let reason = reason.to_ascii_lowercase();
+                reason.contains("too many clients") || reason.contains("connection slots")
+            }
+            Err(_) => false,
+        };
         known.unreachable.store(!answers, Relaxed);
         known.checked_at.store(now_ms(), Relaxed);
         answers

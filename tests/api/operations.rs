@@ -164,8 +164,9 @@ async fn json_logs_are_one_object_a_line_with_the_webhook_fields() {
     assert_eq!(response.status(), 200);
     crate::helpers::wait_for(&sparkloop, 1, Duration::from_secs(5)).await;
     let log = bridge.log.clone();
-    assert!(bridge.terminate());
+    let exited = bridge.terminate();
     let log = log.lock().unwrap().clone();
+    assert!(exited, "exits successfully: {log}");
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
