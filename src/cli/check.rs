@@ -101,31 +101,18 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
         Err(e) => report(false, format!("DATABASE_URL: {e:#}")),
     }
 
-    report(
-        settings.esp.webhook_secret.is_some(),
-        if settings.esp.webhook_secret.is_some() {
-            format!(
-                "ESP webhooks ({}) accepted with ESP_WEBHOOK_SECRET",
-                settings.esp.adapter
-            )
-        } else {
-            "ESP_WEBHOOK_SECRET is not set: ESP webhooks are refused with 401".into()
-        },
-    );
-
-    report(
-        settings.sparkloop.webhook_token.is_some(),
-        if settings.sparkloop.webhook_token.is_some() {
-            "SparkLoop callbacks accepted with SPARKLOOP_WEBHOOK_TOKEN".into()
-        } else {
-            "SPARKLOOP_WEBHOOK_TOKEN is not set: SparkLoop's callbacks are refused with 401".into()
-        },
-    );
-
     let client = crate::send::client(Duration::from_secs(10))?;
     let esp =
         referral_bridge_adapters::esp_adapter(&settings.esp.adapter, settings.esp.adapter_config())
             .context("ESP_ADAPTER names no known adapter")?;
+    // The same sentences `serve` warns with at start-up.
+    let closed = crate::startup::closed_endpoints(settings, esp.poll_request(None).is_some());
+    if closed.is_empty() {
+        report(true, "every webhook endpoint has its secret".into());
+    }
+    for endpoint in closed {
+        report(false, endpoint);
+    }
     if esp.outbound_problem().is_none() {
         match crate::provision::provision(settings, esp.as_ref(), &client, false).await {
             Ok(None) => {}

@@ -34,12 +34,7 @@ pub fn push_unpushed(
     let queued: Vec<(jobs::NewJob<'_>, JobStatus)> = payloads
         .iter()
         .map(|(subscriber_id, kind, payload)| {
-            // Behind whatever their line already holds (a later event of theirs, say).
-            let status = if open_lines.insert(*subscriber_id) {
-                JobStatus::Pending
-            } else {
-                JobStatus::Waiting
-            };
+            let status = jobs::place_in_line(&mut open_lines, *subscriber_id);
             let job = jobs::NewJob {
                 subscriber_id: *subscriber_id,
                 destination: forwarding.destination,

@@ -214,12 +214,7 @@ fn record_deliveries(
     let new_jobs: Vec<(jobs::NewJob<'_>, JobStatus)> = payloads
         .iter()
         .map(|(subscriber_id, event_id, now, kind, payload)| {
-            // The first job of an empty line heads it; the rest wait their turn.
-            let status = if open_lines.insert(*subscriber_id) {
-                JobStatus::Pending
-            } else {
-                JobStatus::Waiting
-            };
+            let status = jobs::place_in_line(&mut open_lines, *subscriber_id);
             let job = jobs::NewJob {
                 subscriber_id: *subscriber_id,
                 destination: forwarding.destination,

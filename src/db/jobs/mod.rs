@@ -99,6 +99,17 @@ pub fn open_lines(
     Ok(open)
 }
 
+/// The status a new job of `subscriber_id` starts in, given `open_lines`, the subscribers whose
+/// line to the destination already has an open job ([`open_lines`]), which it then joins:
+/// `Pending` at the head of an empty line, `Waiting` behind an open job.
+pub fn place_in_line(open_lines: &mut HashSet<i64>, subscriber_id: i64) -> JobStatus {
+    if open_lines.insert(subscriber_id) {
+        JobStatus::Pending
+    } else {
+        JobStatus::Waiting
+    }
+}
+
 /// A job with the status it starts in.
 #[derive(Insertable)]
 #[diesel(table_name = jobs)]
