@@ -1,9 +1,11 @@
 //! The container image (DESIGN 3.12): built from the Dockerfile around the release binary, run
 //! with a named volume on the host's network (all traffic stays on loopback), healthy, taking a
-//! signup to a stand-in on the host, keeping its SQLite data across a restart, not as root.
+//! signup to a stand-in on the host, keeping its SQLite data across a restart, not as root; and
+//! the README's compose file, the bridge with a Postgres container, run as it is written.
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use wiremock::matchers::{method, path};
@@ -12,6 +14,9 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::helpers::{skipped, subscribe, ESP_SECRET};
 
 const TEST: &str = "container::the_image_runs_healthy_keeps_its_data_and_is_not_root";
+const COMPOSE_TEST: &str = "container::the_readme_compose_file_runs_the_bridge_on_postgres";
+/// The tag both tests build the Dockerfile as.
+const IMAGE: &str = "referral-bridge:test";
 
 /// `docker ARGS`; its stdout, or what went wrong.
 fn docker(args: &[&str]) -> Result<String, String> {
@@ -28,6 +33,35 @@ fn docker(args: &[&str]) -> Result<String, String> {
             String::from_utf8_lossy(&output.stderr)
         ))
     }
+}
+
+/// Skips the test with `reason` (a failure under `REQUIRE_DOCKER=1`, as in CI).
+fn skip(test: &str, reason: &str) {
+    if std::env::var("REQUIRE_DOCKER").is_ok_and(|v| v == "1") {
+        panic!("REQUIRE_DOCKER=1 but the test cannot run: {reason}");
+    }
+    skipped(test, reason);
+}
+
+/// Builds the Dockerfile as [`IMAGE`], once for both tests.
+fn build_image() {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let root = env!("CARGO_MANIFEST_DIR");
+    // Host network for the build too: apt reaches Debian's mirror as the host does.
+    let built =
+        BUILT.get_or_init(|| docker(&["build", "--network", "host", "-t", IMAGE, root]).map(drop));
+    if let Err(e) = built {
+        panic!("the image does not build: {e}");
+    }
+}
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Why the test cannot run here, if it cannot.
@@ -75,16 +109,11 @@ fn wait_healthy(container: &str) {
 #[tokio::test]
 async fn the_image_runs_healthy_keeps_its_data_and_is_not_root() {
     if let Some(reason) = missing() {
-        if std::env::var("REQUIRE_DOCKER").is_ok_and(|v| v == "1") {
-            panic!("REQUIRE_DOCKER=1 but the test cannot run: {reason}");
-        }
-        skipped(TEST, &reason);
+        skip(TEST, &reason);
         return;
     }
-    let root = env!("CARGO_MANIFEST_DIR");
-    let image = "referral-bridge:test";
-    // Host network for the build too: apt reaches Debian's mirror as the host does.
-    docker(&["build", "--network", "host", "-t", image, root]).expect("the image builds");
+    build_image();
+    let image = IMAGE;
     let size: u64 = docker(&["image", "inspect", "-f", "{{.Size}}", image])
         .unwrap()
         .parse()
@@ -97,11 +126,7 @@ async fn the_image_runs_healthy_keeps_its_data_and_is_not_root() {
         .respond_with(ResponseTemplate::new(200))
         .mount(&sparkloop)
         .await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let name = format!("referral-bridge-test-{}", std::process::id());
     let cleanup = Cleanup {
         container: name.clone(),
@@ -161,6 +186,174 @@ async fn the_image_runs_healthy_keeps_its_data_and_is_not_root() {
     wait_healthy(&name);
     let listed = docker(&["exec", &name, "referral-bridge", "deliveries", "list"]).unwrap();
     assert!(listed.contains("container@example.com"), "{listed}");
+    assert!(listed.contains("done"), "{listed}");
+    drop(cleanup);
+}
+
+/// The compose command here (`docker compose`, or Debian's `docker-compose`), if any.
+fn compose_command() -> Option<Vec<&'static str>> {
+    let works = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works("docker", &["compose", "version"]) {
+        Some(vec!["docker", "compose"])
+    } else if works("docker-compose", &["version"]) {
+        Some(vec!["docker-compose"])
+    } else {
+        None
+    }
+}
+
+/// The README's compose file: the yaml block after its `compose.yaml` marker.
+fn readme_compose_file() -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let after = readme
+        .split_once("<!-- compose.yaml:")
+        .expect("README.md has a compose.yaml block")
+        .1;
+    let block = after.split_once("```yaml\n").expect("a yaml block").1;
+    block
+        .split_once("```")
+        .expect("the block ends")
+        .0
+        .to_string()
+}
+
+/// `COMPOSE ARGS` in `dir` for `project`; its stdout, or what went wrong.
+fn compose(command: &[&str], dir: &Path, project: &str, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(command[0])
+        .args(&command[1..])
+        .args(["-p", project])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("{command:?} {args:?}: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{command:?} {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// Takes the project down with its volumes, however the test ends.
+struct ComposeCleanup {
+    command: Vec<&'static str>,
+    dir: tempfile::TempDir,
+    project: String,
+}
+
+impl Drop for ComposeCleanup {
+    fn drop(&mut self) {
+        let _ = compose(
+            &self.command,
+            self.dir.path(),
+            &self.project,
+            &["down", "-v", "-t", "5"],
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_readme_compose_file_runs_the_bridge_on_postgres() {
+    if let Some(reason) = missing() {
+        skip(COMPOSE_TEST, &reason);
+        return;
+    }
+    let Some(command) = compose_command() else {
+        skip(
+            COMPOSE_TEST,
+            "needs docker compose (Debian's docker-compose package)",
+        );
+        return;
+    };
+    build_image();
+    // No registry here: Postgres is Debian's own package in the local base image, with the
+    // official image's interface (.ci/postgres), unless a real postgres:15 is already here.
+    if docker(&["image", "inspect", "postgres:15"]).is_err() {
+        let context = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/postgres");
+        docker(&[
+            "build",
+            "--network",
+            "host",
+            "-t",
+            "postgres:15",
+            context.to_str().unwrap(),
+        ])
+        .expect("the postgres:15 stand-in builds");
+    }
+
+    let sparkloop = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/incoming"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&sparkloop)
+        .await;
+
+    // The file as the README has it, but for the test's image tag and two free ports.
+    let (bridge_port, postgres_port) = (free_port(), free_port());
+    let file = readme_compose_file()
+        .replace("image: referral-bridge\n", &format!("image: {IMAGE}\n"))
+        .replace(":8080", &format!(":{bridge_port}"))
+        .replace("5433", &postgres_port.to_string())
+        .replace("interval: 10s", "interval: 1s");
+    let cleanup = ComposeCleanup {
+        command,
+        dir: tempfile::tempdir().unwrap(),
+        project: format!("rbcompose{}", std::process::id()),
+    };
+    let dir = cleanup.dir.path();
+    std::fs::write(dir.join("compose.yaml"), &file).unwrap();
+    std::fs::write(
+        dir.join(".env"),
+        format!(
+            "POSTGRES_PASSWORD=composetest1\nESP_WEBHOOK_SECRET={ESP_SECRET}\n\
+             SPARKLOOP_INCOMING_WEBHOOK_URL={}/incoming\n",
+            sparkloop.uri()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| compose(&cleanup.command, dir, &cleanup.project, args);
+    let up = ["-f", "compose.yaml", "up", "-d"];
+    run(&up).expect("docker compose up");
+    let container = |service: &str| {
+        let id = run(&["-f", "compose.yaml", "ps", "-q", service]).unwrap();
+        assert!(!id.is_empty(), "no {service} container");
+        id
+    };
+    let bridge = container("bridge");
+    wait_healthy(&container("postgres"));
+    wait_healthy(&bridge);
+
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("http://127.0.0.1:{bridge_port}/webhooks/esp"))
+        .bearer_auth(ESP_SECRET)
+        .body(subscribe("compose@example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let received = crate::helpers::wait_for(&sparkloop, 1, Duration::from_secs(20)).await;
+    assert_eq!(received[0]["subscriber"]["email"], "compose@example.com");
+
+    // The data is in Postgres, not in a SQLite file in /data, and outlives the containers.
+    let files = docker(&["exec", &bridge, "ls", "-A", "/data"]).unwrap();
+    assert_eq!(files, "", "the bridge wrote files of its own in /data");
+    // Containers removed (with their anonymous volumes), the named Postgres volume kept.
+    run(&["-f", "compose.yaml", "rm", "-s", "-f", "-v"]).expect("docker compose rm");
+    run(&up).expect("docker compose up, again");
+    let bridge = container("bridge");
+    wait_healthy(&bridge);
+    let listed = docker(&["exec", &bridge, "referral-bridge", "deliveries", "list"]).unwrap();
+    assert!(listed.contains("compose@example.com"), "{listed}");
     assert!(listed.contains("done"), "{listed}");
     drop(cleanup);
 }
