@@ -185,12 +185,44 @@ impl ResponseError for AdminError {
 /// document under `/admin/api/`, else `{"error": ...}`; `status` is the one actix chose (400 for
 /// a parameter that does not parse, 413 for a body too large, 415 for a content type...).
 fn unreadable(request: &HttpRequest, status: StatusCode, message: String) -> actix_web::Error {
-    let response = if request.path().starts_with("/admin/api/") {
-        problem(status, &message)
-    } else {
-        HttpResponse::build(status).json(json!({ "error": bounded(&message) }))
-    };
+    let response = in_shape(request, status, &message);
     actix_web::error::InternalError::from_response(message, response).into()
+}
+
+/// An error answer in the shape of the endpoint `request` hit: a problem document under
+/// `/admin/api`, else `{"error": ...}`.
+fn in_shape(request: &HttpRequest, status: StatusCode, message: &str) -> HttpResponse {
+    if request.path().starts_with("/admin/api") {
+        problem(status, message)
+    } else {
+        HttpResponse::build(status).json(json!({ "error": bounded(message) }))
+    }
+}
+
+/// `405` for a method the path does not serve, with `Allow` naming those it does.
+pub fn method_not_allowed(request: &HttpRequest, allow: &str) -> HttpResponse {
+    let mut response = in_shape(
+        request,
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!(
+            "{} does not take {}; it takes {allow}",
+            request.path(),
+            request.method()
+        ),
+    );
+    if let Ok(value) = header::HeaderValue::from_str(allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
+}
+
+/// `404` for a path that names no endpoint.
+pub async fn no_endpoint(request: HttpRequest) -> HttpResponse {
+    in_shape(
+        &request,
+        StatusCode::NOT_FOUND,
+        &format!("no endpoint at {}", request.path()),
+    )
 }
 
 /// A problem document (`application/problem+json`) with the `error` member beside `detail`.

@@ -99,7 +99,7 @@ impl InboundEsp for ActiveCampaign {
 /// an update (ActiveCampaign sends only the new address on an email change, so that reaches
 /// the bridge as someone new); other types are ignored.
 pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
-    let pairs: HashMap<String, String> = form_pairs(body).into_iter().collect();
+    let pairs: HashMap<String, String> = form_pairs(body)?.into_iter().collect();
     let text = |key: &str| {
         pairs
             .get(key)

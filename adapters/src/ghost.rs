@@ -187,6 +187,11 @@ impl InboundEsp for Ghost {
         "Ghost signs its webhooks in `X-Ghost-Signature`: set ESP_WEBHOOK_SECRET to the webhook's secret"
     }
 
+    fn credentials(&self) -> &'static [crate::WebhookCredential] {
+        use crate::WebhookCredential;
+        &[WebhookCredential::SignatureHeader("X-Ghost-Signature")]
+    }
+
     fn name(&self) -> &'static str {
         "ghost"
     }

@@ -105,6 +105,11 @@ impl InboundEsp for Kit {
         "Kit signs its webhooks in `X-Kit-Signature`: set ESP_WEBHOOK_SECRET to the webhook's signing secret"
     }
 
+    fn credentials(&self) -> &'static [crate::WebhookCredential] {
+        use crate::WebhookCredential;
+        &[WebhookCredential::SignatureHeader("X-Kit-Signature")]
+    }
+
     fn name(&self) -> &'static str {
         "kit"
     }

@@ -107,6 +107,11 @@ impl InboundEsp for Klaviyo {
         "Klaviyo signs its webhooks in `Klaviyo-Signature` and `Klaviyo-Timestamp`: set ESP_WEBHOOK_SECRET to the webhook's secret"
     }
 
+    fn credentials(&self) -> &'static [crate::WebhookCredential] {
+        use crate::WebhookCredential;
+        &[WebhookCredential::SignatureHeader("Klaviyo-Signature")]
+    }
+
     fn name(&self) -> &'static str {
         "klaviyo"
     }

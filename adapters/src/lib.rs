@@ -54,11 +54,35 @@ impl<'a> InboundRequest<'a> {
     }
 }
 
-/// The key/value pairs of an `application/x-www-form-urlencoded` body, decoded, in order.
-pub fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(body)
+/// The key/value pairs of an `application/x-www-form-urlencoded` body, decoded, in order; a
+/// NUL character (`%00`) anywhere is refused, as in a JSON body.
+pub fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ParseError> {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body)
         .map(|(key, value)| (key.into_owned(), value.into_owned()))
-        .collect()
+        .collect();
+    match pairs
+        .iter()
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        Some((key, _)) => Err(ParseError::nul(&format!("`{}`", excerpt(key)))),
+        None => Ok(pairs),
+    }
+}
+
+/// Where the first text of `value` (a key or a string) holding a NUL character is, if any.
+fn nul_at(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if s.contains('\0') => Some("a value".into()),
+        Value::Array(items) => items.iter().find_map(nul_at),
+        Value::Object(object) => object.iter().find_map(|(key, value)| {
+            if key.contains('\0') {
+                Some(format!("the key `{}`", excerpt(key)))
+            } else {
+                nul_at(value).map(|_| format!("`{}`", excerpt(key)))
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// Bytes from hex text (as signatures are sent), or `None` if it is not hex.
@@ -100,9 +124,22 @@ pub struct ParseError(pub String);
 
 impl ParseError {
     /// Reads a webhook's body as JSON, or says that it is not.
+    /// A NUL character (`\u0000`), which no address, name or event type has and Postgres
+    /// cannot store in text, is refused wherever it is, on every database alike.
     pub fn json(body: &[u8]) -> Result<Value, ParseError> {
-        serde_json::from_slice(body)
-            .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ParseError(format!("the body is not valid JSON: {e}")))?;
+        match nul_at(&value) {
+            Some(at) => Err(ParseError::nul(&at)),
+            None => Ok(value),
+        }
+    }
+
+    /// Says that the text at `at` holds a NUL character.
+    pub fn nul(at: &str) -> ParseError {
+        ParseError(format!(
+            "{at} holds a NUL character (U+0000), which the bridge does not take"
+        ))
     }
 
     /// The event's type under `key`, trimmed, or says that the webhook has none.
@@ -220,6 +257,17 @@ impl EspEvent {
     }
 }
 
+/// Where a webhook carries the credentials that [`InboundEsp::verify`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookCredential {
+    /// `Authorization: Bearer <ESP_WEBHOOK_SECRET>`.
+    Bearer,
+    /// `?token=<ESP_WEBHOOK_SECRET>` in the webhook's URL.
+    QueryToken,
+    /// A signature of the body, made with the secret, in this header.
+    SignatureHeader(&'static str),
+}
+
 /// An ESP integration's inbound half: checks that a webhook comes from the ESP, then reads it.
 pub trait InboundEsp: Send + Sync {
     /// The adapter's name, as written in `ESP_ADAPTER`.
@@ -231,6 +279,12 @@ pub trait InboundEsp: Send + Sync {
 
     /// Reads a verified request's body into the events it carries.
     fn parse(&self, request: &InboundRequest<'_>) -> Result<Vec<EspEvent>, ParseError>;
+
+    /// Where this ESP's webhooks may carry their credentials, for the OpenAPI document: the
+    /// custom ESP's bearer token or `?token=` by default; none for an ESP that is polled.
+    fn credentials(&self) -> &'static [WebhookCredential] {
+        &[WebhookCredential::Bearer, WebhookCredential::QueryToken]
+    }
 
     /// How this ESP's webhooks must carry their credentials, for the 401 that answers a
     /// webhook without them: the custom ESP's bearer token or `?token=` by default.
@@ -342,7 +396,7 @@ mod tests {
 
     #[test]
     fn trailing_percent_is_kept() {
-        let pairs = form_pairs(b"a=abc%&b=abc%4&c=%41&d=x+y&&e");
+        let pairs = form_pairs(b"a=abc%&b=abc%4&c=%41&d=x+y&&e").unwrap();
         let values: Vec<&str> = pairs.iter().map(|(_, v)| v.as_str()).collect();
         assert_eq!(values, ["abc%", "abc%4", "A", "x y", ""]);
         assert_eq!(encode_component("a+b@c.d~_-"), "a%2Bb%40c.d~_-");

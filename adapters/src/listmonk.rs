@@ -137,6 +137,11 @@ impl InboundEsp for Listmonk {
         PAGE_SIZE
     }
 
+    /// None: listmonk posts no webhooks (its subscribers are polled).
+    fn credentials(&self) -> &'static [crate::WebhookCredential] {
+        &[]
+    }
+
     fn name(&self) -> &'static str {
         "listmonk"
     }

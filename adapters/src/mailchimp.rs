@@ -250,6 +250,11 @@ impl InboundEsp for Mailchimp {
         "Mailchimp webhooks carry no headers of ours: add `?token=<ESP_WEBHOOK_SECRET>` to the webhook URL set in Mailchimp"
     }
 
+    fn credentials(&self) -> &'static [crate::WebhookCredential] {
+        use crate::WebhookCredential;
+        &[WebhookCredential::QueryToken]
+    }
+
     fn name(&self) -> &'static str {
         "mailchimp"
     }
@@ -276,7 +281,7 @@ impl InboundEsp for Mailchimp {
 /// `unsubscribe` and `cleaned` (an address that bounced: the person is gone all the same);
 /// other types (`campaign`) are ignored.
 pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
-    let pairs = form_pairs(body);
+    let pairs = form_pairs(body)?;
     let get = |key: &str| {
         pairs
             .iter()

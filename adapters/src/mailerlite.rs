@@ -38,6 +38,11 @@ impl InboundEsp for MailerLite {
         "MailerLite signs its webhooks in `Signature`: set ESP_WEBHOOK_SECRET to the webhook's signing secret"
     }
 
+    fn credentials(&self) -> &'static [crate::WebhookCredential] {
+        use crate::WebhookCredential;
+        &[WebhookCredential::SignatureHeader("Signature")]
+    }
+
     fn name(&self) -> &'static str {
         "mailerlite"
     }

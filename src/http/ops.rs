@@ -33,9 +33,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: OpenMetrics text (`application/openmetrics-text`), which Prometheus reads.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "OpenMetrics text")))]
+    responses((status = 200, description = "the metrics as OpenMetrics text (version 1.0.0), which Prometheus scrapes")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let now = now_ms();
     let queue = state

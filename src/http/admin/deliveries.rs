@@ -104,6 +104,7 @@ pub struct DeliveryDetail {
 /// Filters of the delivery list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
     /// `waiting`, `pending`, `running`, `done`, `skipped` (a field write with nothing new),
     /// `dead`, or `open` for the first three.
@@ -122,14 +123,33 @@ pub struct DeliveryQuery {
     pub limit: Option<i64>,
 }
 
-const STATUSES: [&str; 7] = [
+/// The `status` filters the list takes.
+pub const STATUSES: [&str; 7] = [
     "waiting", "pending", "running", "done", "skipped", "dead", "open",
 ];
+
+/// The destinations a delivery can have.
+pub const DESTINATIONS: [&str; 4] = ["sparkloop", "loyaltysurf", "referralloop", "esp"];
+
+/// The largest page.
+pub const MAX_LIMIT: i64 = 500;
+
+/// `destination`, when it is one there can be, or a 400 naming the known ones.
+fn known_destination(destination: Option<String>) -> Result<Option<String>, AdminError> {
+    match destination {
+        Some(d) if !DESTINATIONS.contains(&d.as_str()) => Err(AdminError::BadRequest(format!(
+            "`destination`: `{}` is not one of {}",
+            referral_bridge_adapters::excerpt(&d),
+            DESTINATIONS.join(", ")
+        ))),
+        other => Ok(other),
+    }
+}
 
 /// `GET /admin/api/deliveries`.
 #[utoipa::path(get, path = "/admin/api/deliveries", tag = "admin",
     params(DeliveryQuery),
-    responses((status = 200, body = DeliveryPage), (status = 400), (status = 401), (status = 404)),
+    responses((status = 200, body = DeliveryPage, description = "a page of deliveries, newest first"), (status = 400), (status = 401), (status = 404)),
     security(("admin_token" = [])))]
 pub async fn list_deliveries(
     _admin: AdminAuth,
@@ -140,20 +160,26 @@ pub async fn list_deliveries(
     if let Some(status) = &query.status {
         if !STATUSES.contains(&status.as_str()) {
             return Err(AdminError::BadRequest(format!(
-                "`status`: `{status}` is not one of {}",
+                "`status`: `{}` is not one of {}",
+                referral_bridge_adapters::excerpt(status),
                 STATUSES.join(", ")
             )));
         }
     }
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
+    if query.email.as_deref().is_some_and(|e| e.contains('\0')) {
         return Err(AdminError::BadRequest(
-            "`limit` must be between 1 and 500".into(),
+            "`email` holds a NUL character (U+0000), which the bridge does not take".into(),
         ));
+    }
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(AdminError::BadRequest(format!(
+            "`limit` must be between 1 and {MAX_LIMIT}"
+        )));
     }
     let filter = DeliveryFilter {
         status: query.status,
-        destination: query.destination,
+        destination: known_destination(query.destination)?,
         email: query.email.map(|e| e.trim().to_lowercase()),
         since: query.since.map(|t| parse_time("since", &t)).transpose()?,
         until: query.until.map(|t| parse_time("until", &t)).transpose()?,
@@ -179,7 +205,7 @@ pub async fn list_deliveries(
 /// `GET /admin/api/deliveries/{id}`.
 #[utoipa::path(get, path = "/admin/api/deliveries/{id}", tag = "admin",
     params(("id" = i64, Path, description = "the delivery's id")),
-    responses((status = 200, body = DeliveryDetail), (status = 401), (status = 404)),
+    responses((status = 200, body = DeliveryDetail, description = "the delivery, its request body and every attempt"), (status = 401), (status = 404)),
     security(("admin_token" = [])))]
 pub async fn get_delivery(
     _admin: AdminAuth,
@@ -218,7 +244,7 @@ pub struct ActionResult {
 #[utoipa::path(post, path = "/admin/api/deliveries/{id}/retry", tag = "admin",
     params(("id" = i64, Path, description = "the delivery's id")),
     request_body(content = Option<RetryRequest>, description = "optional; `{\"force\": true}` retries even with earlier dead deliveries in the subscriber's line"),
-    responses((status = 200, body = ActionResult), (status = 400), (status = 401), (status = 404),
+    responses((status = 200, body = ActionResult, description = "queued again, due now"), (status = 400), (status = 401), (status = 404),
         (status = 409, description = "the delivery is still open, or earlier deliveries of the same subscriber and destination are dead (their ids are listed)")),
     security(("admin_token" = [])))]
 pub async fn retry_delivery(
@@ -310,7 +336,7 @@ pub struct RetryDeadRequest {
 /// time range) queued again.
 #[utoipa::path(post, path = "/admin/api/deliveries/retry-dead", tag = "admin",
     request_body(content = RetryDeadRequest, description = "filters; an empty body retries every dead delivery"),
-    responses((status = 200, body = ActionResult), (status = 400), (status = 401)),
+    responses((status = 200, body = ActionResult, description = "how many dead deliveries were queued again"), (status = 400), (status = 401)),
     security(("admin_token" = [])))]
 pub async fn retry_dead(
     _admin: AdminAuth,
@@ -320,7 +346,7 @@ pub async fn retry_dead(
     let filters: RetryDeadRequest = json_object(&body)?;
     let since = filters.since.map(|t| parse_time("since", &t)).transpose()?;
     let until = filters.until.map(|t| parse_time("until", &t)).transpose()?;
-    let destination = filters.destination;
+    let destination = known_destination(filters.destination)?;
     let now = now_ms();
     let count = state
         .db
@@ -340,7 +366,7 @@ pub async fn retry_dead(
 /// replayable); the next in the subscriber's line goes ahead.
 #[utoipa::path(post, path = "/admin/api/deliveries/{id}/cancel", tag = "admin",
     params(("id" = i64, Path, description = "the delivery's id")),
-    responses((status = 200, body = ActionResult), (status = 401), (status = 404),
+    responses((status = 200, body = ActionResult, description = "cancelled: dead, replayable"), (status = 401), (status = 404),
         (status = 409, description = "the delivery is being sent or has finished")),
     security(("admin_token" = [])))]
 pub async fn cancel_delivery(

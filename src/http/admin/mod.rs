@@ -82,19 +82,21 @@ pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-/// Reads a time parameter: RFC 3339 (`2026-11-26T10:00:00Z`) or unix milliseconds.
+/// Reads a time parameter: RFC 3339 with its offset (`2026-11-26T10:00:00Z`) or unix
+/// milliseconds, exactly as the OpenAPI document declares them.
 pub(crate) fn parse_time(name: &str, text: &str) -> Result<i64, AdminError> {
-    if let Ok(ms) = text.trim().parse::<i64>() {
-        return Ok(ms);
-    }
-    humantime::parse_rfc3339_weak(text.trim())
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| {
-            AdminError::BadRequest(format!(
-                "`{name}`: `{}` is not a time like 2026-11-26T10:00:00Z or unix milliseconds",
-                referral_bridge_adapters::excerpt(text)
-            ))
-        })
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let parsed = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse::<i64>().ok()
+    } else {
+        text.parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| t.as_millisecond())
+    };
+    parsed.ok_or_else(|| {
+        AdminError::BadRequest(format!(
+            "`{name}`: `{}` is not a time like 2026-11-26T10:00:00Z or unix milliseconds",
+            referral_bridge_adapters::excerpt(text)
+        ))
+    })
 }

@@ -103,7 +103,7 @@ pub async fn stats(state: &AppState) -> Result<Stats, AdminError> {
 
 /// `GET /admin/api/stats`.
 #[utoipa::path(get, path = "/admin/api/stats", tag = "admin",
-    responses((status = 200, body = Stats), (status = 401), (status = 404)),
+    responses((status = 200, body = Stats, description = "counts of the last hour and day, and the queues"), (status = 401), (status = 404)),
     security(("admin_token" = [])))]
 pub async fn get_stats(
     _admin: AdminAuth,

@@ -100,7 +100,8 @@ pub async fn subscriber_view(
 /// `GET /admin/api/subscribers/{email}`.
 #[utoipa::path(get, path = "/admin/api/subscribers/{email}", tag = "admin",
     params(("email" = String, Path, description = "the subscriber's address")),
-    responses((status = 200, body = SubscriberView), (status = 400), (status = 401), (status = 404)),
+    responses((status = 200, body = SubscriberView, description = "the subscriber, their fields and timeline"), (status = 401),
+        (status = 404, description = "no subscriber has that address (or it is not an address), or the admin API is off")),
     security(("admin_token" = [])))]
 pub async fn get_subscriber(
     _admin: AdminAuth,
@@ -108,7 +109,13 @@ pub async fn get_subscriber(
     email: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     let email = referral_bridge_adapters::Email::parse(&email)
-        .map_err(|e| AdminError::BadRequest(format!("`email`: {e}")))?;
+        // Not an address: no subscriber has it.
+        .map_err(|e| {
+            AdminError::NotFound(format!(
+                "no subscriber `{}`: {e}",
+                referral_bridge_adapters::excerpt(&email)
+            ))
+        })?;
     match subscriber_view(&state, email.as_str()).await? {
         Some(view) => Ok(HttpResponse::Ok().json(view)),
         None => Err(AdminError::NotFound(
