@@ -9,6 +9,7 @@ pub mod fields;
 pub mod http;
 pub mod import;
 pub mod inbound;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod peers;

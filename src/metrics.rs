@@ -34,6 +34,13 @@ pub struct DestinationLabels {
     pub destination: String,
 }
 
+/// Labels naming a table.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    /// `inbound_events`, `jobs`, `attempts`, `admin_sessions`.
+    pub table: &'static str,
+}
+
 /// The buckets of the attempt latency histogram.
 #[derive(Clone)]
 pub struct LatencyBuckets;
@@ -57,6 +64,12 @@ pub struct Metrics {
     queue_depth: Family<DestinationLabels, Gauge>,
     drain_seconds: Family<DestinationLabels, Gauge<f64, AtomicU64>>,
     oldest_due_seconds: Gauge<f64, AtomicU64>,
+    /// Rows deleted by retention, by table.
+    pub pruned_rows: Family<TableLabels, Counter>,
+    /// Bytes the SQLite file gave back to the file system after pruning.
+    pub reclaimed_bytes: Counter,
+    /// Subscribers erased (forget, the admin API, erase-on-delete).
+    pub erasures: Counter,
 }
 
 impl Default for Metrics {
@@ -98,7 +111,28 @@ impl Default for Metrics {
             "How long the oldest due job has been waiting (0 when none is due)",
             oldest_due_seconds.clone(),
         );
+        let pruned_rows = Family::<TableLabels, Counter>::default();
+        registry.register(
+            "pruned_rows",
+            "Rows deleted by retention (BRIDGE_RETENTION), by table",
+            pruned_rows.clone(),
+        );
+        let reclaimed_bytes = Counter::default();
+        registry.register(
+            "reclaimed_bytes",
+            "Bytes the SQLite file gave back after pruning (incremental vacuum)",
+            reclaimed_bytes.clone(),
+        );
+        let erasures = Counter::default();
+        registry.register(
+            "erasures",
+            "Subscribers erased with everything stored about them",
+            erasures.clone(),
+        );
         Metrics {
+            pruned_rows,
+            reclaimed_bytes,
+            erasures,
             registry,
             inbound,
             jobs,

@@ -3,6 +3,7 @@
 //! Routing decisions (which queue ESP events go to, which of them are forwarded, how long a
 //! backlog takes) are made here, by the code that routes, not on the settings.
 
+use referral_bridge_adapters::platform::DELETE;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -23,6 +24,8 @@ pub struct Peers {
     pub esp_limits: Vec<RateLimit>,
     /// The platform's rate limits, all at once; none when its calls are not paced.
     pub platform_limits: Vec<RateLimit>,
+    /// `BRIDGE_ERASE_ON_DELETE`, checked against what the platform can delete.
+    pub erase_on_delete: bool,
 }
 
 /// Which ESP events are queued for the platform, and under which destination.
@@ -33,6 +36,8 @@ pub struct Forwarding {
     subscribe: bool,
     update: bool,
     unsubscribe: bool,
+    /// An ESP's deletion of a contact also queues the platform's deletion (`BRIDGE_ERASE_ON_DELETE`).
+    erase_on_delete: bool,
 }
 
 impl Forwarding {
@@ -43,6 +48,7 @@ impl Forwarding {
             subscribe: platform.forwards("subscribe"),
             update: platform.forwards("update"),
             unsubscribe: platform.forwards("unsubscribe"),
+            erase_on_delete: false,
         }
     }
 
@@ -57,6 +63,7 @@ impl Forwarding {
             "subscribe" => self.subscribe,
             "update" => self.update,
             "unsubscribe" => self.unsubscribe,
+            DELETE => self.erase_on_delete,
             _ => false,
         }
     }
@@ -95,7 +102,13 @@ impl Peers {
                 (Arc::new(api.clone()), vec![*rate_limit])
             }
         };
+        if settings.erase_on_delete {
+            if let Err(why) = platform.deletes() {
+                anyhow::bail!("BRIDGE_ERASE_ON_DELETE is true, but {why}");
+            }
+        }
         Ok(Peers {
+            erase_on_delete: settings.erase_on_delete,
             esp,
             platform,
             esp_limits: settings.esp.rate_limits.clone(),
@@ -105,7 +118,10 @@ impl Peers {
 
     /// How ESP events are queued for the platform.
     pub fn forwarding(&self) -> Forwarding {
-        Forwarding::of(self.platform.as_ref())
+        Forwarding {
+            erase_on_delete: self.erase_on_delete,
+            ..Forwarding::of(self.platform.as_ref())
+        }
     }
 
     /// The rate limit jobs for `destination` are sent at, if they are paced (of several, the

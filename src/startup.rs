@@ -169,6 +169,8 @@ pub struct Application {
     worker: Worker,
     /// Reads an ESP that posts no webhooks (listmonk).
     poller: Option<crate::inbound::poll::Poller>,
+    /// What retention's background pass needs (DESIGN 3.10).
+    pruning: (Db, Settings, Arc<Metrics>),
     shutdown: CancellationToken,
 }
 
@@ -247,6 +249,7 @@ impl Application {
             .inbound_rate_limit
             .as_ref()
             .map(crate::http::limits::InboundLimiter::new);
+        let pruning = (db.clone(), settings.clone(), metrics.clone());
         let state = web::Data::new(AppState {
             db,
             ingest,
@@ -280,6 +283,7 @@ impl Application {
             server,
             worker,
             poller,
+            pruning,
             shutdown: CancellationToken::new(),
         })
     }
@@ -301,9 +305,16 @@ impl Application {
             server,
             worker,
             poller,
+            pruning: (db, settings, metrics),
             shutdown,
             ..
         } = self;
+        let pruning = tokio::spawn(crate::lifecycle::run(
+            db,
+            settings,
+            metrics,
+            shutdown.clone(),
+        ));
         let handle = server.handle();
         let mut server = tokio::spawn(server);
         let worker = tokio::spawn(worker.run(shutdown.clone()));
@@ -323,6 +334,7 @@ impl Application {
             None => server.await,
         };
         worker.await.context("the worker panicked")?;
+        pruning.await.context("the retention pass panicked")?;
         if let Some(poller) = poller {
             poller.await.context("the poller panicked")?;
         }

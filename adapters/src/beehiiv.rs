@@ -113,7 +113,7 @@ pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
     Ok(match event_type {
         "subscription.created" if status.is_none_or(|s| s == "active") => subscribed()?,
         "subscription.confirmed" => subscribed()?,
-        "subscription.deleted" => EspEvent::Unsubscribed { email: email()? },
+        "subscription.deleted" => EspEvent::Deleted { email: email()? },
         other => EspEvent::Ignored {
             event_type: other.to_string(),
         },

@@ -197,7 +197,8 @@ pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
             previous_email: None,
             updated_at: value.get("ts").and_then(Value::as_i64),
         },
-        "unsubscribed" | "contact_deleted" => EspEvent::Unsubscribed { email: email()? },
+        "unsubscribed" => EspEvent::Unsubscribed { email: email()? },
+        "contact_deleted" => EspEvent::Deleted { email: email()? },
         other => EspEvent::Ignored {
             event_type: other.to_string(),
         },

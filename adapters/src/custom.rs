@@ -219,7 +219,17 @@ fn timestamp(subscriber: &Map<String, Value>, key: &str) -> Result<Option<i64>, 
     };
     match subscriber.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(invalid),
+        // A whole number written with a fraction (`1564400550.0`) is one too, as JSON Schema's
+        // `integer` says.
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
+                    .map(|f| f as i64)
+            })
+            .map(Some)
+            .ok_or_else(invalid),
         Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| invalid()),
         Some(_) => Err(invalid()),
     }

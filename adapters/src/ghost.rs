@@ -298,7 +298,7 @@ pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
     match (is_empty(current), is_empty(previous)) {
         (true, true) => Err(ParseError("the member webhook names no member".into())),
         // member.deleted
-        (true, false) => Ok(EspEvent::Unsubscribed {
+        (true, false) => Ok(EspEvent::Deleted {
             email: email_of(previous.expect("not empty"))?,
         }),
         // member.added
@@ -551,7 +551,7 @@ mod tests {
             br#"{"member": {"current": {}, "previous": {"id": "m1", "email": "a@b.co"}}}"#;
         assert!(matches!(
             parse_webhook(deleted).unwrap(),
-            EspEvent::Unsubscribed { .. }
+            EspEvent::Deleted { .. }
         ));
     }
 

@@ -226,6 +226,12 @@ pub enum EspEvent {
         /// Who left.
         email: Email,
     },
+    /// The ESP deleted a contact (Brevo `contact_deleted`, Ghost `member.deleted`, beehiiv
+    /// `subscription.deleted`): a departure, and with `BRIDGE_ERASE_ON_DELETE` an erasure.
+    Deleted {
+        /// Who was deleted.
+        email: Email,
+    },
     /// An event the bridge does not act on; stored and answered 200 all the same.
     Ignored {
         /// The event type as the ESP named it.
@@ -241,7 +247,7 @@ impl EspEvent {
             EspEvent::Subscribed { person, .. } | EspEvent::Updated { person, .. } => {
                 Some(&person.email)
             }
-            EspEvent::Unsubscribed { email } => Some(email),
+            EspEvent::Unsubscribed { email } | EspEvent::Deleted { email } => Some(email),
             EspEvent::Ignored { .. } => None,
         }
     }
@@ -252,7 +258,9 @@ impl EspEvent {
             EspEvent::Subscribed { person, .. } | EspEvent::Updated { person, .. } => {
                 person.check()
             }
-            EspEvent::Unsubscribed { .. } | EspEvent::Ignored { .. } => Ok(()),
+            EspEvent::Unsubscribed { .. } | EspEvent::Deleted { .. } | EspEvent::Ignored { .. } => {
+                Ok(())
+            }
         }
     }
 }

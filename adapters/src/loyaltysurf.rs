@@ -255,6 +255,11 @@ impl OutboundPlatform for LoyaltySurfApi {
         }
     }
 
+    /// `DELETE /campaign/{id}/participant/{email}`.
+    fn deletes(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     fn outbound_problem(&self) -> Option<String> {
         self.api_key.is_none().then(|| {
             "LOYALTYSURF_API_KEY is not set: ESP events are stored and queued for LoyaltySurf's \
@@ -298,7 +303,7 @@ impl OutboundPlatform for LoyaltySurfApi {
                     Value::Object(body).to_string(),
                 )
             }
-            "unsubscribe" => {
+            "unsubscribe" | "delete" => {
                 let segments = ["campaign", campaign, "participant", &s.email];
                 (
                     "DELETE",
@@ -321,7 +326,7 @@ impl OutboundPlatform for LoyaltySurfApi {
     fn read_answer(&self, kind: &str, answer: &Answer<'_>) -> WriteVerdict {
         match (kind, answer.status) {
             (_, 409) => WriteVerdict::RetryLater { after: None },
-            ("unsubscribe", 404) => WriteVerdict::Done,
+            ("unsubscribe" | "delete", 404) => WriteVerdict::Done,
             _ => usual_platform_verdict(answer),
         }
     }

@@ -211,6 +211,15 @@ pub trait OutboundPlatform: Send + Sync {
     /// the variable; `None` when they can be sent.
     fn outbound_problem(&self) -> Option<String>;
 
+    /// Whether it can forget a person (a job of kind [`DELETE`]: DESIGN 3.10's erasure with
+    /// the platform); `Err` says why not, for the operator.
+    fn deletes(&self) -> Result<(), String> {
+        Err(format!(
+            "{} has no deletion the bridge can send",
+            self.destination()
+        ))
+    }
+
     /// Whether its calls keep to a rate limit (SparkLoop's incoming webhook has none).
     fn paced(&self) -> bool {
         true
@@ -233,6 +242,9 @@ pub trait OutboundPlatform: Send + Sync {
         headers.retry_after(now)
     }
 }
+
+/// The job kind that asks the platform to forget a person; the local erasure follows it.
+pub const DELETE: &str = "delete";
 
 /// The job kinds every platform API with all three calls takes.
 pub const ALL_KINDS: &[&str] = &["subscribe", "update", "unsubscribe"];

@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand};
 mod check;
 mod deliveries;
 mod esp;
+mod forget;
 mod import;
+mod prune;
+mod redemptions;
 mod sparkloop;
 
 use crate::config::Settings;
@@ -61,6 +64,31 @@ enum Command {
         #[command(subcommand)]
         action: SparkLoopCommand,
     },
+    /// Delete what BRIDGE_RETENTION no longer keeps (as serve does hourly): stored webhook
+    /// bodies, finished jobs and their attempts older than it (never younger than
+    /// DEDUPE_WINDOW), in short batches; dead jobs and their bodies stay. Subscribers and their
+    /// referral state are kept.
+    Prune {
+        /// Count what would go, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Erase a subscriber: their record, stored webhook bodies (and any other naming their
+    /// address), jobs (open ones cancelled), attempts and redemptions. The log names them by
+    /// id only.
+    Forget {
+        /// Their address.
+        email: String,
+        /// Ask the platform to delete them first (SparkLoop API mode, LoyaltySurf): the deletion
+        /// is queued like any delivery, and the erasure here follows once it is done.
+        #[arg(long)]
+        platform: bool,
+    },
+    /// The rewards redeemed (SparkLoop's reward_redeemed), for fulfilment.
+    Redemptions {
+        #[command(subcommand)]
+        action: RedemptionsCommand,
+    },
     /// Ask the bridge serving on BRIDGE_LISTEN whether it runs (GET /healthz); exit 0 when it
     /// answers 200, else 1. For a container's HEALTHCHECK: the image needs no curl.
     Healthcheck,
@@ -80,6 +108,17 @@ enum Command {
         /// Record the subscribers without queueing anything for SparkLoop.
         #[arg(long)]
         no_push: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RedemptionsCommand {
+    /// Write them as CSV on standard output: email, reward_id, reward, variant, sku, coupon,
+    /// shipping_details (JSON), redeemed_at (RFC 3339), oldest first.
+    Export {
+        /// Only those redeemed at or after this date (`2026-11-26`, UTC) or time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
     },
 }
 
@@ -153,6 +192,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("the database task panicked")?
         }
         Command::Check => check::run(&settings).await,
+        Command::Prune { dry_run } => prune::run(&settings, dry_run).await,
+        Command::Forget { email, platform } => forget::run(&settings, &email, platform).await,
+        Command::Redemptions {
+            action: RedemptionsCommand::Export { since },
+        } => redemptions::export(&settings, since).await,
         Command::Healthcheck => healthcheck(&settings.listen).await,
         Command::Sparkloop {
             action: SparkLoopCommand::Webhooks { action },

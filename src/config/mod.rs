@@ -172,6 +172,12 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// `DEDUPE_WINDOW`.
     pub dedupe_window: Duration,
+    /// `BRIDGE_RETENTION`: stored bodies, attempts and finished jobs older than this are pruned
+    /// (never sooner than `DEDUPE_WINDOW`).
+    pub retention: Duration,
+    /// `BRIDGE_ERASE_ON_DELETE`: an ESP event deleting a contact erases them here and at the
+    /// platform.
+    pub erase_on_delete: bool,
     /// Job workers.
     pub worker: WorkerSettings,
     /// `REFERRALLOOP_WEBHOOK_SECRET`: ReferralLoop's webhooks are refused while unset.

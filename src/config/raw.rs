@@ -30,6 +30,8 @@ pub(super) struct Raw {
     bridge_inbound_rate_limit: Option<String>,
     bridge_log_format: Option<String>,
     bridge_body_timeout: Option<String>,
+    bridge_retention: Option<String>,
+    bridge_erase_on_delete: Option<String>,
     bridge_platform: Option<String>,
     sparkloop_upstream: Option<String>,
     sparkloop_incoming_webhook_url: Option<String>,
@@ -457,6 +459,8 @@ impl Settings {
             esp,
             retry,
             dedupe_window: duration("DEDUPE_WINDOW", raw.dedupe_window, "1h")?,
+            retention: duration("BRIDGE_RETENTION", raw.bridge_retention, "30d")?,
+            erase_on_delete: yes_no("BRIDGE_ERASE_ON_DELETE", raw.bridge_erase_on_delete)?,
             worker,
             referralloop_secret: secret(raw.referralloop_webhook_secret),
             loyaltysurf_secret: secret(raw.loyaltysurf_webhook_secret),
@@ -521,6 +525,22 @@ fn duration(
 ) -> Result<Duration, ConfigError> {
     let text = non_empty(value).unwrap_or_else(|| default.into());
     parse_duration(&text).map_err(|reason| invalid(variable, reason))
+}
+
+/// `true` or `false` (unset: false).
+fn yes_no(variable: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
+    match non_empty(value)
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(invalid(
+            variable,
+            format!("`{other}` is neither `true` nor `false`"),
+        )),
+    }
 }
 
 fn number(

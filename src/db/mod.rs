@@ -14,9 +14,11 @@ macro_rules! on_backend {
 
 pub mod admin;
 pub mod batch;
+pub mod erase;
 pub mod inbox;
 pub mod jobs;
 pub mod poll;
+pub mod prune;
 pub mod redemptions;
 pub mod referral;
 pub mod schema;
@@ -148,7 +150,7 @@ fn open_sqlite(path: &std::path::Path) -> Result<diesel::SqliteConnection, Store
         .map_err(|e| StoreError::Connect(format!("{}: {e}", path.display())))?;
     conn.batch_execute(
         "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
-         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
     )
     .map_err(|e| StoreError::Connect(format!("{}: {e}", path.display())))?;
     Ok(conn)

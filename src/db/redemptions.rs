@@ -23,8 +23,8 @@ pub struct NewRedemption<'a> {
     pub coupon: Option<&'a str>,
     /// The shipping details as JSON text.
     pub shipping_details: Option<String>,
-    /// The callback it came in.
-    pub inbound_event_id: i64,
+    /// The callback it came in (gone once its body is pruned).
+    pub inbound_event_id: Option<i64>,
     /// When it arrived (unix ms).
     pub redeemed_at: i64,
 }
@@ -35,4 +35,55 @@ pub fn insert(conn: &mut DbConnection, redemption: &NewRedemption<'_>) -> Result
         .values(redemption)
         .execute(conn)?;
     Ok(())
+}
+
+/// A stored redemption with the redeemer's address, for the fulfilment export.
+#[derive(Debug, Queryable)]
+pub struct RedemptionRow {
+    /// The redeemer's address.
+    pub email: String,
+    /// The reward's id.
+    pub reward_id: Option<String>,
+    /// The reward's name.
+    pub reward_name: Option<String>,
+    /// The variant chosen.
+    pub variant_name: Option<String>,
+    /// The variant's SKU.
+    pub variant_sku: Option<String>,
+    /// The coupon code.
+    pub coupon: Option<String>,
+    /// The shipping details as JSON text.
+    pub shipping_details: Option<String>,
+    /// When it arrived (unix ms).
+    pub redeemed_at: i64,
+}
+
+/// The redemptions made at or after `since` (unix ms), oldest first, `limit` after `after_id`.
+pub fn since(
+    conn: &mut DbConnection,
+    since: i64,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<(i64, RedemptionRow)>, StoreError> {
+    use super::schema::subscribers;
+    Ok(redemptions::table
+        .inner_join(subscribers::table.on(subscribers::id.eq(redemptions::subscriber_id)))
+        .filter(redemptions::redeemed_at.ge(since))
+        .filter(redemptions::id.gt(after_id))
+        .order(redemptions::id)
+        .limit(limit)
+        .select((
+            redemptions::id,
+            (
+                subscribers::email,
+                redemptions::reward_id,
+                redemptions::reward_name,
+                redemptions::variant_name,
+                redemptions::variant_sku,
+                redemptions::coupon,
+                redemptions::shipping_details,
+                redemptions::redeemed_at,
+            ),
+        ))
+        .load(conn)?)
 }

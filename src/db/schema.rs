@@ -52,7 +52,7 @@ diesel::table! {
         variant_sku -> Nullable<Text>,
         coupon -> Nullable<Text>,
         shipping_details -> Nullable<Text>,
-        inbound_event_id -> BigInt,
+        inbound_event_id -> Nullable<BigInt>,
         redeemed_at -> BigInt,
     }
 }

@@ -337,21 +337,23 @@ impl Working {
                     (None, None) => (self.add(person, SUBSCRIBED, now), true),
                 }
             }
-            EspEvent::Unsubscribed { email } => match self.find(email) {
-                Some(n) => {
-                    self.merge(n, None, Some(UNSUBSCRIBED), now);
-                    (n, true)
+            EspEvent::Unsubscribed { email } | EspEvent::Deleted { email } => {
+                match self.find(email) {
+                    Some(n) => {
+                        self.merge(n, None, Some(UNSUBSCRIBED), now);
+                        (n, true)
+                    }
+                    None => {
+                        let person = Person {
+                            email: email.clone(),
+                            esp_id: None,
+                            first_name: None,
+                            name: None,
+                        };
+                        (self.add(&person, UNSUBSCRIBED, now), true)
+                    }
                 }
-                None => {
-                    let person = Person {
-                        email: email.clone(),
-                        esp_id: None,
-                        first_name: None,
-                        name: None,
-                    };
-                    (self.add(&person, UNSUBSCRIBED, now), true)
-                }
-            },
+            }
             EspEvent::Ignored { .. } => return None,
         };
         Some((Slot(n), news))
@@ -544,4 +546,13 @@ pub fn take_unpushed(conn: &mut DbConnection, limit: i64) -> Result<Vec<Subscrib
         .execute(conn)?;
     // Unsubscribed people keep no mark: they are never pushed.
     Ok(taken)
+}
+
+/// The address of subscriber `id`, if they are there.
+pub fn email_of(conn: &mut DbConnection, id: i64) -> Result<Option<String>, StoreError> {
+    Ok(subscribers::table
+        .filter(subscribers::id.eq(id))
+        .select(subscribers::email)
+        .first(conn)
+        .optional()?)
 }

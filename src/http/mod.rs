@@ -77,6 +77,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 Endpoint::new("/subscribers/{email}")
                     .get(admin::get_subscriber)
+                    .delete(admin::subscribers::erase_subscriber)
                     .done(),
             )
             .service(Endpoint::new("/stats").get(admin::get_stats).done())
@@ -138,6 +139,18 @@ impl Endpoint {
     {
         self.resource = self.resource.route(web::method(Method::POST).to(handler));
         self.allow.push("POST");
+        self
+    }
+
+    /// `DELETE` by `handler`.
+    fn delete<F, Args>(mut self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.resource = self.resource.route(web::delete().to(handler));
+        self.allow.push("DELETE");
         self
     }
 

@@ -34,6 +34,7 @@ use referral_bridge_adapters::{WebhookCredential, MAX_NAME_CHARS};
         admin::deliveries::retry_dead,
         admin::deliveries::cancel_delivery,
         admin::subscribers::get_subscriber,
+        admin::subscribers::erase_subscriber,
         admin::stats::get_stats,
         openapi,
     ),
@@ -44,6 +45,7 @@ use referral_bridge_adapters::{WebhookCredential, MAX_NAME_CHARS};
         deliveries::Attempt,
         deliveries::ActionResult,
         subscribers::SubscriberView,
+        subscribers::EraseResult,
         subscribers::TimelineItem,
         stats::Stats,
         stats::Period,
@@ -373,6 +375,11 @@ fn declare_bodies(doc: &mut Value, custom_esp: bool) {
     for (path, schema, description) in [
         ("/paths/~1admin~1api~1deliveries~1retry-dead/post/requestBody", retry_dead,
             "filters, each optional; no body retries every dead delivery"),
+        ("/paths/~1admin~1api~1subscribers~1{email}/delete/requestBody", json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"platform": {"type": "boolean", "description": "delete them at the platform first"}},
+        }), "optional; `{\"platform\": true}` deletes them at the platform first"),
         ("/paths/~1admin~1api~1deliveries~1{id}~1retry/post/requestBody", retry,
             "optional; `{\"force\": true}` retries even with earlier dead deliveries in the subscriber's line"),
     ] {

@@ -138,7 +138,7 @@ pub fn record(
                 variant_sku: redemption.variant_sku.as_deref(),
                 coupon: redemption.coupon.as_deref(),
                 shipping_details: redemption.shipping_details.as_ref().map(|v| v.to_string()),
-                inbound_event_id: event_id,
+                inbound_event_id: Some(event_id),
                 redeemed_at: delivery.now,
             },
         )?;

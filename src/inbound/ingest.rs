@@ -1,6 +1,7 @@
 //! Accepting an inbound delivery: deduplicate it, store it, update the subscriber and queue the
 //! outgoing job, all in one transaction, so that a 200 means all of it is on disk.
 
+use referral_bridge_adapters::platform::DELETE;
 use std::time::Duration;
 
 use referral_bridge_adapters::EspEvent;
@@ -54,6 +55,7 @@ fn event_type(event: &EspEvent) -> &str {
         EspEvent::Subscribed { .. } => "subscribe",
         EspEvent::Updated { .. } => "update",
         EspEvent::Unsubscribed { .. } => "unsubscribe",
+        EspEvent::Deleted { .. } => "delete",
         EspEvent::Ignored { event_type } => event_type,
     }
 }
@@ -204,11 +206,25 @@ fn record_deliveries(
         .iter()
         .zip(event_ids)
         .filter(|(row, _)| row.outcome == inbox::PROCESSED)
-        .filter_map(|(row, event_id)| {
-            let subscriber_id = ids.of(row.subscriber?);
-            let (kind, payload) = referral_bridge_adapters::sparkloop::webhook_payload(row.event)
-                .filter(|(kind, _)| forwarding.forwards(kind))?;
-            Some((subscriber_id, event_id, row.delivery.now, kind, payload))
+        .flat_map(|(row, event_id)| {
+            let Some(slot) = row.subscriber else {
+                return Vec::new();
+            };
+            let subscriber_id = ids.of(slot);
+            let mut queued: Vec<_> = referral_bridge_adapters::sparkloop::webhook_payload(row.event)
+                .filter(|(kind, _)| forwarding.forwards(kind))
+                .map(|(kind, payload)| (subscriber_id, event_id, row.delivery.now, kind, payload))
+                .into_iter()
+                .collect();
+            // BRIDGE_ERASE_ON_DELETE: the platform's deletion follows the departure in the
+            // line, and the erasure here follows it.
+            if let EspEvent::Deleted { email } = row.event {
+                if forwarding.forwards(DELETE) {
+                    let payload = serde_json::json!({"type": DELETE, "subscriber": {"email": email.as_str()}});
+                    queued.push((subscriber_id, event_id, row.delivery.now, DELETE, payload.to_string()));
+                }
+            }
+            queued
         })
         .collect();
     let new_jobs: Vec<(jobs::NewJob<'_>, JobStatus)> = payloads

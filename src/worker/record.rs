@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use referral_bridge_adapters::outbound::{self, WriteVerdict};
+use referral_bridge_adapters::platform::DELETE;
 
 use super::deliver::Unsent;
 use super::retry;
@@ -148,6 +149,7 @@ impl Worker {
             response_body,
         };
         let job_id = job.id;
+        let erase = (label == "done" && job.kind == DELETE).then_some(job.subscriber_id);
         let recorded = self
             .recorder
             .write(Attempted {
@@ -159,7 +161,23 @@ impl Worker {
             })
             .await;
         match recorded {
-            Ok(true) => {}
+            Ok(true) => {
+                if let Some(subscriber_id) = erase {
+                    // The platform has forgotten them: now everything here goes too.
+                    let (db, metrics) = (self.db.clone(), self.metrics.clone());
+                    let erased = tokio::task::spawn_blocking(move || {
+                        crate::lifecycle::erase_after_deletion(&db, &metrics, subscriber_id)
+                    })
+                    .await;
+                    match erased {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => log::error!(
+                            "subscriber {subscriber_id}: deleted at the platform, but the local erasure failed ({e}); `referral-bridge forget` finishes it"
+                        ),
+                        Err(e) => log::error!("subscriber {subscriber_id}: the erasure panicked: {e}"),
+                    }
+                }
+            }
             Ok(false) => log::warn!(
                 "job {job_id} was claimed by another worker after its lease ran out; its state is theirs"
             ),

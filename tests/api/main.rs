@@ -19,6 +19,7 @@ mod helpers;
 mod import;
 mod kit;
 mod klaviyo;
+mod lifecycle;
 mod listmonk;
 mod loyaltysurf;
 mod mailchimp;

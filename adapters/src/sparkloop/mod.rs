@@ -155,6 +155,17 @@ fn person(value: Option<&Value>, path: &str) -> Result<Option<PersonUpdate>, Par
         return Ok(None);
     };
     let email = email_at(object.get("email"), &format!("{path}.email"))?;
+    // Measured as sent, white space included, as the OpenAPI document's `maxLength` counts.
+    for key in ["first_name", "name"] {
+        if let Some(Value::String(s)) = object.get(key) {
+            if s.chars().count() > crate::MAX_NAME_CHARS {
+                return Err(ParseError(format!(
+                    "`{path}.{key}` is longer than {} characters",
+                    crate::MAX_NAME_CHARS
+                )));
+            }
+        }
+    }
     let update = PersonUpdate {
         email,
         data: ReferralData {

@@ -59,7 +59,9 @@ pub fn webhook_payload(event: &EspEvent) -> Option<(&'static str, String)> {
             insert_some(&mut s, "updated_at", updated_at.map(Value::from));
             ("update", s)
         }
-        EspEvent::Unsubscribed { email } => {
+        // A deletion at the ESP is a departure for the platform; the erasure, when asked for,
+        // is a job of its own.
+        EspEvent::Unsubscribed { email } | EspEvent::Deleted { email } => {
             let mut s = Map::new();
             s.insert("email".into(), json!(email.as_str()));
             ("unsubscribe", s)
@@ -116,6 +118,17 @@ impl OutboundPlatform for SparkLoopOutbound {
         matches!(self, SparkLoopOutbound::Api { .. })
     }
 
+    /// API mode: `DELETE /v2/subscribers/{email}`. The incoming webhook has no deletion.
+    fn deletes(&self) -> Result<(), String> {
+        match self {
+            SparkLoopOutbound::Api { .. } => Ok(()),
+            SparkLoopOutbound::Webhook { .. } => Err(
+                "SparkLoop's incoming webhook (SPARKLOOP_INCOMING_WEBHOOK_URL) has no deletion:                  set SPARKLOOP_API_KEY to delete subscribers there, or erase here only"
+                    .into(),
+            ),
+        }
+    }
+
     fn request(&self, kind: &str, payload: &str) -> Result<OutboundRequest, CallError> {
         match self {
             SparkLoopOutbound::Webhook { url } => Ok(OutboundRequest {
@@ -142,6 +155,8 @@ impl OutboundPlatform for SparkLoopOutbound {
         let already_done = match (kind, answer.status) {
             ("subscribe", 400 | 422) => answer.body.contains("has already been taken"),
             ("unsubscribe", 409) => true,
+            // Already gone is what a deletion asks for.
+            ("delete", 404) => true,
             _ => false,
         };
         if already_done && matches!(self, SparkLoopOutbound::Api { .. }) {
@@ -198,6 +213,7 @@ fn api_call(
             )
         }
         "unsubscribe" => ("PUT", url(&[&email, "unsubscribe"])?, "{}".into()),
+        "delete" => ("DELETE", url(&[&email])?, String::new()),
         other => {
             return Err(CallError::NoCall {
                 platform: "SparkLoop",

@@ -297,3 +297,17 @@ pub(crate) fn requeue(conn: &mut DbConnection, id: i64, now: i64) -> Result<(), 
         .execute(conn)?;
     promote_next(conn, &[subscriber_id], now)
 }
+
+/// The id of subscriber `subscriber_id`'s newest job of `kind`.
+pub fn latest_of(
+    conn: &mut DbConnection,
+    subscriber_id: i64,
+    kind: &str,
+) -> Result<i64, StoreError> {
+    Ok(jobs::table
+        .filter(jobs::subscriber_id.eq(subscriber_id))
+        .filter(jobs::kind.eq(kind))
+        .order(jobs::id.desc())
+        .select(jobs::id)
+        .first(conn)?)
+}

@@ -273,7 +273,9 @@ pub struct RetryRequest {
 
 /// An optional JSON object body: empty is the default; anything but an object, or an object
 /// with a key the endpoint does not know, is a 400 naming what is wrong.
-fn json_object<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+pub(super) fn json_object<T: Default + serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, AdminError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

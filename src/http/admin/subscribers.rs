@@ -123,3 +123,78 @@ pub async fn get_subscriber(
         )),
     }
 }
+
+/// How a subscriber is erased.
+#[derive(Debug, Default, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EraseRequest {
+    /// Ask the platform to delete them first; the erasure here follows once it has.
+    #[serde(default)]
+    pub platform: bool,
+}
+
+/// What an erasure did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EraseResult {
+    /// `erased` (done here, now) or `queued` (the platform's deletion is queued; the erasure
+    /// here follows it).
+    pub status: String,
+    /// The platform's deletion, when queued.
+    pub delivery: Option<i64>,
+}
+
+/// `DELETE /admin/api/subscribers/{email}`: everything stored about them erased (DESIGN 3.10).
+#[utoipa::path(delete, path = "/admin/api/subscribers/{email}", tag = "admin",
+    params(("email" = String, Path, description = "the subscriber's address")),
+    request_body(content = EraseRequest, description = "optional; `{\"platform\": true}` deletes them at the platform first"),
+    responses((status = 200, body = EraseResult, description = "erased: the subscriber, their stored bodies, jobs, attempts and redemptions are gone"),
+        (status = 202, body = EraseResult, description = "the platform's deletion is queued; the erasure here follows once it is done"),
+        (status = 400), (status = 401),
+        (status = 404, description = "no subscriber has that address (or it is not an address), or the admin API is off"),
+        (status = 409, description = "the platform cannot delete (webhook mode, ReferralLoop): erase here only")),
+    security(("admin_token" = [])))]
+pub async fn erase_subscriber(
+    _admin: AdminAuth,
+    state: web::Data<AppState>,
+    email: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    use crate::lifecycle::{forget, ForgetError, Forgotten};
+    let request: EraseRequest = super::deliveries::json_object(&body)?;
+    let email = referral_bridge_adapters::Email::parse(&email).map_err(|e| {
+        AdminError::NotFound(format!(
+            "no subscriber `{}`: {e}",
+            referral_bridge_adapters::excerpt(&email)
+        ))
+    })?;
+    let st = state.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        forget(
+            &st.db,
+            st.peers.platform.as_ref(),
+            &st.metrics,
+            &email,
+            request.platform,
+        )
+    })
+    .await
+    .expect("the erasure task panicked");
+    match done {
+        Ok(Forgotten::Erased(_)) => Ok(HttpResponse::Ok().json(EraseResult {
+            status: "erased".into(),
+            delivery: None,
+        })),
+        Ok(Forgotten::Queued { job_id, .. }) => {
+            state.wake_workers.notify_one();
+            Ok(HttpResponse::Accepted().json(EraseResult {
+                status: "queued".into(),
+                delivery: Some(job_id),
+            }))
+        }
+        Err(ForgetError::NotFound) => Err(AdminError::NotFound(
+            "no subscriber has that address".into(),
+        )),
+        Err(ForgetError::PlatformCannot(why)) => Err(AdminError::Conflict(why)),
+        Err(ForgetError::Store(e)) => Err(AdminError::Unavailable(e)),
+    }
+}

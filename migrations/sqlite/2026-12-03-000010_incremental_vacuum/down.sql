@@ -1,0 +1,2 @@
+PRAGMA auto_vacuum = NONE;
+VACUUM;

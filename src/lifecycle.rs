@@ -1,0 +1,289 @@
+//! The data's lifecycle (DESIGN 3.10): retention, run in the background by `serve` and once by
+//! `referral-bridge prune`; and erasure (`forget`, the admin API, erase-on-delete). A pass walks the finished jobs, then the stored bodies, in batches of
+//! [`BATCH`] rows, each its own short transaction, so that an ingest waiting for SQLite's writer
+//! waits for one batch at most; then SQLite gives the freed pages back to the file system.
+
+use std::time::Duration;
+
+use referral_bridge_adapters::platform::{OutboundPlatform, DELETE};
+use referral_bridge_adapters::Email;
+
+use crate::config::{millis, Settings};
+use crate::db::erase::{self, Erased};
+use crate::db::jobs;
+use crate::db::prune::{self, Removed, Walk};
+use crate::db::{now_ms, Db, StoreError};
+use crate::metrics::{Metrics, TableLabels};
+
+/// Rows read per batch (and so, at most, deleted per transaction).
+pub const BATCH: i64 = 500;
+
+/// Free pages given back per vacuum step (4 MiB of 4 KiB pages).
+const VACUUM_PAGES: i64 = 1024;
+
+/// What a pass removed (or, dry, would remove), and the bytes the file gave back.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Rows by kind.
+    pub removed: Removed,
+    /// Bytes given back to the file system (SQLite; 0 on Postgres and in a dry run).
+    pub reclaimed_bytes: i64,
+}
+
+/// The time before which stored rows are old: `BRIDGE_RETENTION` ago, but never less than
+/// `DEDUPE_WINDOW` ago (dedupe reads the bodies' hashes and times).
+pub fn cutoff(settings: &Settings, now: i64) -> i64 {
+    now - millis(settings.retention.max(settings.dedupe_window))
+}
+
+/// One whole pass; `progress` sees the running total after each batch, and stops the pass
+/// (between two batches) by answering `false`. Blocking: run it on a blocking thread.
+pub fn prune_pass(
+    db: &Db,
+    cutoff: i64,
+    dry_run: bool,
+    mut progress: impl FnMut(&Removed) -> bool,
+) -> Result<PruneReport, StoreError> {
+    let mut report = PruneReport::default();
+    // The jobs first: a body goes only once no job points at it.
+    type Batch = fn(
+        &mut crate::db::DbConnection,
+        i64,
+        i64,
+        i64,
+        bool,
+    ) -> Result<(Removed, Walk), StoreError>;
+    for batch in [prune::jobs_batch as Batch, prune::bodies_batch as Batch] {
+        let mut after = 0;
+        loop {
+            let (removed, walk) = if dry_run {
+                db.read(|conn| batch(conn, after, cutoff, BATCH, true))?
+            } else {
+                db.write(|conn| batch(conn, after, cutoff, BATCH, false))?
+            };
+            report.removed += removed;
+            if !progress(&report.removed) {
+                return Ok(report);
+            }
+            match walk {
+                Walk::After(id) => after = id,
+                Walk::Done => break,
+            }
+        }
+    }
+    let now = now_ms();
+    report.removed.sessions = if dry_run {
+        db.read(|conn| prune::expired_sessions(conn, now, true))?
+    } else {
+        db.write(|conn| prune::expired_sessions(conn, now, false))?
+    };
+    if !dry_run {
+        loop {
+            let given_back = db.write(|conn| prune::incremental_vacuum(conn, VACUUM_PAGES))?;
+            report.reclaimed_bytes += given_back;
+            if given_back == 0 {
+                break;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Counts a pass in the metrics.
+pub fn record(metrics: &Metrics, report: &PruneReport) {
+    let removed = &report.removed;
+    for (table, rows) in [
+        ("inbound_events", removed.bodies),
+        ("jobs", removed.jobs),
+        ("attempts", removed.attempts),
+        ("admin_sessions", removed.sessions),
+    ] {
+        metrics
+            .pruned_rows
+            .get_or_create(&TableLabels { table })
+            .inc_by(rows);
+    }
+    metrics
+        .reclaimed_bytes
+        .inc_by(report.reclaimed_bytes.max(0) as u64);
+}
+
+/// How often `serve` prunes: hourly, or more often for a retention shorter than four hours.
+pub fn interval(settings: &Settings) -> Duration {
+    (settings.retention.max(settings.dedupe_window) / 4)
+        .clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+/// `serve`'s pruning: a pass every [`interval`] until `stop`.
+pub async fn run(
+    db: Db,
+    settings: Settings,
+    metrics: std::sync::Arc<Metrics>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let every = interval(&settings);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let cutoff = cutoff(&settings, now_ms());
+        let pass_db = db.clone();
+        let started = std::time::Instant::now();
+        // A pass stops between two batches at shutdown: the next start goes on with the rest.
+        let stopping = stop.clone();
+        let pass = tokio::task::spawn_blocking(move || {
+            prune_pass(&pass_db, cutoff, false, |_| !stopping.is_cancelled())
+        })
+        .await;
+        match pass {
+            Ok(Ok(report)) => {
+                record(&metrics, &report);
+                let r = report.removed;
+                if r.bodies + r.jobs + r.attempts > 0 {
+                    log::info!(
+                        "retention: pruned {} bodies, {} jobs, {} attempts in {} ms; {} bytes given back",
+                        r.bodies,
+                        r.jobs,
+                        r.attempts,
+                        started.elapsed().as_millis(),
+                        report.reclaimed_bytes
+                    );
+                }
+            }
+            Ok(Err(e)) => log::warn!(
+                "retention: the pass stopped: {e}; it runs again in {}",
+                humantime::format_duration(every)
+            ),
+            Err(e) => log::error!("retention: the pass panicked: {e}"),
+        }
+    }
+}
+
+/// What [`forget`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forgotten {
+    /// Erased here, now.
+    Erased(Erased),
+    /// The platform's deletion is queued as job `job_id`; the local erasure follows once the
+    /// platform has answered it.
+    Queued {
+        /// The deletion's job.
+        job_id: i64,
+        /// Whom it erases.
+        subscriber_id: i64,
+    },
+}
+
+/// Why [`forget`] did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgetError {
+    /// No subscriber has the address.
+    #[error("no subscriber has that address")]
+    NotFound,
+    /// The platform cannot delete (webhook mode, ReferralLoop): the reason, for the operator.
+    #[error("{0}")]
+    PlatformCannot(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Erases the subscriber with address `email` now, or, `with_platform`, queues the platform's
+/// deletion first (in the subscriber's line, after what is already queued for them there); the
+/// erasure then follows it ([`erase_after_deletion`]). Logs by subscriber id, never by address.
+pub fn forget(
+    db: &Db,
+    platform: &dyn OutboundPlatform,
+    metrics: &Metrics,
+    email: &Email,
+    with_platform: bool,
+) -> Result<Forgotten, ForgetError> {
+    if with_platform {
+        platform.deletes().map_err(ForgetError::PlatformCannot)?;
+    }
+    let email = email.as_str().to_string();
+    let done = db.write(|conn| {
+        let Some(id) = erase::subscriber_id(conn, &email)? else {
+            return Ok(None);
+        };
+        if !with_platform {
+            return Ok(Some(Forgotten::Erased(erase::subscriber(
+                conn, id, &email,
+            )?)));
+        }
+        // The row lock orders this job against a line's head finishing (Postgres).
+        crate::db::subscribers::lock_by_emails(conn, &[email.as_str()])?;
+        let destination = platform.destination();
+        let mut open = jobs::open_lines(conn, &[id], destination)?;
+        let status = jobs::place_in_line(&mut open, id);
+        let payload =
+            serde_json::json!({"type": DELETE, "subscriber": {"email": email}}).to_string();
+        let now = now_ms();
+        let job = jobs::NewJob {
+            subscriber_id: id,
+            destination,
+            kind: DELETE,
+            payload: &payload,
+            created_at: now,
+            retry_from: now,
+            run_at: now,
+            inbound_event_id: None,
+        };
+        jobs::insert_all(conn, &[(job, status)])?;
+        let job_id = jobs::latest_of(conn, id, DELETE)?;
+        Ok(Some(Forgotten::Queued {
+            job_id,
+            subscriber_id: id,
+        }))
+    })?;
+    let done = done.ok_or(ForgetError::NotFound)?;
+    match done {
+        Forgotten::Erased(erased) => finish_erasure(db, metrics, &erased, "forget"),
+        Forgotten::Queued {
+            job_id,
+            subscriber_id,
+        } => log::info!(
+            "subscriber {subscriber_id}: deletion queued for {} as job {job_id}; erased here once it is done",
+            platform.destination()
+        ),
+    }
+    Ok(done)
+}
+
+/// The local erasure after the platform has deleted subscriber `subscriber_id` (job kind
+/// [`DELETE`] done). Nothing when they are gone already.
+pub fn erase_after_deletion(
+    db: &Db,
+    metrics: &Metrics,
+    subscriber_id: i64,
+) -> Result<(), StoreError> {
+    let erased = db.write(|conn| {
+        let email: Option<String> = crate::db::subscribers::email_of(conn, subscriber_id)?;
+        email
+            .map(|email| erase::subscriber(conn, subscriber_id, &email))
+            .transpose()
+    })?;
+    if let Some(erased) = erased {
+        finish_erasure(db, metrics, &erased, "the platform's deletion");
+    }
+    Ok(())
+}
+
+/// Checkpoints SQLite's log (no erased page stays in it), counts and logs the erasure.
+fn finish_erasure(db: &Db, metrics: &Metrics, erased: &Erased, after: &str) {
+    if let Err(e) = db.read(erase::checkpoint) {
+        log::warn!(
+            "erasure: the WAL checkpoint failed ({e}); it happens at the next automatic one"
+        );
+    }
+    metrics.erasures.inc();
+    log::info!(
+        "subscriber {} erased after {after}: {} bodies, {} jobs, {} attempts, {} redemptions",
+        erased.subscriber_id,
+        erased.bodies,
+        erased.jobs,
+        erased.attempts,
+        erased.redemptions
+    );
+}

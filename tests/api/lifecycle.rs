@@ -1,0 +1,488 @@
+//! The data's lifecycle (DESIGN 3.10), black-box on both backends: retention in the background
+//! and by `prune`, erasure by `forget`, the admin API and Brevo's `contact_deleted`, and the
+//! redemptions export.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wiremock::matchers::{body_partial_json, method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{base_vars, eventually, run_command, subscribe, TestApp, ESP_SECRET};
+
+const TOKEN: &str = "admin-token-for-lifecycle-tests-32-chars";
+
+fn fixture(name: &str) -> String {
+    let file = format!(
+        "{}/tests/fixtures/sparkloop/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// The variables of `app`, for a command run beside it, with `extra`.
+fn vars_of(app: &TestApp, extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut vars = base_vars(&app.db, &app.sparkloop);
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    vars
+}
+
+fn count(app: &TestApp, sql: &str) -> i64 {
+    app.db.count(&format!("SELECT COUNT(*) AS n FROM {sql}"))
+}
+
+#[tokio::test]
+async fn retention_prunes_old_bodies_and_finished_jobs_and_keeps_the_dead() {
+    let refuse = Mock::given(method("POST"))
+        .and(path("/incoming"))
+        .and(body_partial_json(
+            json!({"subscriber": {"email": "refused@example.com"}}),
+        ))
+        .respond_with(ResponseTemplate::new(400).set_body_string("refused"));
+    let app = TestApp::spawn_with(
+        &[
+            ("BRIDGE_RETENTION", "1s"),
+            ("DEDUPE_WINDOW", "1s"),
+            ("BRIDGE_ADMIN_TOKEN", TOKEN),
+        ],
+        Some(refuse),
+    )
+    .await;
+    for email in ["ada@example.com", "refused@example.com"] {
+        assert_eq!(app.post_esp(&subscribe(email)).await.status(), 200);
+    }
+    app.wait_for_requests(2).await;
+    eventually("one done, one dead", Duration::from_secs(15), || {
+        count(&app, "jobs WHERE status = 'dead'") == 1
+    })
+    .await;
+    // The background pass (every second here) takes the finished job and its body and
+    // attempts; the dead one keeps all three.
+    eventually("the done job pruned", Duration::from_secs(20), || {
+        count(&app, "jobs") == 1 && count(&app, "inbound_events") == 1
+    })
+    .await;
+    assert_eq!(count(&app, "jobs WHERE status = 'dead'"), 1);
+    assert_eq!(count(&app, "attempts"), 1, "the dead job's attempt stays");
+    assert_eq!(
+        count(
+            &app,
+            "inbound_events e JOIN jobs j ON j.inbound_event_id = e.id"
+        ),
+        1,
+        "the dead job's body stays"
+    );
+    assert_eq!(count(&app, "subscribers"), 2, "subscribers are kept");
+    // A pruned person's next event queues and is delivered as usual.
+    let unsubscribe = json!({"type": "unsubscribe", "subscriber": {"email": "ada@example.com"}});
+    assert_eq!(app.post_esp(&unsubscribe.to_string()).await.status(), 200);
+    let received = app.wait_for_requests(3).await;
+    assert_eq!(received[2]["type"], "unsubscribe");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let pruned = metrics
+        .lines()
+        .find(|l| l.starts_with("bridge_pruned_rows_total{table=\"inbound_events\"}"))
+        .unwrap_or_else(|| panic!("no pruned rows metric:\n{metrics}"));
+    assert!(!pruned.ends_with(" 0"), "{pruned}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn prune_counts_dry_and_never_takes_what_dedupe_still_needs() {
+    let app = TestApp::spawn().await;
+    let body = subscribe("bob@example.com");
+    assert_eq!(app.post_esp(&body).await.status(), 200);
+    assert_eq!(
+        app.post_esp(&subscribe("carol@example.com")).await.status(),
+        200
+    );
+    app.wait_for_requests(2).await;
+    app.drain().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = (
+        count(&app, "inbound_events"),
+        count(&app, "jobs"),
+        count(&app, "attempts"),
+    );
+    assert_eq!(before, (2, 2, 2));
+
+    let short = [("BRIDGE_RETENTION", "1s"), ("DEDUPE_WINDOW", "1s")];
+    let (ok, out, err) = run_command(&["prune", "--dry-run"], &vars_of(&app, &short));
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("would remove 2 stored webhook bodies, 2 finished jobs, 2 attempts"),
+        "{out}"
+    );
+    let after = (
+        count(&app, "inbound_events"),
+        count(&app, "jobs"),
+        count(&app, "attempts"),
+    );
+    assert_eq!(after, before, "a dry run writes nothing");
+
+    // The dedupe window holds whatever the retention: bob's repeat is still a duplicate.
+    let window = [("BRIDGE_RETENTION", "1s"), ("DEDUPE_WINDOW", "1h")];
+    let (ok, out, err) = run_command(&["prune"], &vars_of(&app, &window));
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("removed 0 stored webhook bodies"), "{out}");
+    let repeat: Value = app.post_esp(&body).await.json().await.unwrap();
+    assert_eq!(repeat["status"], "duplicate");
+
+    let (ok, out, err) = run_command(&["prune"], &vars_of(&app, &short));
+    assert!(ok, "{out}{err}");
+    // The duplicate's own row is younger than a second: it stays.
+    assert!(
+        out.contains("removed 2 stored webhook bodies, 2 finished jobs, 2 attempts"),
+        "{out}"
+    );
+    assert_eq!(count(&app, "inbound_events"), 1);
+    assert_eq!(count(&app, "jobs"), 0);
+    assert_eq!(count(&app, "subscribers"), 2);
+    app.stop().await;
+}
+
+/// Whether `needle` is stored anywhere: SQLite, in the file's bytes (and its log's); Postgres,
+/// in any row of any table.
+fn stored_anywhere(app: &TestApp, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    if app.db.is_postgres() {
+        for table in [
+            "subscribers",
+            "inbound_events",
+            "jobs",
+            "attempts",
+            "redemptions",
+            "poll_checkpoints",
+            "admin_sessions",
+        ] {
+            let n = app.db.count(&format!(
+                "SELECT COUNT(*) AS n FROM {table} t WHERE lower(t::text) LIKE '%{needle}%'"
+            ));
+            if n > 0 {
+                found.push(format!("{n} rows of {table}"));
+            }
+        }
+    } else {
+        for suffix in ["", "-wal"] {
+            let file = format!("{}{suffix}", app.db.url);
+            let bytes = std::fs::read(&file)
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let hits = bytes
+                .windows(needle.len())
+                .filter(|w| *w == needle.as_bytes())
+                .count();
+            if hits > 0 {
+                found.push(format!("{hits} times in {file}"));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn forgetting_removes_every_trace_and_keeps_the_others() {
+    let app = TestApp::spawn_with(&[("BRIDGE_ADMIN_TOKEN", TOKEN)], None).await;
+    let ada = "ada.lovelace@example.com";
+    assert_eq!(app.post_esp(&subscribe(ada)).await.status(), 200);
+    assert_eq!(
+        app.post_esp(&subscribe("zed@example.com")).await.status(),
+        200
+    );
+    let callback = json!({"type": "new_referral", "subscriber": {"email": "zed@example.com",
+        "referral_code": "zzz"}, "referrer": {"email": ada, "referral_code": "aaa", "tot_referrals": 1}});
+    assert_eq!(
+        app.post_sparkloop(&callback.to_string()).await.status(),
+        200
+    );
+    let mut redeemed: Value = serde_json::from_str(&fixture("reward_redeemed")).unwrap();
+    redeemed["subscriber"]["email"] = json!(ada);
+    assert_eq!(
+        app.post_sparkloop(&redeemed.to_string()).await.status(),
+        200
+    );
+    app.wait_for_requests(2).await;
+    app.drain().await;
+    assert!(
+        !stored_anywhere(&app, ada).is_empty(),
+        "the address is stored before"
+    );
+
+    let response = app
+        .client
+        .delete(format!("{}/admin/api/subscribers/{ada}", app.address))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["status"], "erased");
+    let found = stored_anywhere(&app, ada);
+    assert!(found.is_empty(), "the address is still stored: {found:?}");
+    let after = app
+        .client
+        .get(format!("{}/admin/api/subscribers/{ada}", app.address))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 404);
+    // zed stays, with their referral code, though the callback that named ada is gone.
+    let zed: Value = app
+        .client
+        .get(format!(
+            "{}/admin/api/subscribers/zed@example.com",
+            app.address
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(zed["email"], "zed@example.com", "{zed}");
+    // Again: nothing is there to erase.
+    let (ok, _, err) = run_command(&["forget", ada], &vars_of(&app, &[]));
+    assert!(!ok);
+    assert!(err.contains("no subscriber"), "{err}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn forgetting_at_the_platform_first_keeps_the_data_until_it_has_deleted() {
+    // SparkLoop's API refuses the deletion twice with 500, then takes it.
+    let refuse = Mock::given(method("DELETE"))
+        .and(path("/v2/subscribers/ann@example.com"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(2);
+    let app = TestApp::spawn_with(
+        &[
+            ("SPARKLOOP_INCOMING_WEBHOOK_URL", ""),
+            ("SPARKLOOP_API_URL", "{stand-in}"),
+            ("SPARKLOOP_API_KEY", "sl-key"),
+            ("SPARKLOOP_RATE_LIMIT", "100/1s"),
+            ("RETRY_BASE_DELAY", "300ms"),
+            ("RETRY_MAX_DELAY", "300ms"),
+        ],
+        Some(refuse),
+    )
+    .await;
+    for (verb, at) in [
+        ("POST", "/v2/subscribers"),
+        ("DELETE", "/v2/subscribers/ann@example.com"),
+    ] {
+        app.sparkloop
+            .register(
+                Mock::given(method(verb))
+                    .and(path(at))
+                    .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+                    .with_priority(8),
+            )
+            .await;
+    }
+    assert_eq!(
+        app.post_esp(&subscribe("ann@example.com")).await.status(),
+        200
+    );
+    app.drain().await;
+    let vars = vars_of(
+        &app,
+        &[
+            ("SPARKLOOP_INCOMING_WEBHOOK_URL", ""),
+            ("SPARKLOOP_API_URL", &app.sparkloop.uri()),
+            ("SPARKLOOP_API_KEY", "sl-key"),
+        ],
+    );
+    let (ok, out, err) = run_command(&["forget", "ann@example.com", "--platform"], &vars);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("queued"), "{out}");
+    let deletes = || async {
+        app.sparkloop
+            .received_requests()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.method.as_str() == "DELETE")
+            .count()
+    };
+    // While SparkLoop refuses, everything stays here.
+    let start = std::time::Instant::now();
+    while deletes().await < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no DELETE reached SparkLoop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        count(&app, "subscribers WHERE email = 'ann@example.com'"),
+        1
+    );
+    // Once it has deleted them, the erasure follows.
+    eventually("ann erased", Duration::from_secs(20), || {
+        count(&app, "subscribers WHERE email = 'ann@example.com'") == 0
+    })
+    .await;
+    assert_eq!(deletes().await, 3);
+    assert_eq!(count(&app, "jobs"), 0);
+    app.stop().await;
+
+    // Webhook mode has no deletion: said, and nothing queued.
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        app.post_esp(&subscribe("ann@example.com")).await.status(),
+        200
+    );
+    app.drain().await;
+    let (ok, _, err) = run_command(
+        &["forget", "ann@example.com", "--platform"],
+        &vars_of(&app, &[]),
+    );
+    assert!(!ok);
+    assert!(err.contains("SPARKLOOP_API_KEY"), "{err}");
+    assert_eq!(count(&app, "subscribers"), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn brevos_contact_deleted_erases_with_the_platform_when_asked() {
+    let app = TestApp::spawn_with(
+        &[
+            ("ESP_ADAPTER", "brevo"),
+            ("ESP_API_URL", "{stand-in}/brevo/v3"),
+            ("ESP_API_KEY", "brevo-key"),
+            ("BRIDGE_ERASE_ON_DELETE", "true"),
+            ("SPARKLOOP_INCOMING_WEBHOOK_URL", ""),
+            ("SPARKLOOP_API_URL", "{stand-in}"),
+            ("SPARKLOOP_API_KEY", "sl-key"),
+            ("SPARKLOOP_RATE_LIMIT", "100/1s"),
+        ],
+        None,
+    )
+    .await;
+    app.sparkloop
+        .register(
+            Mock::given(wiremock::matchers::any())
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+                .with_priority(9),
+        )
+        .await;
+    let post = |body: Value| {
+        let app = &app;
+        async move {
+            app.client
+                .post(format!("{}/webhooks/esp", app.address))
+                .bearer_auth(ESP_SECRET)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let added = json!({"id": 1, "email": "bea@example.com", "event": "list_addition",
+        "key": "k", "list_id": [35], "date": "2020-10-09 00:00:00", "ts": 1604937111});
+    assert_eq!(post(added).await, 200);
+    let deleted = json!({"id": 1, "email": "bea@example.com", "event": "contact_deleted",
+        "key": "k", "list_id": [35], "ts": 1604937112});
+    assert_eq!(post(deleted).await, 200);
+    eventually("bea erased", Duration::from_secs(20), || {
+        count(&app, "subscribers WHERE email = 'bea@example.com'") == 0
+    })
+    .await;
+    let calls: Vec<String> = app
+        .sparkloop
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path().starts_with("/v2/"))
+        .map(|r| format!("{} {}", r.method, r.url.path()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "POST /v2/subscribers",
+            "PUT /v2/subscribers/bea@example.com/unsubscribe",
+            "DELETE /v2/subscribers/bea@example.com"
+        ]
+    );
+    assert_eq!(count(&app, "inbound_events"), 0);
+    app.stop().await;
+
+    // Asked for with a platform that cannot delete, it is a configuration error.
+    let app = TestApp::spawn().await;
+    let vars = vars_of(&app, &[("BRIDGE_ERASE_ON_DELETE", "true")]);
+    let (ok, out, err) = run_command(&["deliveries", "list"], &vars);
+    assert!(!ok, "{out}");
+    assert!(err.contains("BRIDGE_ERASE_ON_DELETE"), "{err}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn redemptions_export_as_csv_with_quoting() {
+    let app = TestApp::spawn().await;
+    let mut redeemed: Value = serde_json::from_str(&fixture("reward_redeemed")).unwrap();
+    redeemed["reward"]["name"] = json!("T-shirt, \"limited\"");
+    redeemed["shipping_details"]["shipping_address_2"] = json!("Flat 2\nBack door");
+    assert_eq!(
+        app.post_sparkloop(&redeemed.to_string()).await.status(),
+        200
+    );
+    app.drain().await;
+    eventually("the redemption stored", Duration::from_secs(10), || {
+        count(&app, "redemptions") == 1
+    })
+    .await;
+    let (ok, out, err) = run_command(
+        &["redemptions", "export", "--since", "2020-01-01"],
+        &vars_of(&app, &[]),
+    );
+    assert!(ok, "{err}");
+    let mut reader = csv::Reader::from_reader(out.as_bytes());
+    let headers: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        headers,
+        [
+            "email",
+            "reward_id",
+            "reward",
+            "variant",
+            "sku",
+            "coupon",
+            "shipping_details",
+            "redeemed_at"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1, "{out}");
+    let row = &rows[0];
+    assert_eq!(&row[0], "john.doe@email.com");
+    assert_eq!(&row[1], "reward_cdebf4f013");
+    assert_eq!(&row[2], "T-shirt, \"limited\"");
+    assert_eq!(&row[3], "T-Shirt XXL");
+    assert_eq!(&row[4], "t_shirt_xxl");
+    assert_eq!(&row[5], "9wusha0");
+    let shipping: Value = serde_json::from_str(&row[6]).unwrap();
+    assert_eq!(shipping["shipping_address_2"], "Flat 2\nBack door");
+    assert!(row[7].ends_with('Z'), "{}", &row[7]);
+
+    let (ok, out, _) = run_command(
+        &["redemptions", "export", "--since", "2100-01-01T00:00:00Z"],
+        &vars_of(&app, &[]),
+    );
+    assert!(ok);
+    assert_eq!(out.lines().count(), 1, "only the header: {out}");
+    let (ok, _, err) = run_command(
+        &["redemptions", "export", "--since", "last week"],
+        &vars_of(&app, &[]),
+    );
+    assert!(!ok);
+    assert!(err.contains("--since"), "{err}");
+    app.stop().await;
+}
