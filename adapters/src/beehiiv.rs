@@ -254,7 +254,7 @@ mod tests {
         let deleted = CREATED.replace("subscription.created", "subscription.deleted");
         assert!(matches!(
             parse_webhook(deleted.as_bytes()).unwrap(),
-            EspEvent::Unsubscribed { .. }
+            EspEvent::Deleted { .. }
         ));
         assert!(parse_webhook(br#"{"data": {}}"#).is_err());
     }

@@ -472,3 +472,49 @@ pub fn counts_since(conn: &mut DbConnection, since: i64) -> Result<Counts, Store
             .get_result(conn)?,
     })
 }
+
+/// Per hour since `since` (unix ms, whole hours): webhooks received, deliveries done and
+/// deliveries dead, as `(hour since the epoch, count)` for the hours that have any.
+pub fn hourly(conn: &mut DbConnection, since: i64) -> Result<HourlyCounts, StoreError> {
+    #[derive(QueryableByName)]
+    struct Hour {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        hour: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    // `since` is a number of ours, written into the text: the same statement on both backends
+    // (integer division of BIGINTs is whole on both).
+    let mut per_hour = |sql: String| -> Result<Vec<(i64, i64)>, StoreError> {
+        Ok(diesel::sql_query(sql)
+            .load::<Hour>(conn)?
+            .into_iter()
+            .map(|h| (h.hour, h.n))
+            .collect())
+    };
+    Ok(HourlyCounts {
+        received: per_hour(format!(
+            "SELECT received_at / 3600000 AS hour, COUNT(*) AS n FROM inbound_events \
+             WHERE received_at >= {since} GROUP BY received_at / 3600000"
+        ))?,
+        done: per_hour(format!(
+            "SELECT finished_at / 3600000 AS hour, COUNT(*) AS n FROM jobs \
+             WHERE status = 'done' AND finished_at >= {since} GROUP BY finished_at / 3600000"
+        ))?,
+        dead: per_hour(format!(
+            "SELECT finished_at / 3600000 AS hour, COUNT(*) AS n FROM jobs \
+             WHERE status = 'dead' AND finished_at >= {since} GROUP BY finished_at / 3600000"
+        ))?,
+    })
+}
+
+/// [`hourly`]'s three series.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HourlyCounts {
+    /// Webhooks received per hour.
+    pub received: Vec<(i64, i64)>,
+    /// Deliveries done per hour.
+    pub done: Vec<(i64, i64)>,
+    /// Deliveries dead per hour.
+    pub dead: Vec<(i64, i64)>,
+}

@@ -42,6 +42,13 @@ input[type=text], input[type=password], input[type=email] { font: inherit; paddi
 form.row { display: flex; gap: .5rem; }
 .note { padding: .6rem .9rem; border-radius: 8px; background: color-mix(in srgb, var(--good) 15%, transparent); }
 .bad { color: var(--bad); } .good { color: var(--good); } .muted { color: var(--muted); }
+svg.chart { width: 100%; height: auto; max-height: 260px; margin-top: 1rem; display: block; }
+svg.chart .axis { stroke: var(--line); } svg.chart .tick { fill: var(--muted); font-size: 9px; }
+svg.chart .received, .key.received { fill: var(--accent); background: var(--accent); }
+svg.chart .done, .key.done { fill: var(--good); background: var(--good); }
+svg.chart .dead, .key.dead { fill: var(--bad); background: var(--bad); }
+.legend { color: var(--muted); font-size: .85rem; margin: .4rem 0 0; }
+.key { display: inline-block; width: .8em; height: .8em; border-radius: 2px; margin-left: .6em; }
 .login { max-width: 380px; margin: 12vh auto; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1rem; margin: 0 0 1rem; }
 dt { color: var(--muted); } dd { margin: 0; word-break: break-word; }
@@ -128,6 +135,25 @@ pub async fn page(
     };
     let csrf = session.csrf;
     let stats = admin::stats(&state).await?;
+    let now = crate::db::now_ms();
+    let current_hour = now / 3_600_000;
+    let since = (current_hour - crate::http::chart::HOURS as i64 + 1) * 3_600_000;
+    let (hourly, size, oldest) = state
+        .db
+        .read_async(move |conn| {
+            Ok((
+                crate::db::admin::hourly(conn, since)?,
+                crate::db::prune::database_size(conn)?,
+                crate::db::prune::oldest_body(conn)?,
+            ))
+        })
+        .await?;
+    let hours = crate::http::chart::by_hour(&hourly, current_hour);
+    let retention = match state.settings.retention.as_secs() {
+        s if s >= 86_400 && s % 86_400 == 0 => format!("{} days", s / 86_400),
+        s if s >= 3_600 && s % 3_600 == 0 => format!("{} h", s / 3_600),
+        _ => humantime::format_duration(state.settings.retention).to_string(),
+    };
     let dead = state
         .db
         .read_async(|conn| {
@@ -198,6 +224,22 @@ pub async fn page(
                     div.card { div.n.good { (stats.last_hour.delivered) " · " (stats.last_day.delivered) } div.l { "deliveries done" } }
                     div.card { div.n.bad { (stats.last_hour.dead) " · " (stats.last_day.dead) } div.l { "deliveries dead" } }
                     div.card { div.n { (percent(stats.last_hour.success_rate)) " · " (percent(stats.last_day.success_rate)) } div.l { "calls answered 2xx" } }
+                }
+                (crate::http::chart::last_day(&hours))
+            }
+            section id="storage" {
+                h2 { "Storage" }
+                div.cards {
+                    div.card { div.n id="database-size" { (format_bytes(size)) } div.l { "database size" } }
+                    div.card {
+                        div.n id="oldest-body" {
+                            @match oldest {
+                                Some(at) => (format_seconds(((now - at).max(0) / 1000) as f64)),
+                                None => "–",
+                            }
+                        }
+                        div.l { "oldest stored webhook body (kept for " (retention) ")" }
+                    }
                 }
             }
             section id="dead" {
@@ -270,6 +312,22 @@ fn subscriber(view: &SubscriberView) -> Markup {
             }
         }
     }
+}
+
+/// Bytes in binary units, one decimal.
+fn format_bytes(bytes: i64) -> String {
+    let mut value = bytes.max(0) as f64;
+    for unit in ["B", "KiB", "MiB", "GiB"] {
+        if value < 1024.0 || unit == "GiB" {
+            return if unit == "B" {
+                format!("{value:.0} B")
+            } else {
+                format!("{value:.1} {unit}")
+            };
+        }
+        value /= 1024.0;
+    }
+    unreachable!("the loop returns at GiB")
 }
 
 fn format_seconds(seconds: f64) -> String {

@@ -1,6 +1,7 @@
 //! Thin HTTP handlers: read the request, call the domain, map the result.
 
 pub mod admin;
+pub mod chart;
 pub mod dashboard;
 pub mod limits;
 pub mod openapi;

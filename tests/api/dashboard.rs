@@ -129,6 +129,21 @@ async fn an_operator_signs_in_and_retries_a_dead_delivery() {
         let text = row.text().await?;
         assert!(text.contains("refused@example.com"), "{text}");
         assert!(text.contains("Email is invalid"), "{text}");
+        // The last 24 hours, drawn by the server: this hour's bars for two webhooks received,
+        // one delivery done and one dead.
+        let bars = browser
+            .execute(
+                "return Array.from(document.querySelectorAll('#last-day rect')).map(r =>                  r.getAttribute('class') + ':' + r.dataset.n + ':' + r.dataset.hour);",
+                vec![],
+            )
+            .await?;
+        assert_eq!(bars, json!(["received:2:23", "done:1:23", "dead:1:23"]));
+        let storage = browser.find(Locator::Css("#storage")).await?.text().await?;
+        assert!(storage.contains("database size"), "{storage}");
+        let size = browser.find(Locator::Css("#database-size")).await?.text().await?;
+        assert!(size.ends_with("KiB") || size.ends_with("MiB"), "{size}");
+        let oldest = browser.find(Locator::Css("#oldest-body")).await?.text().await?;
+        assert!(oldest.ends_with('s') || oldest == "0s", "{oldest}");
         let screenshot = browser.screenshot().await?;
         let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/target/screenshots");
         std::fs::create_dir_all(shots).unwrap();
