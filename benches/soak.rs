@@ -1,14 +1,16 @@
 //! Retention soak (issue: data lifecycle): events through the bridge as deployed (an ESP and
 //! SparkLoop configured, deliveries running to a stand-in) with a short `BRIDGE_RETENTION`, so
 //! that most of what is stored is pruned during the run. It reports, in one run:
-//! 1. ingest flat out before anything is old enough to prune (the baseline),
-//! 2. the database's size every few seconds while BENCH_EVENTS events arrive at BENCH_RATE a
-//!    second (the size curve: flat once the first retention period has passed),
-//! 3. ingest flat out again while pruning runs, as a ratio of (1),
-//! 4. p50/p99 of the acknowledgement at 1,000 requests/s while pruning runs.
+//! 1. the database's size every ten seconds while BENCH_EVENTS events about BENCH_PEOPLE people
+//!    arrive at BENCH_RATE a second (the size curve: flat once the first retention period has
+//!    passed), deliveries running;
+//! 2. on the same database, ingest alone (flat out, then at 1,000 requests/s: p50/p99) with
+//!    nothing to prune (the baseline), then the same while a pass works through what (1) left,
+//!    as a ratio of the baseline.
 //!
-//! `cargo bench --bench soak`; knobs: BENCH_EVENTS (1,000,000), BENCH_RATE (3,000),
-//! BENCH_RETENTION_SECONDS (20), BENCH_SECONDS (10, for phases 1, 3 and 4), BENCH_BACKENDS,
+//! `cargo bench --bench soak`; knobs: BENCH_EVENTS (1,000,000), BENCH_PEOPLE (50,000: the
+//! list's size; the first event of each person a signup, the rest renames), BENCH_RATE (2,500),
+//! BENCH_RETENTION_SECONDS (60), BENCH_SECONDS (10, for each phase of 2), BENCH_BACKENDS,
 //! BENCH_POSTGRES_URL.
 
 mod support;
@@ -30,16 +32,19 @@ fn main() {
     support::for_each_backend(|backend, new_database| run(backend, new_database, &standin));
 }
 
-/// A `subscribe` webhook for subscriber `n`.
-fn subscribe(address: &str) -> MakeRequest {
+/// Event `n`: a list of `people` (subscribers are kept, by design: they are the bridge's memory),
+/// each new the first time and then renamed, every body different (no duplicates).
+fn event(address: &str, people: u64) -> MakeRequest {
     let url = format!("{address}/webhooks/esp");
     Arc::new(move |client, n| {
+        let who = n % people;
+        let kind = if n < people { "subscribe" } else { "update" };
         client
             .post(&url)
             .bearer_auth(ESP_SECRET)
             .header("content-type", "application/json")
             .body(format!(
-                r#"{{"type":"subscribe","subscriber":{{"email":"soak{n}@example.com","id":{n},"first_name":"S"}}}}"#
+                r#"{{"type":"{kind}","subscriber":{{"email":"soak{who}@example.com","id":{who},"first_name":"S{n}"}}}}"#
             ))
     })
 }
@@ -73,10 +78,15 @@ fn mib(bytes: u64) -> f64 {
 
 fn run(backend: &str, new_database: &mut dyn FnMut() -> String, standin: &StandIn) {
     let events: u64 = support::knob("BENCH_EVENTS", 1_000_000);
-    let rate: u64 = support::knob("BENCH_RATE", 3_000);
-    let retention: u64 = support::knob("BENCH_RETENTION_SECONDS", 20);
+    let rate: u64 = support::knob("BENCH_RATE", 2_500);
+    let retention: u64 = support::knob("BENCH_RETENTION_SECONDS", 60);
     let seconds: u64 = support::knob("BENCH_SECONDS", 10);
+    let people: u64 = support::knob("BENCH_PEOPLE", 50_000);
     let url = new_database();
+    let load = support::load_runtime();
+    let next = Arc::new(AtomicU64::new(0));
+
+    // Part 1: the size curve under a steady load, deliveries running, pruning as it comes.
     let bridge = Bridge::start(
         &url,
         &[
@@ -89,24 +99,10 @@ fn run(backend: &str, new_database: &mut dyn FnMut() -> String, standin: &StandI
     );
     let started = Instant::now();
     println!(
-        "\n{backend}: {events} events at {rate}/s, BRIDGE_RETENTION={retention}s (a pass every {}s)",
+        "\n{backend}: {events} events about {people} people at {rate}/s, deliveries running, \
+         BRIDGE_RETENTION={retention}s (a pass every {}s)",
         (retention / 4).max(1)
     );
-    let load = support::load_runtime();
-    let next = Arc::new(AtomicU64::new(0));
-    let make = subscribe(&bridge.address);
-
-    let before = load.block_on(support::closed_loop(
-        make.clone(),
-        seconds,
-        32,
-        next.clone(),
-    ));
-    println!("{}", before.line("ingest, nothing old"));
-
-    // The steady load, with the size sampled as it goes.
-    let sent_before = next.load(Ordering::Relaxed);
-    let remaining = events.saturating_sub(sent_before);
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = {
         let (url, sampling) = (url.clone(), sampling.clone());
@@ -114,35 +110,22 @@ fn run(backend: &str, new_database: &mut dyn FnMut() -> String, standin: &StandI
             let mut curve = Vec::new();
             while sampling.load(Ordering::Relaxed) {
                 curve.push((started.elapsed().as_secs(), size_of(&url)));
-                std::thread::sleep(Duration::from_secs(5));
+                std::thread::sleep(Duration::from_secs(10));
             }
             curve
         })
     };
     let steady = load.block_on(support::open_loop(
-        make.clone(),
+        event(&bridge.address, people),
         rate,
-        remaining.div_ceil(rate).max(1),
+        events.div_ceil(rate).max(1),
         next.clone(),
     ));
     println!("{}", steady.line(&format!("steady {rate}/s")));
-    let during = load.block_on(support::closed_loop(
-        make.clone(),
-        seconds,
-        32,
-        next.clone(),
-    ));
-    println!(
-        "{}  ({:.0}% of ingest before pruning)",
-        during.line("ingest while pruning"),
-        100.0 * during.rate / before.rate
-    );
-    let paced = load.block_on(support::open_loop(make, 1_000, seconds, next.clone()));
-    println!("{}", paced.line("1,000/s while pruning"));
     sampling.store(false, Ordering::Relaxed);
     let curve = sampler.join().unwrap();
     println!(
-        "  events sent {}, delivered to SparkLoop {}, database size (s: MiB):",
+        "  events sent {}, delivered to SparkLoop {}; database size (s: MiB):",
         next.load(Ordering::Relaxed),
         standin.sparkloop_received.load(Ordering::Relaxed)
     );
@@ -155,7 +138,7 @@ fn run(backend: &str, new_database: &mut dyn FnMut() -> String, standin: &StandI
     }
     let settled: Vec<u64> = curve
         .iter()
-        .filter(|(at, _)| *at >= 2 * retention + seconds)
+        .filter(|(at, _)| *at >= 2 * retention)
         .map(|(_, b)| *b)
         .collect();
     if let (Some(min), Some(max)) = (settled.iter().min(), settled.iter().max()) {
@@ -166,4 +149,72 @@ fn run(backend: &str, new_database: &mut dyn FnMut() -> String, standin: &StandI
         );
     }
     bridge.stop();
+
+    // Part 2: what a pass costs ingest. The same database, ingest alone (no platform to send
+    // to, the ESP configured), once with nothing to prune, once while a pass works through
+    // what part 1 left.
+    let ingest_alone = |retention: &str| {
+        Bridge::start(
+            &url,
+            &[
+                ("ESP_API_URL", standin.esp_url()),
+                ("BRIDGE_RETENTION", retention.to_string()),
+                ("DEDUPE_WINDOW", retention.to_string()),
+            ],
+        )
+    };
+    let fresh = |address: &str| subscribe_new(address, 10_000_000);
+    let bridge = ingest_alone("30d");
+    let before = load.block_on(support::closed_loop(
+        fresh(&bridge.address),
+        seconds,
+        32,
+        next.clone(),
+    ));
+    println!("{}", before.line("ingest, no pass"));
+    let before_paced = load.block_on(support::open_loop(
+        fresh(&bridge.address),
+        1_000,
+        seconds,
+        next.clone(),
+    ));
+    println!("{}", before_paced.line("1,000/s, no pass"));
+    bridge.stop();
+    let bridge = ingest_alone("2s");
+    // The first pass starts within a second.
+    std::thread::sleep(Duration::from_millis(1200));
+    let during = load.block_on(support::closed_loop(
+        fresh(&bridge.address),
+        seconds,
+        32,
+        next.clone(),
+    ));
+    println!(
+        "{}  ({:.0}% of ingest with no pass)",
+        during.line("ingest during a pass"),
+        100.0 * during.rate / before.rate
+    );
+    let paced = load.block_on(support::open_loop(
+        fresh(&bridge.address),
+        1_000,
+        seconds,
+        next.clone(),
+    ));
+    println!("{}", paced.line("1,000/s during a pass"));
+    bridge.stop();
+}
+
+/// A `subscribe` of someone new: numbers from `offset` on.
+fn subscribe_new(address: &str, offset: u64) -> MakeRequest {
+    let url = format!("{address}/webhooks/esp");
+    Arc::new(move |client, n| {
+        let who = offset + n;
+        client
+            .post(&url)
+            .bearer_auth(ESP_SECRET)
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"type":"subscribe","subscriber":{{"email":"new{who}@example.com","id":{who}}}}}"#
+            ))
+    })
 }

@@ -16,10 +16,20 @@ use crate::db::{now_ms, Db, StoreError};
 use crate::metrics::{Metrics, TableLabels};
 
 /// Rows read per batch (and so, at most, deleted per transaction).
-pub const BATCH: i64 = 500;
+pub const BATCH: i64 = 200;
 
-/// Free pages given back per vacuum step (4 MiB of 4 KiB pages).
-const VACUUM_PAGES: i64 = 1024;
+/// Free pages given back per vacuum step (1 MiB of 4 KiB pages).
+const VACUUM_PAGES: i64 = 256;
+
+/// The pause between two of a pass's transactions, at least: the writers waiting (ingest, the
+/// workers) take their turn at SQLite's one write lock before the next batch does.
+const BREATHER: Duration = Duration::from_millis(5);
+
+/// The pause after a batch that held the database for `held`: twice that, at least
+/// [`BREATHER`], so that a pass takes at most about a third of the database's writing time.
+fn breather(held: Duration) -> Duration {
+    (held * 2).max(BREATHER)
+}
 
 /// What a pass removed (or, dry, would remove), and the bytes the file gave back.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +38,8 @@ pub struct PruneReport {
     pub removed: Removed,
     /// Bytes given back to the file system (SQLite; 0 on Postgres and in a dry run).
     pub reclaimed_bytes: i64,
+    /// The longest a batch held the database (ms): what an ingest could have waited.
+    pub slowest_batch_ms: u64,
 }
 
 /// The time before which stored rows are old: `BRIDGE_RETENTION` ago, but never less than
@@ -56,11 +68,21 @@ pub fn prune_pass(
     for batch in [prune::jobs_batch as Batch, prune::bodies_batch as Batch] {
         let mut after = 0;
         loop {
+            let mut held = Duration::ZERO;
             let (removed, walk) = if dry_run {
                 db.read(|conn| batch(conn, after, cutoff, BATCH, true))?
             } else {
-                db.write(|conn| batch(conn, after, cutoff, BATCH, false))?
+                db.write(|conn| {
+                    let started = std::time::Instant::now();
+                    let done = batch(conn, after, cutoff, BATCH, false);
+                    held = started.elapsed();
+                    done
+                })?
             };
+            report.slowest_batch_ms = report.slowest_batch_ms.max(held.as_millis() as u64);
+            if !dry_run {
+                std::thread::sleep(breather(held));
+            }
             report.removed += removed;
             if !progress(&report.removed) {
                 return Ok(report);
@@ -79,11 +101,19 @@ pub fn prune_pass(
     };
     if !dry_run {
         loop {
-            let given_back = db.write(|conn| prune::incremental_vacuum(conn, VACUUM_PAGES))?;
+            let mut held = Duration::ZERO;
+            let given_back = db.write(|conn| {
+                let started = std::time::Instant::now();
+                let given_back = prune::incremental_vacuum(conn, VACUUM_PAGES);
+                held = started.elapsed();
+                given_back
+            })?;
+            report.slowest_batch_ms = report.slowest_batch_ms.max(held.as_millis() as u64);
             report.reclaimed_bytes += given_back;
             if given_back == 0 {
                 break;
             }
+            std::thread::sleep(breather(held));
         }
     }
     Ok(report)
@@ -122,11 +152,15 @@ pub async fn run(
     stop: tokio_util::sync::CancellationToken,
 ) {
     let every = interval(&settings);
+    // Passes start `every` apart (a pass longer than that is followed at once by the next), so
+    // that pruning keeps pace with a steady load rather than falling behind by its own length.
+    let mut next = tokio::time::Instant::now() + every;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep_until(next) => {}
         }
+        next = tokio::time::Instant::now() + every;
         let cutoff = cutoff(&settings, now_ms());
         let pass_db = db.clone();
         let started = std::time::Instant::now();
@@ -142,11 +176,12 @@ pub async fn run(
                 let r = report.removed;
                 if r.bodies + r.jobs + r.attempts > 0 {
                     log::info!(
-                        "retention: pruned {} bodies, {} jobs, {} attempts in {} ms; {} bytes given back",
+                        "retention: pruned {} bodies, {} jobs, {} attempts in {} ms (slowest batch {} ms); {} bytes given back",
                         r.bodies,
                         r.jobs,
                         r.attempts,
                         started.elapsed().as_millis(),
+                        report.slowest_batch_ms,
                         report.reclaimed_bytes
                     );
                 }
