@@ -239,6 +239,9 @@ pub fn forget(
     }
     let email = email.as_str().to_string();
     let done = db.write(|conn| {
+        // The row lock (Postgres) orders this against an ingest of the same person (which then
+        // finds no one, and records them anew) and a line's head finishing.
+        crate::db::subscribers::lock_by_emails(conn, &[email.as_str()])?;
         let Some(id) = erase::subscriber_id(conn, &email)? else {
             return Ok(None);
         };
@@ -247,8 +250,6 @@ pub fn forget(
                 conn, id, &email,
             )?)));
         }
-        // The row lock orders this job against a line's head finishing (Postgres).
-        crate::db::subscribers::lock_by_emails(conn, &[email.as_str()])?;
         let destination = platform.destination();
         let mut open = jobs::open_lines(conn, &[id], destination)?;
         let status = jobs::place_in_line(&mut open, id);
@@ -294,10 +295,11 @@ pub fn erase_after_deletion(
     subscriber_id: i64,
 ) -> Result<(), StoreError> {
     let erased = db.write(|conn| {
-        let email: Option<String> = crate::db::subscribers::email_of(conn, subscriber_id)?;
-        email
-            .map(|email| erase::subscriber(conn, subscriber_id, &email))
-            .transpose()
+        let Some(email) = crate::db::subscribers::email_of(conn, subscriber_id)? else {
+            return Ok(None);
+        };
+        crate::db::subscribers::lock_by_emails(conn, &[email.as_str()])?;
+        erase::subscriber(conn, subscriber_id, &email).map(Some)
     })?;
     if let Some(erased) = erased {
         finish_erasure(db, metrics, &erased, "the platform's deletion");
