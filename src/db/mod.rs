@@ -150,7 +150,7 @@ fn open_sqlite(path: &std::path::Path) -> Result<diesel::SqliteConnection, Store
         .map_err(|e| StoreError::Connect(format!("{}: {e}", path.display())))?;
     conn.batch_execute(
         "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
-         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
+         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = FAST;",
     )
     .map_err(|e| StoreError::Connect(format!("{}: {e}", path.display())))?;
     Ok(conn)
