@@ -37,6 +37,11 @@ fn value(field: Field, state: &ReferralState) -> Value {
         Field::SubscriberId => text(&state.platform_id),
         Field::Code => text(&state.referral_code),
         Field::Link => text(&state.referral_link),
+        // SparkLoop rejects a referral it takes for fraud (`referral_status: "rejected"`); its
+        // own integrations then write REJECTED here (DESIGN 3.8).
+        Field::IsReferred if state.partner_status.as_deref() == Some("rejected") => {
+            "REJECTED".into()
+        }
         Field::IsReferred => yes_no(state.referred),
         Field::ReferralCount => state.referral_count.map_or(Value::Null, Value::from),
         Field::Coupon => text(&state.last_coupon),

@@ -231,6 +231,18 @@ pub trait OutboundPlatform: Send + Sync {
     /// How to take the platform's answer to a job of `kind`.
     fn read_answer(&self, kind: &str, answer: &Answer<'_>) -> WriteVerdict;
 
+    /// A second call that completes a job of `kind` after this `answer` (SparkLoop's confirming
+    /// `PUT` after "Email has already been taken", DESIGN 3.8); the job's verdict is then that
+    /// call's. `None` (the default): the first answer decides.
+    fn follow_up(
+        &self,
+        _kind: &str,
+        _payload: &str,
+        _answer: &Answer<'_>,
+    ) -> Option<Result<OutboundRequest, CallError>> {
+        None
+    }
+
     /// How many calls it allows in flight at once, when it limits that; `None`: no such limit.
     fn max_connections(&self) -> Option<usize> {
         None

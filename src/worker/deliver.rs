@@ -121,7 +121,10 @@ impl Worker {
                         pace.pause(answer.retry_after);
                     }
                     let verdict = self.verdict(&job, &answer);
-                    Ok((answer, verdict))
+                    match self.follow_up(&job, &answer, pace).await {
+                        None => Ok((answer, verdict)),
+                        Some(followed) => followed,
+                    }
                 }
                 Err(e) => Err(Unsent::Send(e.into())),
             },
@@ -319,6 +322,46 @@ impl Worker {
             http_request(&self.platform_client, request)?,
             None,
         ))
+    }
+
+    /// The platform's second call for a job whose first answer asks for one (SparkLoop's
+    /// confirming `PUT`), at the same pace; its answer and verdict are the job's.
+    async fn follow_up(
+        &self,
+        job: &ClaimedJob,
+        answer: &Answer,
+        pace: Option<(&super::pace::SlidingWindow, &'static str)>,
+    ) -> Option<Result<(Answer, WriteVerdict), Unsent>> {
+        if job.destination == fields::DESTINATION {
+            return None;
+        }
+        let request = self
+            .platform
+            .follow_up(&job.kind, &job.payload, &answer.as_adapter())?;
+        let request = match request {
+            Ok(request) => http_request(&self.platform_client, request),
+            Err(e) => return Some(Err(e.into())),
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(e) => return Some(Err(Unsent::Send(e))),
+        };
+        if let Some((pace, variable)) = pace {
+            if let Err(reason) = self.wait_for_turn(job, pace, variable).await {
+                return Some(Err(Unsent::Refused(reason.to_string())));
+            }
+        }
+        Some(match request.send().await {
+            Ok(response) => {
+                let answer = self.read_answer(job, response, KEPT_BODY_BYTES).await;
+                if let (Some((pace, _)), 429) = (pace, answer.status) {
+                    pace.pause(answer.retry_after);
+                }
+                let verdict = self.platform.read_answer("confirm", &answer.as_adapter());
+                Ok((answer, verdict))
+            }
+            Err(e) => Err(Unsent::Send(e.into())),
+        })
     }
 
     /// Reads a job's answer, the peer's delay as its adapter reads the headers.

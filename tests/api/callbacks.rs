@@ -406,3 +406,25 @@ async fn field_writes_are_paced_and_a_long_wait_never_sends_a_job_twice() {
     assert!(spread >= 3500, "three writes at 1 per 2 s took {spread} ms");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_rejected_referral_is_written_as_rejected() {
+    let app = TestApp::spawn().await;
+    let rejected = json!({"type": "new_partner_referral", "subscriber": {"email": "fraud@example.com",
+        "referral_status": "rejected", "referred": true}});
+    post_ok(&app, &rejected.to_string()).await;
+    let start = std::time::Instant::now();
+    loop {
+        let writes = app.esp_writes().await;
+        if let Some(write) = writes.iter().find(|w| w["email"] == "fraud@example.com") {
+            assert_eq!(write["fields"]["RH_ISREF"], "REJECTED", "{write}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no write: {writes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}

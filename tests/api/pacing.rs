@@ -81,12 +81,15 @@ async fn spawn_api_mode(limit: &str, mocks: Vec<Mock>) -> TestApp {
 }
 
 #[tokio::test]
-async fn api_mode_sends_the_documented_calls_and_takes_already_done_as_done() {
+async fn api_mode_sends_the_documented_calls_confirms_the_taken_and_takes_already_done_as_done() {
+    // Ann's three calls in her line, then Bob's signup, which SparkLoop already has (its site
+    // script tracked it): confirmed with a PUT (DESIGN 3.8).
     let calls = Clock::new(vec![
         ResponseTemplate::new(200),
-        ResponseTemplate::new(400).set_body_json(json!({"error": "Email has already been taken"})),
         ResponseTemplate::new(200),
         ResponseTemplate::new(409).set_body_json(json!({"error": "already unsubscribed"})),
+        ResponseTemplate::new(400).set_body_json(json!({"error": "Email has already been taken"})),
+        ResponseTemplate::new(200),
     ]);
     let app = spawn_api_mode(
         "100/1s",
@@ -101,11 +104,16 @@ async fn api_mode_sends_the_documented_calls_and_takes_already_done_as_done() {
             "previous_email": "ann@example.com"}}),
         json!({"type": "unsubscribe", "subscriber": {"email": "ann.lee@example.com"}}),
     ];
-    for event in &events {
+    let db = &app.db;
+    for event in [&events[0], &events[2], &events[3]] {
         assert_eq!(app.post_esp(&event.to_string()).await.status(), 200);
     }
-    let db = &app.db;
-    eventually("four calls done", Duration::from_secs(15), || {
+    eventually("Ann's three calls done", Duration::from_secs(15), || {
+        db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'done'") == 3
+    })
+    .await;
+    assert_eq!(app.post_esp(&events[1].to_string()).await.status(), 200);
+    eventually("four jobs done", Duration::from_secs(15), || {
         db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'done'") == 4
     })
     .await;
@@ -124,7 +132,7 @@ async fn api_mode_sends_the_documented_calls_and_takes_already_done_as_done() {
     // Ann's three calls are in order; Bob's runs beside them.
     seen.sort_by_key(|(_, path, body)| {
         (
-            body["email"].as_str() == Some("bob@example.com"),
+            body["email"].as_str() == Some("bob@example.com") || path.contains("bob@"),
             path.len(),
         )
     });
@@ -151,6 +159,11 @@ async fn api_mode_sends_the_documented_calls_and_takes_already_done_as_done() {
                 "POST".into(),
                 "/v2/subscribers".into(),
                 json!({"email": "bob@example.com"})
+            ),
+            (
+                "PUT".into(),
+                "/v2/subscribers/bob@example.com".into(),
+                json!({"status": "confirmed"})
             ),
         ]
     );
@@ -305,5 +318,54 @@ async fn the_backlog_and_its_time_to_drain_are_shown() {
         stdout.contains("backlog to sparkloop: 5 open jobs, about 3m at 2/1m"),
         "{stdout}"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_confirmation_is_retried_until_sparkloop_takes_it() {
+    // Taken, and the confirming PUT fails once: the job is not done until a PUT succeeds.
+    let taken = || {
+        ResponseTemplate::new(400).set_body_json(json!({"error": "Email has already been taken"}))
+    };
+    let calls = Clock::new(vec![taken(), ResponseTemplate::new(500), taken()]);
+    let app = spawn_api_mode(
+        "100/1s",
+        vec![Mock::given(path_regex_any()).respond_with(calls.clone())],
+    )
+    .await;
+    let back =
+        json!({"type": "subscribe", "subscriber": {"email": "cy@example.com", "name": "Cy Young"}});
+    assert_eq!(app.post_esp(&back.to_string()).await.status(), 200);
+    let db = &app.db;
+    eventually("the signup confirmed", Duration::from_secs(15), || {
+        db.count("SELECT COUNT(*) AS n FROM jobs WHERE status = 'done'") == 1
+    })
+    .await;
+    let calls: Vec<(String, String, Value)> = app
+        .sparkloop
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.method.to_string(),
+                r.url.path().to_string(),
+                serde_json::from_slice(&r.body).unwrap(),
+            )
+        })
+        .collect();
+    let confirm = (
+        "PUT".to_string(),
+        "/v2/subscribers/cy@example.com".to_string(),
+        json!({"status": "confirmed", "name": "Cy Young"}),
+    );
+    let post = (
+        "POST".to_string(),
+        "/v2/subscribers".to_string(),
+        json!({"email": "cy@example.com", "name": "Cy Young"}),
+    );
+    assert_eq!(calls, [post.clone(), confirm.clone(), post, confirm]);
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM attempts"), 2);
     app.stop().await;
 }

@@ -148,12 +148,38 @@ impl OutboundPlatform for SparkLoopOutbound {
         }
     }
 
+    /// API mode: a subscribe SparkLoop already has (its site script tracked the signup, or the
+    /// person comes back) is confirmed with `PUT /v2/subscribers/{email}`
+    /// `{"status": "confirmed"}` and the name when known.
+    fn follow_up(
+        &self,
+        kind: &str,
+        payload: &str,
+        answer: &Answer<'_>,
+    ) -> Option<Result<OutboundRequest, CallError>> {
+        let SparkLoopOutbound::Api { api_url, api_key } = self else {
+            return None;
+        };
+        if kind != "subscribe" || !already_taken(answer) {
+            return None;
+        }
+        let key = api_key
+            .as_ref()
+            .map(|k| k.expose_secret())
+            .unwrap_or_default();
+        Some(
+            api_call(api_url, "confirm", payload).map(|(method, url, body)| {
+                json_call(method, url, body, ("X-Api-Key", key.to_string()))
+            }),
+        )
+    }
+
     /// In API mode, a refusal whose effect is already there is done: a subscribe for an
     /// address SparkLoop has ("Email has already been taken"), an unsubscribe of someone
     /// already unsubscribed (409).
     fn read_answer(&self, kind: &str, answer: &Answer<'_>) -> WriteVerdict {
         let already_done = match (kind, answer.status) {
-            ("subscribe", 400 | 422) => answer.body.contains("has already been taken"),
+            ("subscribe", _) => already_taken(answer),
             ("unsubscribe", 409) => true,
             // Already gone is what a deletion asks for.
             ("delete", 404) => true,
@@ -214,6 +240,11 @@ fn api_call(
         }
         "unsubscribe" => ("PUT", url(&[&email, "unsubscribe"])?, "{}".into()),
         "delete" => ("DELETE", url(&[&email])?, String::new()),
+        "confirm" => {
+            fields.insert("status".into(), json!("confirmed"));
+            insert_some(&mut fields, "name", name.map(Value::from));
+            ("PUT", url(&[&email])?, Value::Object(fields).to_string())
+        }
         other => {
             return Err(CallError::NoCall {
                 platform: "SparkLoop",
@@ -221,6 +252,11 @@ fn api_call(
             })
         }
     })
+}
+
+/// SparkLoop's answer to a subscribe it already has: 400 (or 422) "Email has already been taken".
+fn already_taken(answer: &Answer<'_>) -> bool {
+    matches!(answer.status, 400 | 422) && answer.body.contains("has already been taken")
 }
 
 fn insert_some(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
