@@ -12,11 +12,29 @@ pub const DESTINATION: &str = "esp";
 /// `jobs.kind` of ESP field writes: the subscriber's fields as they are when the job runs.
 pub const KIND: &str = "fields";
 
-/// Each switched-on field's name and current value for `state` (`null` when not known yet).
-pub fn values(map: &FieldMap, state: &ReferralState) -> Vec<(String, Value)> {
+/// Each switched-on field's name and current value for `state` (`null` when not known yet); a
+/// referral link not known is made from the code by `reflink_template` (`{code}`), when set.
+pub fn values(
+    map: &FieldMap,
+    state: &ReferralState,
+    reflink_template: Option<&str>,
+) -> Vec<(String, Value)> {
     map.0
         .iter()
-        .map(|(field, name)| (name.clone(), value(*field, state)))
+        .map(|(field, name)| {
+            let value = match (
+                field,
+                &state.referral_link,
+                &state.referral_code,
+                reflink_template,
+            ) {
+                (Field::Link, None, Some(code), Some(template)) => Value::String(
+                    template.replace("{code}", &referral_bridge_adapters::encode_component(code)),
+                ),
+                _ => value(*field, state),
+            };
+            (name.clone(), value)
+        })
         .collect()
 }
 

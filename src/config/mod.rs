@@ -66,6 +66,9 @@ pub struct SparkLoopSettings {
     pub rate_limit: RateLimit,
     /// `SPARKLOOP_CAMPAIGN_ID`: the campaign whose webhooks `sparkloop webhooks` manages.
     pub campaign_id: Option<String>,
+    /// `SPARKLOOP_REFLINK_TEMPLATE`: the link made from a code (`{code}`) for people whose link
+    /// is not known.
+    pub reflink_template: Option<String>,
 }
 
 /// The ESP side of the configuration.

@@ -40,6 +40,7 @@ pub(super) struct Raw {
     sparkloop_webhook_token: Option<String>,
     sparkloop_rate_limit: Option<String>,
     sparkloop_campaign_id: Option<String>,
+    sparkloop_reflink_template: Option<String>,
     loyaltysurf_api_url: Option<String>,
     loyaltysurf_api_key: Option<String>,
     loyaltysurf_campaign_id: Option<String>,
@@ -316,6 +317,21 @@ impl Settings {
             )
             .map_err(|reason| invalid("SPARKLOOP_RATE_LIMIT", reason))?,
             campaign_id: non_empty(raw.sparkloop_campaign_id.clone()),
+            reflink_template: non_empty(raw.sparkloop_reflink_template)
+                .map(|template| {
+                    if !template.contains("{code}") {
+                        return Err(invalid(
+                            "SPARKLOOP_REFLINK_TEMPLATE",
+                            format!("`{template}` has no `{{code}}` for the referral code"),
+                        ));
+                    }
+                    http_url(
+                        "SPARKLOOP_REFLINK_TEMPLATE",
+                        template.replace("{code}", "code"),
+                    )?;
+                    Ok(template)
+                })
+                .transpose()?,
         };
 
         let adapter = non_empty(raw.esp_adapter).unwrap_or_else(|| "custom".into());

@@ -100,6 +100,22 @@ fn errors_name_the_variable() {
             vec![("BRIDGE_CONFIG", "/nonexistent/bridge.toml")],
             "BRIDGE_CONFIG",
         ),
+        (
+            vec![(
+                "SPARKLOOP_REFLINK_TEMPLATE",
+                "https://news.example.com/?ref=",
+            )],
+            "SPARKLOOP_REFLINK_TEMPLATE",
+        ),
+        (
+            vec![("SPARKLOOP_REFLINK_TEMPLATE", "news.example.com/{code}")],
+            "SPARKLOOP_REFLINK_TEMPLATE",
+        ),
+        (
+            vec![("BRIDGE_ERASE_ON_DELETE", "yes please")],
+            "BRIDGE_ERASE_ON_DELETE",
+        ),
+        (vec![("BRIDGE_RETENTION", "forever")], "BRIDGE_RETENTION"),
     ] {
         let message = settings(&pairs).unwrap_err().to_string();
         assert!(message.starts_with(variable), "{pairs:?}: {message}");

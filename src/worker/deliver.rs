@@ -194,7 +194,13 @@ impl Worker {
         }
         let values: Vec<_> = ready
             .iter()
-            .map(|(_, state)| crate::fields::values(&self.settings.esp.fields, state))
+            .map(|(_, state)| {
+                crate::fields::values(
+                    &self.settings.esp.fields,
+                    state,
+                    self.settings.sparkloop.reflink_template.as_deref(),
+                )
+            })
             .collect();
         let esp_ids: Vec<Option<serde_json::Value>> = ready
             .iter()

@@ -24,7 +24,11 @@ impl Worker {
                 source,
             })?
             .ok_or(Unsent::NoSubscriber(id))?;
-        let values = crate::fields::values(&self.settings.esp.fields, &state);
+        let values = crate::fields::values(
+            &self.settings.esp.fields,
+            &state,
+            self.settings.sparkloop.reflink_template.as_deref(),
+        );
         if self.esp.needs_field_ids() {
             self.learn_field_ids().await?;
         }

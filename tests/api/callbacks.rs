@@ -428,3 +428,43 @@ async fn a_rejected_referral_is_written_as_rejected() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_unknown_link_is_made_from_the_code_with_the_template() {
+    let app = TestApp::spawn_with(
+        &[(
+            "SPARKLOOP_REFLINK_TEMPLATE",
+            "https://news.example.com/?rh_ref={code}",
+        )],
+        None,
+    )
+    .await;
+    let sync = json!({"type": "sync_subscriber", "subscriber": {"email": "coded@example.com",
+        "referral_code": "c 1/x"}});
+    post_ok(&app, &sync.to_string()).await;
+    let linked = json!({"type": "sync_subscriber", "subscriber": {"email": "linked@example.com",
+        "referral_code": "c2", "referral_link": "https://sparkloop.example/c2"}});
+    post_ok(&app, &linked.to_string()).await;
+    for (email, link) in [
+        (
+            "coded@example.com",
+            "https://news.example.com/?rh_ref=c%201%2Fx",
+        ),
+        ("linked@example.com", "https://sparkloop.example/c2"),
+    ] {
+        let start = std::time::Instant::now();
+        loop {
+            let writes = app.esp_writes().await;
+            if let Some(write) = writes.iter().find(|w| w["email"] == email) {
+                assert_eq!(write["fields"]["RH_REFLINK"], link, "{write}");
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "no write: {writes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    app.stop().await;
+}

@@ -72,7 +72,13 @@ pub async fn subscriber_view(
         return Ok(None);
     };
     let fields = referral
-        .map(|state_now| crate::fields::values(&state.settings.esp.fields, &state_now))
+        .map(|state_now| {
+            crate::fields::values(
+                &state.settings.esp.fields,
+                &state_now,
+                state.settings.sparkloop.reflink_template.as_deref(),
+            )
+        })
         .unwrap_or_default()
         .into_iter()
         .collect();
