@@ -132,6 +132,7 @@ pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
     let at = text("date_time").and_then(|t| unix_seconds(&t));
     Ok(match event_type.as_str() {
         "subscribe" => EspEvent::Subscribed {
+            attribution: Default::default(),
             person: person()?,
             created_at: at,
         },
@@ -271,7 +272,9 @@ mod tests {
     #[test]
     fn webhooks_become_events() {
         match parse_webhook(SUBSCRIBE).unwrap() {
-            EspEvent::Subscribed { person, created_at } => {
+            EspEvent::Subscribed {
+                person, created_at, ..
+            } => {
                 assert_eq!(person.email.as_str(), "jane@example.com");
                 assert_eq!(person.esp_id, Some(json!("10")));
                 assert_eq!(person.first_name.as_deref(), Some("Jane"));

@@ -101,6 +101,7 @@ pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
     let status = data.get("status").and_then(Value::as_str);
     let subscribed = || -> Result<EspEvent, ParseError> {
         Ok(EspEvent::Subscribed {
+            attribution: Default::default(),
             person: Person {
                 email: email()?,
                 esp_id: data.get("id").filter(|id| id.is_string()).cloned(),
@@ -231,7 +232,9 @@ mod tests {
     #[test]
     fn webhooks_become_events() {
         match parse_webhook(CREATED.as_bytes()).unwrap() {
-            EspEvent::Subscribed { person, created_at } => {
+            EspEvent::Subscribed {
+                person, created_at, ..
+            } => {
                 assert_eq!(person.email.as_str(), "example@example.com");
                 assert_eq!(
                     person.esp_id,

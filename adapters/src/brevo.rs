@@ -189,6 +189,7 @@ pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
     };
     Ok(match event_type {
         "list_addition" => EspEvent::Subscribed {
+            attribution: Default::default(),
             person: person()?,
             created_at: value.get("ts").and_then(Value::as_i64),
         },
@@ -213,7 +214,10 @@ mod tests {
     fn the_documented_webhooks_are_understood() {
         let addition = br#"{"id": 123456, "email": "Example@domain.com", "event": "list_addition",
             "key": "x", "list_id": [34, 12], "date": "2020-10-09 00:00:00", "ts": 1604937111}"#;
-        let EspEvent::Subscribed { person, created_at } = parse_webhook(addition).unwrap() else {
+        let EspEvent::Subscribed {
+            person, created_at, ..
+        } = parse_webhook(addition).unwrap()
+        else {
             panic!("not a signup")
         };
         assert_eq!(person.email.as_str(), "example@domain.com");

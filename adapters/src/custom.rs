@@ -156,6 +156,7 @@ pub fn parse_event(body: &[u8]) -> Result<EspEvent, ParseError> {
     let email = required_email(subscriber, "email")?;
     Ok(match event_type {
         "subscribe" => EspEvent::Subscribed {
+            attribution: crate::Attribution::from_object(subscriber),
             person: person(subscriber, email)?,
             created_at: timestamp(subscriber, "created_at")?,
         },
@@ -250,7 +251,10 @@ mod tests {
             "email": " John.Doe@Email.com", "id": 123, "first_name": "John",
             "name": "John Doe", "created_at": 1564400550}}))
         .unwrap();
-        let EspEvent::Subscribed { person, created_at } = event else {
+        let EspEvent::Subscribed {
+            person, created_at, ..
+        } = event
+        else {
             panic!("not a subscribe: {event:?}")
         };
         assert_eq!(person.email.as_str(), "john.doe@email.com");

@@ -310,6 +310,7 @@ pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
                 }
             } else {
                 EspEvent::Subscribed {
+                    attribution: Default::default(),
                     person: person(current)?,
                     created_at: None,
                 }
@@ -336,6 +337,7 @@ pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
                     email: email_of(current)?,
                 },
                 (Some(false), Some(true)) => EspEvent::Subscribed {
+                    attribution: Default::default(),
                     person: person(current)?,
                     created_at: None,
                 },

@@ -197,6 +197,7 @@ fn to_event(kind: &str, subscriber: &Value) -> Result<EspEvent, ParseError> {
     Ok(match kind {
         // An unconfirmed signup (state `inactive`) waits for `subscriber.activated`.
         "subscribe" if state != Some("inactive") => EspEvent::Subscribed {
+            attribution: Default::default(),
             person: Person {
                 email: email()?,
                 esp_id: subscriber

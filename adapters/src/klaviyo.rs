@@ -195,6 +195,7 @@ pub fn parse_webhook(body: &[u8]) -> Result<Vec<EspEvent>, ParseError> {
             Ok(match topic {
                 "event:klaviyo.subscribed_to_email_marketing"
                 | "event:klaviyo.subscribed_to_list" => EspEvent::Subscribed {
+                    attribution: Default::default(),
                     person: profile_of(payload)?,
                     created_at: None,
                 },

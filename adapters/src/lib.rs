@@ -202,6 +202,35 @@ impl Person {
     }
 }
 
+/// The attribution keys SparkLoop's API v2 takes with a new subscriber (DESIGN 3.8).
+pub const ATTRIBUTION_KEYS: [&str; 6] = [
+    "referrer_code",
+    "ip_address",
+    "user_agent",
+    "utm_source",
+    "utm_campaign",
+    "country_code",
+];
+
+/// Where a signup came from: those of [`ATTRIBUTION_KEYS`] that are known, in that order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attribution(pub Vec<(&'static str, String)>);
+
+impl Attribution {
+    /// The keys of `object` (a subscriber's JSON) that are attribution, as non-empty text.
+    pub fn from_object(object: &serde_json::Map<String, Value>) -> Attribution {
+        Attribution(
+            ATTRIBUTION_KEYS
+                .iter()
+                .filter_map(|key| {
+                    let text = object.get(*key)?.as_str()?.trim();
+                    (!text.is_empty()).then(|| (*key, text.to_string()))
+                })
+                .collect(),
+        )
+    }
+}
+
 /// What an ESP webhook means for the bridge, whatever the ESP's own format.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EspEvent {
@@ -211,6 +240,8 @@ pub enum EspEvent {
         person: Person,
         /// When they signed up, unix seconds, when the ESP said.
         created_at: Option<i64>,
+        /// Where the signup came from, when the ESP said (DESIGN 3.8).
+        attribution: Attribution,
     },
     /// A person's profile changed: a new address when `previous_email` is set, else names.
     Updated {

@@ -319,6 +319,7 @@ pub fn parse_webhook(body: &[u8]) -> Result<EspEvent, ParseError> {
     };
     Ok(match event_type {
         "subscribe" => EspEvent::Subscribed {
+            attribution: Default::default(),
             person: person(email("data[email]")?, "data[id]"),
             created_at: fired_at,
         },
@@ -363,7 +364,10 @@ mod tests {
 
     #[test]
     fn the_documented_webhooks_are_understood() {
-        let EspEvent::Subscribed { person, created_at } = parse(SUBSCRIBE) else {
+        let EspEvent::Subscribed {
+            person, created_at, ..
+        } = parse(SUBSCRIBE)
+        else {
             panic!("not a subscribe")
         };
         assert_eq!(person.email.as_str(), "api@mailchimp.com");

@@ -128,10 +128,12 @@ fn parse_event(kind: Option<&str>, subscriber: &Value) -> Result<EspEvent, Parse
     let status = subscriber.get("status").and_then(Value::as_str);
     Ok(match kind {
         "subscriber.created" if status != Some("unconfirmed") => EspEvent::Subscribed {
+            attribution: Default::default(),
             person: person()?,
             created_at: None,
         },
         "subscriber.active" => EspEvent::Subscribed {
+            attribution: Default::default(),
             person: person()?,
             created_at: None,
         },

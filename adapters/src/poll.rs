@@ -40,6 +40,7 @@ pub fn event_for(polled: &Polled, known_email: Option<&str>, known_subscribed: b
             event_type: "subscriber (never subscribed)".into(),
         },
         (None, false) => EspEvent::Subscribed {
+            attribution: Default::default(),
             person: person(),
             created_at: None,
         },
@@ -50,6 +51,7 @@ pub fn event_for(polled: &Polled, known_email: Option<&str>, known_subscribed: b
             email: Email::parse(email).unwrap_or_else(|_| polled.email.clone()),
         },
         (Some(_), false) if !known_subscribed => EspEvent::Subscribed {
+            attribution: Default::default(),
             person: person(),
             created_at: None,
         },

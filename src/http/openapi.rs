@@ -281,7 +281,13 @@ fn custom_esp_event() -> Value {
     json!({
         "description": "An event of the custom ESP (ESP_ADAPTER=custom).",
         "oneOf": [
-            event("subscribe", subscriber(json!({"created_at": unix_seconds("when they subscribed")}))),
+            event("subscribe", subscriber({
+                let mut extra = json!({"created_at": unix_seconds("when they subscribed")});
+                for key in referral_bridge_adapters::ATTRIBUTION_KEYS {
+                    extra[key] = json!({"description": "attribution, sent to SparkLoop's API with the signup (text; any other value is ignored)"});
+                }
+                extra
+            })),
             event("update", subscriber(json!({
                 "previous_email": {"description": "the address before the change", "anyOf": [
                     email(), {"type": "string", "pattern": format!("^[{WHITE}]*$")}, {"type": "null"}]},

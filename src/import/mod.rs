@@ -283,6 +283,7 @@ fn record_batch(
             .iter()
             .filter_map(|person| {
                 let event = EspEvent::Subscribed {
+                    attribution: Default::default(),
                     person: person.to_person()?,
                     created_at: created[person.email.as_str()],
                 };

@@ -23,6 +23,7 @@ pub fn push_unpushed(
         .filter_map(|subscriber| {
             let person = ImportedPerson::from(subscriber).to_person()?;
             let event = EspEvent::Subscribed {
+                attribution: Default::default(),
                 person,
                 created_at: None,
             };

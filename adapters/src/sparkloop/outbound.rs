@@ -24,8 +24,23 @@ pub const DEFAULT_RATE_LIMIT: &str = "120/60s";
 /// The job kind and JSON body that forward `event` to SparkLoop's incoming webhook, or `None`
 /// for an event SparkLoop is not told about.
 pub fn webhook_payload(event: &EspEvent) -> Option<(&'static str, String)> {
+    // Attribution rides beside the seed's shape, for API mode; webhook mode leaves it out.
+    let mut extra = None;
     let (kind, subscriber) = match event {
-        EspEvent::Subscribed { person, created_at } => {
+        EspEvent::Subscribed {
+            person,
+            created_at,
+            attribution,
+        } => {
+            extra = (!attribution.0.is_empty()).then(|| {
+                Value::Object(
+                    attribution
+                        .0
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), json!(v)))
+                        .collect(),
+                )
+            });
             let mut s = Map::new();
             s.insert("email".into(), json!(person.email.as_str()));
             insert_some(&mut s, "id", person.esp_id.clone());
@@ -68,7 +83,10 @@ pub fn webhook_payload(event: &EspEvent) -> Option<(&'static str, String)> {
         }
         EspEvent::Ignored { .. } => return None,
     };
-    let body = json!({"type": kind, "subscriber": subscriber});
+    let mut body = json!({"type": kind, "subscriber": subscriber});
+    if let Some(attribution) = extra {
+        body[ATTRIBUTION] = attribution;
+    }
     Some((kind, body.to_string()))
 }
 
@@ -135,7 +153,7 @@ impl OutboundPlatform for SparkLoopOutbound {
                 method: "POST",
                 url: url.clone(),
                 headers: vec![("Content-Type".into(), "application/json".into())],
-                body: payload.as_bytes().to_vec(),
+                body: seed_shape(payload)?.into_bytes(),
             }),
             SparkLoopOutbound::Api { api_url, api_key } => {
                 let (method, url, body) = api_call(api_url, kind, payload)?;
@@ -226,6 +244,9 @@ fn api_call(
                     humantime::format_rfc3339_seconds(at).to_string()
                 });
             insert_some(&mut fields, "created_at", created_at.map(Value::from));
+            for (key, value) in body[ATTRIBUTION].as_object().into_iter().flatten() {
+                fields.insert(key.clone(), value.clone());
+            }
             ("POST", url(&[])?, Value::Object(fields).to_string())
         }
         "update" => {
@@ -254,6 +275,22 @@ fn api_call(
     })
 }
 
+/// The key of a job's payload that holds the signup's attribution (API mode only).
+const ATTRIBUTION: &str = "attribution";
+
+/// A job's payload as the incoming webhook takes it: the seed's shape, without attribution.
+fn seed_shape(payload: &str) -> Result<String, CallError> {
+    if !payload.contains(ATTRIBUTION) {
+        return Ok(payload.to_string());
+    }
+    let mut body: Value =
+        serde_json::from_str(payload).map_err(|e| CallError::NotJson(e.to_string()))?;
+    if let Some(object) = body.as_object_mut() {
+        object.remove(ATTRIBUTION);
+    }
+    Ok(body.to_string())
+}
+
 /// SparkLoop's answer to a subscribe it already has: 400 (or 422) "Email has already been taken".
 fn already_taken(answer: &Answer<'_>) -> bool {
     matches!(answer.status, 400 | 422) && answer.body.contains("has already been taken")
@@ -269,6 +306,29 @@ fn insert_some(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
 mod tests {
     use super::*;
     use crate::{Email, Person};
+
+    #[test]
+    fn attribution_goes_to_the_api_and_not_to_the_incoming_webhook() {
+        let body = br#"{"type": "subscribe", "subscriber": {"email": "a@b.co",
+            "referrer_code": "rc1", "utm_source": "twitter", "ip_address": " ", "other": "x"}}"#;
+        let event = crate::custom::parse_event(body).unwrap();
+        let (kind, payload) = webhook_payload(&event).unwrap();
+        let webhook = SparkLoopOutbound::Webhook {
+            url: "http://sparkloop.test/in".into(),
+        };
+        let sent: Value =
+            serde_json::from_slice(&webhook.request(kind, &payload).unwrap().body).unwrap();
+        assert_eq!(
+            sent,
+            json!({"type": "subscribe", "subscriber": {"email": "a@b.co"}})
+        );
+        let posted: Value =
+            serde_json::from_slice(&api().request(kind, &payload).unwrap().body).unwrap();
+        assert_eq!(
+            posted,
+            json!({"email": "a@b.co", "referrer_code": "rc1", "utm_source": "twitter"})
+        );
+    }
 
     fn api() -> SparkLoopOutbound {
         SparkLoopOutbound::Api {
@@ -288,6 +348,7 @@ mod tests {
     #[test]
     fn unknown_values_are_left_out() {
         let event = EspEvent::Subscribed {
+            attribution: Default::default(),
             person: Person {
                 email: Email::parse("a@b.co").unwrap(),
                 esp_id: None,
