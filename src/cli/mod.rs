@@ -95,8 +95,9 @@ enum Command {
     /// Import existing subscribers from a CSV file and queue the new ones for SparkLoop.
     ///
     /// The header row names the columns, matched case-insensitively: `email` (required), `id`
-    /// (the ESP's id), `first_name`, `name`, `created_at` (unix seconds or ISO 8601); others are
-    /// ignored. A bad row is reported with its line and reason, written to FILE.rejects.csv, and
+    /// (the ESP's id), `first_name`, `name`, `created_at` (unix seconds or ISO 8601), and the
+    /// attribution SparkLoop's API takes (`referrer_code`, `ip_address`, `user_agent`,
+    /// `utm_source`, `utm_campaign`, `country_code`); others are ignored. A bad row is reported with its line and reason, written to FILE.rejects.csv, and
     /// the rest are imported. Importing the same file again changes nothing and queues nothing;
     /// subscribers known to be unsubscribed are not resubscribed.
     Import {

@@ -235,7 +235,9 @@ fn record_batch(
     // A file may name someone twice: later rows are compared with earlier ones.
     let mut seen: HashMap<&str, ImportedPerson> = HashMap::new();
     let mut new_order: Vec<&str> = Vec::new();
-    let mut created: HashMap<&str, Option<i64>> = HashMap::new();
+    // A new person's signup time and attribution, from their first row.
+    let mut created: HashMap<&str, (Option<i64>, &referral_bridge_adapters::Attribution)> =
+        HashMap::new();
     let mut changed: Vec<&str> = Vec::new();
     for row in rows {
         let email = row.person.email.as_str();
@@ -248,7 +250,7 @@ fn record_batch(
                 counts.new += 1;
                 seen.insert(email, ImportedPerson::from(&row.person));
                 new_order.push(email);
-                created.insert(email, row.created_at);
+                created.insert(email, (row.created_at, &row.attribution));
             }
             Some(person) if person.status == subscribers::UNSUBSCRIBED => counts.unchanged += 1,
             Some(person) => {
@@ -282,10 +284,11 @@ fn record_batch(
         let payloads: Vec<(i64, &'static str, String)> = new
             .iter()
             .filter_map(|person| {
+                let (created_at, attribution) = created[person.email.as_str()];
                 let event = EspEvent::Subscribed {
-                    attribution: Default::default(),
+                    attribution: attribution.clone(),
                     person: person.to_person()?,
-                    created_at: created[person.email.as_str()],
+                    created_at,
                 };
                 let (kind, payload) = referral_bridge_adapters::sparkloop::webhook_payload(&event)
                     .filter(|(kind, _)| options.forwarding.forwards(kind))?;

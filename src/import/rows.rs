@@ -15,6 +15,8 @@ pub(super) struct Columns {
     first_name: Option<usize>,
     name: Option<usize>,
     created_at: Option<usize>,
+    /// The attribution columns there are (DESIGN 3.8), by key.
+    attribution: Vec<(&'static str, usize)>,
     count: usize,
 }
 
@@ -39,6 +41,10 @@ impl Columns {
             first_name: find("first_name"),
             name: find("name"),
             created_at: find("created_at"),
+            attribution: referral_bridge_adapters::ATTRIBUTION_KEYS
+                .iter()
+                .filter_map(|key| Some((*key, find(key)?)))
+                .collect(),
             count: names.len(),
         })
     }
@@ -48,6 +54,7 @@ impl Columns {
 pub(super) struct Row {
     pub(super) person: Person,
     pub(super) created_at: Option<i64>,
+    pub(super) attribution: referral_bridge_adapters::Attribution,
 }
 
 /// Reads a row, or says why it is refused.
@@ -92,7 +99,18 @@ pub(super) fn parse_row(record: &csv::StringRecord, columns: &Columns) -> Result
         name: field(columns.name).map(str::to_string),
     };
     person.check().map_err(|e| e.0)?;
-    Ok(Row { person, created_at })
+    let attribution = referral_bridge_adapters::Attribution(
+        columns
+            .attribution
+            .iter()
+            .filter_map(|(key, at)| Some((*key, field(Some(*at))?.to_string())))
+            .collect(),
+    );
+    Ok(Row {
+        person,
+        created_at,
+        attribution,
+    })
 }
 
 /// Unix seconds, or an ISO 8601 date or date-time (`2024-01-31`, `2024-01-31T10:00:00Z`,

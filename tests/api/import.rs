@@ -251,6 +251,58 @@ async fn imported_subscribers_reach_sparkloop_once_serve_runs() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn imported_attribution_reaches_sparkloops_api_and_not_its_webhook() {
+    let api = [
+        ("SPARKLOOP_INCOMING_WEBHOOK_URL", ""),
+        ("SPARKLOOP_API_URL", "{stand-in}"),
+        ("SPARKLOOP_API_KEY", "sl-key"),
+        ("SPARKLOOP_RATE_LIMIT", "100/1s"),
+    ];
+    let app = TestApp::spawn_with(&api, None).await;
+    app.sparkloop
+        .register(
+            wiremock::Mock::given(wiremock::matchers::method("POST"))
+                .and(wiremock::matchers::path("/v2/subscribers"))
+                .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({}))),
+        )
+        .await;
+    let dir = folder();
+    let file = write(
+        dir.path(),
+        "subscribers.csv",
+        b"email,UTM_Source,referrer_code,country_code\nann@example.com,newsletter,rc9,\n",
+    );
+    let uri = app.sparkloop.uri();
+    let vars = vars(
+        &app.db,
+        &[
+            ("SPARKLOOP_INCOMING_WEBHOOK_URL", ""),
+            ("SPARKLOOP_API_URL", &uri),
+            ("SPARKLOOP_API_KEY", "sl-key"),
+        ],
+    );
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || import(&file, &[], &vars))
+        .await
+        .unwrap();
+    assert!(ok, "{stdout}{stderr}");
+    app.drain().await;
+    let posted: Vec<serde_json::Value> = app
+        .sparkloop
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/v2/subscribers")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(
+        posted,
+        [json!({"email": "ann@example.com", "utm_source": "newsletter", "referrer_code": "rc9"})]
+    );
+    app.stop().await;
+}
+
 #[test]
 fn the_rejects_file_keeps_unreadable_rows_and_right_line_numbers() {
     let db = TestDb::new();
