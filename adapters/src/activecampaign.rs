@@ -299,6 +299,7 @@ mod tests {
     #[test]
     fn writes_go_by_the_learned_field_ids() {
         let esp = ActiveCampaign::new(EspConfig {
+            attribution_fields: Vec::new(),
             api_url: Some("http://ac.test/api/3".into()),
             api_key: Some("ac-token".into()),
             signing_secret: None,

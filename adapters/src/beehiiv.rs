@@ -221,6 +221,7 @@ mod tests {
 
     fn config() -> EspConfig {
         EspConfig {
+            attribution_fields: Vec::new(),
             api_url: Some("http://beehiiv.test/v2".into()),
             api_key: Some("bh-key".into()),
             signing_secret: None,

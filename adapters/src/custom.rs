@@ -334,6 +334,7 @@ mod tests {
     #[test]
     fn a_field_update_carries_the_whole_state_and_is_signed_when_asked() {
         let esp = CustomEsp::new(EspConfig {
+            attribution_fields: Vec::new(),
             api_url: Some("http://esp.test/fields".into()),
             api_key: Some("k3y".into()),
             signing_secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),

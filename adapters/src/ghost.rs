@@ -446,6 +446,7 @@ mod tests {
 
     fn ghost(write_to: Option<&str>) -> Ghost {
         Ghost::new(EspConfig {
+            attribution_fields: Vec::new(),
             api_url: Some("http://ghost.test".into()),
             api_key: Some(KEY.into()),
             signing_secret: None,

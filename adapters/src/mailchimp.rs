@@ -273,7 +273,19 @@ impl InboundEsp for Mailchimp {
     }
 
     fn parse(&self, request: &InboundRequest<'_>) -> Result<Vec<EspEvent>, ParseError> {
-        parse_webhook(request.body).map(|event| vec![event])
+        let mut event = parse_webhook(request.body)?;
+        if let EspEvent::Subscribed { attribution, .. } = &mut event {
+            // The merge fields come as `data[merges][NAME]`.
+            let pairs = crate::form_pairs(request.body)?;
+            *attribution = self.config.attribution(|name| {
+                let key = format!("data[merges][{name}]");
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.as_str())
+            });
+        }
+        Ok(vec![event])
     }
 }
 

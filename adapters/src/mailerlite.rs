@@ -65,7 +65,24 @@ impl InboundEsp for MailerLite {
     }
 
     fn parse(&self, request: &InboundRequest<'_>) -> Result<Vec<EspEvent>, ParseError> {
-        parse_webhook(request.body)
+        let mut events = parse_webhook(request.body)?;
+        if self.config.attribution_fields.is_empty() {
+            return Ok(events);
+        }
+        // The subscriber's custom fields come in its `fields`, one subscriber per event.
+        let value = ParseError::json(request.body)?;
+        let subscribers: Vec<&Value> = match value.get("events") {
+            Some(Value::Array(list)) => list.iter().map(|e| &e["subscriber"]).collect(),
+            _ => vec![&value],
+        };
+        for (event, subscriber) in events.iter_mut().zip(subscribers) {
+            if let EspEvent::Subscribed { attribution, .. } = event {
+                *attribution = self
+                    .config
+                    .attribution(|name| subscriber["fields"][name].as_str());
+            }
+        }
+        Ok(events)
     }
 }
 

@@ -22,6 +22,25 @@ pub struct EspConfig {
     /// `ESP_WRITE_TO` (Ghost, which has no custom fields): where the referral data goes,
     /// `note`, `labels` or both, comma-separated.
     pub write_to: Option<String>,
+    /// `ESP_FIELD_IN_*`: the ESP's fields read as a signup's attribution, by attribution key
+    /// (`utm_source`...), where the ESP's webhook carries its custom fields (DESIGN 3.8).
+    pub attribution_fields: Vec<(&'static str, String)>,
+}
+
+impl EspConfig {
+    /// The signup's attribution from the ESP's custom fields, `field(name)` giving a field's
+    /// value as text.
+    pub fn attribution<'v>(&self, field: impl Fn(&str) -> Option<&'v str>) -> crate::Attribution {
+        crate::Attribution(
+            self.attribution_fields
+                .iter()
+                .filter_map(|(key, name)| {
+                    let value = field(name)?.trim();
+                    (!value.is_empty()).then(|| (*key, value.to_string()))
+                })
+                .collect(),
+        )
+    }
 }
 
 impl EspConfig {

@@ -88,6 +88,8 @@ pub struct EspSettings {
     pub list_id: Option<String>,
     /// `ESP_WRITE_TO` (Ghost): `note`, `labels` or both.
     pub write_to: Option<String>,
+    /// `ESP_FIELD_IN_*`: the ESP fields read as a signup's attribution, by attribution key.
+    pub attribution_fields: Vec<(&'static str, String)>,
     /// `ESP_POLL_INTERVAL` (listmonk): how often the ESP is read for changes.
     pub poll_interval: Duration,
     /// `ESP_RATE_LIMIT`: field writes are paced to all of these at once (`75/1s,750/60s`).
@@ -113,6 +115,7 @@ impl EspSettings {
                 .map(|s| s.expose_secret().into()),
             list_id: self.list_id.clone(),
             write_to: self.write_to.clone(),
+            attribution_fields: self.attribution_fields.clone(),
         }
     }
 }

@@ -57,6 +57,10 @@ pub(super) struct Raw {
     esp_signing_secret: Option<String>,
     esp_list_id: Option<String>,
     esp_write_to: Option<String>,
+    esp_field_in_referrer_code: Option<String>,
+    esp_field_in_utm_source: Option<String>,
+    esp_field_in_utm_campaign: Option<String>,
+    esp_field_in_country_code: Option<String>,
     esp_poll_interval: Option<String>,
     esp_rate_limit: Option<String>,
     esp_write_delay: Option<String>,
@@ -360,6 +364,15 @@ impl Settings {
             api_key: secret(raw.esp_api_key.clone()),
             signing_secret: secret(raw.esp_signing_secret.clone()),
             list_id: non_empty(raw.esp_list_id.clone()),
+            attribution_fields: [
+                ("referrer_code", raw.esp_field_in_referrer_code.clone()),
+                ("utm_source", raw.esp_field_in_utm_source.clone()),
+                ("utm_campaign", raw.esp_field_in_utm_campaign.clone()),
+                ("country_code", raw.esp_field_in_country_code.clone()),
+            ]
+            .into_iter()
+            .filter_map(|(key, name)| Some((key, non_empty(name)?)))
+            .collect(),
             write_to: match non_empty(raw.esp_write_to.clone()) {
                 None => None,
                 Some(places) => {

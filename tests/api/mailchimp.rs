@@ -212,3 +212,46 @@ async fn a_backlog_goes_in_batches_and_a_contact_refused_in_one_is_retried_alone
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn merge_fields_named_by_esp_field_in_are_the_signups_attribution() {
+    let app = TestApp::spawn_with(
+        &[
+            ("ESP_ADAPTER", "mailchimp"),
+            ("ESP_API_URL", "{stand-in}/mc/3.0"),
+            ("ESP_API_KEY", "0123abcd-us6"),
+            ("ESP_LIST_ID", "a6b5da1054"),
+            ("ESP_FIELD_IN_UTM_SOURCE", "UTMSRC"),
+            ("ESP_FIELD_IN_REFERRER_CODE", "REFCODE"),
+            ("SPARKLOOP_INCOMING_WEBHOOK_URL", ""),
+            ("SPARKLOOP_API_URL", "{stand-in}"),
+            ("SPARKLOOP_API_KEY", "sl-key"),
+            ("SPARKLOOP_RATE_LIMIT", "100/1s"),
+        ],
+        Some(
+            Mock::given(method("POST"))
+                .and(path("/v2/subscribers"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({}))),
+        ),
+    )
+    .await;
+    let body =
+        format!("{SUBSCRIBE}&data%5Bmerges%5D%5BUTMSRC%5D=podcast&data%5Bmerges%5D%5BREFCODE%5D=");
+    let query = format!("?token={ESP_SECRET}");
+    assert_eq!(post_form(&app, &query, &body).await.status(), 200);
+    app.drain().await;
+    let posted: Vec<Value> = app
+        .requests_to("/v2/subscribers")
+        .await
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0]["utm_source"], "podcast");
+    assert!(
+        posted[0].get("referrer_code").is_none(),
+        "an empty field is not sent: {}",
+        posted[0]
+    );
+    app.stop().await;
+}

@@ -207,3 +207,47 @@ async fn a_backlog_goes_in_a_batch_and_a_refused_write_is_retried_alone() {
     assert_eq!(app.requests_to("/ml/subscribers/11").await.len(), 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn fields_named_by_esp_field_in_are_the_signups_attribution() {
+    let app = TestApp::spawn_with(
+        &[
+            ("ESP_ADAPTER", "mailerlite"),
+            ("ESP_API_URL", "{stand-in}/ml"),
+            ("ESP_API_KEY", "ml-token"),
+            ("ESP_FIELD_IN_COUNTRY_CODE", "country"),
+            ("SPARKLOOP_INCOMING_WEBHOOK_URL", ""),
+            ("SPARKLOOP_API_URL", "{stand-in}"),
+            ("SPARKLOOP_API_KEY", "sl-key"),
+            ("SPARKLOOP_RATE_LIMIT", "100/1s"),
+        ],
+        Some(
+            wiremock::Mock::given(wiremock::matchers::method("POST"))
+                .and(wiremock::matchers::path("/v2/subscribers"))
+                .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({}))),
+        ),
+    )
+    .await;
+    let webhook = json!({"id": "31", "email": "c@example.com", "status": "active",
+        "event": "subscriber.created", "fields": {"country": "NL", "name": "Cor"}})
+    .to_string();
+    let response = app
+        .client
+        .post(format!("{}/webhooks/esp", app.address))
+        .header("Signature", sign(&webhook))
+        .body(webhook)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    app.drain().await;
+    let posted: Vec<serde_json::Value> = app
+        .requests_to("/v2/subscribers")
+        .await
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert_eq!(posted[0]["country_code"], "NL");
+    app.stop().await;
+}
