@@ -274,6 +274,9 @@ impl InboundEsp for Mailchimp {
 
     fn parse(&self, request: &InboundRequest<'_>) -> Result<Vec<EspEvent>, ParseError> {
         let mut event = parse_webhook(request.body)?;
+        if self.config.attribution_fields.is_empty() {
+            return Ok(vec![event]);
+        }
         if let EspEvent::Subscribed { attribution, .. } = &mut event {
             // The merge fields come as `data[merges][NAME]`.
             let pairs = crate::form_pairs(request.body)?;

@@ -43,6 +43,17 @@ pub enum Walk {
     Done,
 }
 
+impl Walk {
+    /// After a batch that read `read` rows of the `limit` asked for, the last with id `last`:
+    /// on after it, or done when the table ran out.
+    fn next(last: Option<i64>, read: usize, limit: i64) -> Walk {
+        match last {
+            Some(id) if read as i64 >= limit => Walk::After(id),
+            _ => Walk::Done,
+        }
+    }
+}
+
 /// One batch of the jobs' walk from after `after`: finished jobs that finished before `cutoff`,
 /// with their attempts, among the next `limit` jobs created before it. Dead and open jobs stay.
 pub fn jobs_batch(
@@ -58,11 +69,7 @@ pub fn jobs_batch(
         .limit(limit)
         .select((jobs::id, jobs::status, jobs::created_at, jobs::finished_at))
         .load(conn)?;
-    let mut walk = if (rows.len() as i64) < limit {
-        Walk::Done
-    } else {
-        Walk::After(rows.last().map_or(after, |r| r.0))
-    };
+    let mut walk = Walk::next(rows.last().map(|r| r.0), rows.len(), limit);
     let mut old = Vec::new();
     for (id, status, created_at, finished_at) in &rows {
         if *created_at >= cutoff {
@@ -105,11 +112,7 @@ pub fn bodies_batch(
         .limit(limit)
         .select((inbound_events::id, inbound_events::received_at))
         .load(conn)?;
-    let mut walk = if (rows.len() as i64) < limit {
-        Walk::Done
-    } else {
-        Walk::After(rows.last().map_or(after, |r| r.0))
-    };
+    let mut walk = Walk::next(rows.last().map(|r| r.0), rows.len(), limit);
     let mut old = Vec::new();
     for (id, received_at) in &rows {
         if *received_at >= cutoff {

@@ -413,19 +413,8 @@ async fn a_rejected_referral_is_written_as_rejected() {
     let rejected = json!({"type": "new_partner_referral", "subscriber": {"email": "fraud@example.com",
         "referral_status": "rejected", "referred": true}});
     post_ok(&app, &rejected.to_string()).await;
-    let start = std::time::Instant::now();
-    loop {
-        let writes = app.esp_writes().await;
-        if let Some(write) = writes.iter().find(|w| w["email"] == "fraud@example.com") {
-            assert_eq!(write["fields"]["RH_ISREF"], "REJECTED", "{write}");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "no write: {writes:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let write = app.wait_for_write("fraud@example.com").await;
+    assert_eq!(write["fields"]["RH_ISREF"], "REJECTED", "{write}");
     app.stop().await;
 }
 
@@ -452,19 +441,8 @@ async fn an_unknown_link_is_made_from_the_code_with_the_template() {
         ),
         ("linked@example.com", "https://sparkloop.example/c2"),
     ] {
-        let start = std::time::Instant::now();
-        loop {
-            let writes = app.esp_writes().await;
-            if let Some(write) = writes.iter().find(|w| w["email"] == email) {
-                assert_eq!(write["fields"]["RH_REFLINK"], link, "{write}");
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "no write: {writes:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let write = app.wait_for_write(email).await;
+        assert_eq!(write["fields"]["RH_REFLINK"], link, "{write}");
     }
     app.stop().await;
 }

@@ -18,21 +18,26 @@ const COMPOSE_TEST: &str = "container::the_readme_compose_file_runs_the_bridge_o
 /// The tag both tests build the Dockerfile as.
 const IMAGE: &str = "referral-bridge:test";
 
-/// `docker ARGS`; its stdout, or what went wrong.
-fn docker(args: &[&str]) -> Result<String, String> {
-    let output = Command::new("docker")
-        .args(args)
-        .output()
-        .map_err(|e| format!("docker {args:?}: {e}"))?;
+/// Runs `command`; its stdout, or what went wrong (named `what`).
+fn output_of(command: &mut Command, what: &str) -> Result<String, String> {
+    let output = command.output().map_err(|e| format!("{what}: {e}"))?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     } else {
         Err(format!(
-            "docker {args:?}: {}{}",
+            "{what}: {}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         ))
     }
+}
+
+/// `docker ARGS`; its stdout, or what went wrong.
+fn docker(args: &[&str]) -> Result<String, String> {
+    output_of(
+        Command::new("docker").args(args),
+        &format!("docker {args:?}"),
+    )
 }
 
 /// Skips the test with `reason` (a failure under `REQUIRE_DOCKER=1`, as in CI).
@@ -225,22 +230,14 @@ fn readme_compose_file() -> String {
 
 /// `COMPOSE ARGS` in `dir` for `project`; its stdout, or what went wrong.
 fn compose(command: &[&str], dir: &Path, project: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(command[0])
-        .args(&command[1..])
-        .args(["-p", project])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .map_err(|e| format!("{command:?} {args:?}: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "{command:?} {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
+    output_of(
+        Command::new(command[0])
+            .args(&command[1..])
+            .args(["-p", project])
+            .args(args)
+            .current_dir(dir),
+        &format!("{command:?} {args:?}"),
+    )
 }
 
 /// Takes the project down with its volumes, however the test ends.

@@ -272,6 +272,22 @@ impl TestApp {
         }
     }
 
+    /// Waits for the ESP's first write for `email`, whatever its fields; returns it (panics
+    /// after 15 s, showing what did arrive).
+    pub async fn wait_for_write(&self, email: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let writes = self.esp_writes().await;
+            if let Some(write) = writes.iter().find(|w| w["email"] == email) {
+                return write.clone();
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                panic!("no write for {email}; the ESP received {writes:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until no ESP field write is queued or running (panics after 30 s).
     pub async fn wait_until_esp_idle(&self) {
         let db = &self.db;
