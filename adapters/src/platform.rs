@@ -243,6 +243,13 @@ pub trait OutboundPlatform: Send + Sync {
         None
     }
 
+    /// What the platform's answer to a job of `kind` that is done says of the person (SparkLoop
+    /// answers a subscribe with their `uuid` and `ref_code`), for the bridge to keep and write to
+    /// the ESP without waiting for a callback. `None` (the default): nothing.
+    fn learned(&self, _kind: &str, _answer: &Answer<'_>) -> Option<PersonUpdate> {
+        None
+    }
+
     /// How many calls it allows in flight at once, when it limits that; `None`: no such limit.
     fn max_connections(&self) -> Option<usize> {
         None

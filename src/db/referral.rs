@@ -2,7 +2,7 @@
 //! by the platforms' callbacks; and the ESP's own id, once looked up.
 
 use diesel::prelude::*;
-use referral_bridge_adapters::platform::PersonUpdate;
+use referral_bridge_adapters::platform::{PersonUpdate, ReferralData};
 
 use super::schema::subscribers;
 use super::subscribers::SUBSCRIBED;
@@ -99,27 +99,7 @@ pub fn apply_referral(
     update: &PersonUpdate,
     now: i64,
 ) -> Result<i64, StoreError> {
-    let data = &update.data;
-    let changes = ReferralChanges {
-        first_name: data.first_name.as_deref(),
-        name: data.name.as_deref(),
-        platform_id: data.platform_id.as_deref(),
-        referral_code: data.referral_code.as_deref(),
-        referral_link: data.referral_link.as_deref(),
-        referred: data.referred,
-        referral_count: data.referral_count,
-        next_reward: data.next_reward,
-        last_reward: data.last_reward.as_deref(),
-        last_coupon: data.last_coupon.as_deref(),
-        partner_status: data.partner_status.as_deref(),
-        last_referral_at: data.last_referral_at,
-        position: data.position,
-        platform_removed: data.removed,
-        leaderboard_rank: data.rank,
-        winner: data.winner,
-        fraud_risk: data.fraud_risk.as_deref(),
-        updated_at: now,
-    };
+    let changes = changes(&update.data, now);
     let email = update.email.as_str();
     let found: Option<i64> = subscribers::table
         .filter(subscribers::email.eq(email))
@@ -143,6 +123,44 @@ pub fn apply_referral(
             .returning(subscribers::id)
             .get_result(conn)?,
     })
+}
+
+/// Brings subscriber `id` up to date with what a platform says of them (its answer to a call
+/// made for them); `None` values leave a column as it is.
+pub fn apply_referral_to(
+    conn: &mut DbConnection,
+    id: i64,
+    data: &ReferralData,
+    now: i64,
+) -> Result<(), StoreError> {
+    diesel::update(subscribers::table.find(id))
+        .set(&changes(data, now))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The columns `data` sets.
+fn changes(data: &ReferralData, now: i64) -> ReferralChanges<'_> {
+    ReferralChanges {
+        first_name: data.first_name.as_deref(),
+        name: data.name.as_deref(),
+        platform_id: data.platform_id.as_deref(),
+        referral_code: data.referral_code.as_deref(),
+        referral_link: data.referral_link.as_deref(),
+        referred: data.referred,
+        referral_count: data.referral_count,
+        next_reward: data.next_reward,
+        last_reward: data.last_reward.as_deref(),
+        last_coupon: data.last_coupon.as_deref(),
+        partner_status: data.partner_status.as_deref(),
+        last_referral_at: data.last_referral_at,
+        position: data.position,
+        platform_removed: data.removed,
+        leaderboard_rank: data.rank,
+        winner: data.winner,
+        fraud_risk: data.fraud_risk.as_deref(),
+        updated_at: now,
+    }
 }
 
 /// Keeps the ESP's id (a JSON literal) of a subscriber, found by looking them up.

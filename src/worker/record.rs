@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use referral_bridge_adapters::outbound::{self, WriteVerdict};
-use referral_bridge_adapters::platform::DELETE;
+use referral_bridge_adapters::platform::{ReferralData, DELETE};
 
 use super::deliver::Unsent;
 use super::retry;
@@ -22,6 +22,8 @@ pub(super) struct Attempted {
     pub(super) now: i64,
     /// A field write's body, kept once it is done.
     pub(super) written: Option<Written>,
+    /// What the platform's answer says of the person, kept with the outcome (DESIGN 3.9).
+    pub(super) learned: Option<ReferralData>,
 }
 
 impl Worker {
@@ -38,8 +40,15 @@ impl Worker {
         let now = now_ms();
         let failures = job.attempts as u32 + 1;
         let policy = self.settings.retry;
+        let mut learned = None;
         let (status_code, error, response_body, outcome) = match sent {
             Ok((answer, verdict)) => {
+                if verdict == WriteVerdict::Done && job.destination != crate::fields::DESTINATION {
+                    learned = self
+                        .platform
+                        .learned(&job.kind, &answer.as_adapter())
+                        .map(|update| update.data);
+                }
                 let error = format!("HTTP {}", answer.status);
                 let outcome = match verdict {
                     WriteVerdict::Done => Outcome::Done,
@@ -158,6 +167,7 @@ impl Worker {
                 outcome,
                 now,
                 written,
+                learned,
             })
             .await;
         match recorded {

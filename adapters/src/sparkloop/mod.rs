@@ -5,8 +5,10 @@
 //! - Out ([`outbound`]): ESP events posted to its incoming webhook, or sent as API v2 calls, and
 //!   how its answers are read.
 //! - Set-up ([`webhooks`]): the campaign's webhook subscriptions through its API.
+//! - Read-back ([`subscribers`]): the campaign's subscribers through its API, for reconciliation.
 
 pub mod outbound;
+pub mod subscribers;
 pub mod webhooks;
 
 pub use outbound::{webhook_payload, SparkLoopOutbound, DESTINATION};

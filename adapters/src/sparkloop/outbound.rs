@@ -8,7 +8,8 @@ use serde_json::{json, Map, Value};
 
 use crate::outbound::{Answer, OutboundRequest, WriteVerdict};
 use crate::platform::{
-    api_url, json_call, usual_platform_verdict, CallError, OutboundPlatform, ALL_KINDS,
+    api_url, json_call, usual_platform_verdict, CallError, OutboundPlatform, PersonUpdate,
+    ALL_KINDS,
 };
 use crate::EspEvent;
 
@@ -190,6 +191,15 @@ impl OutboundPlatform for SparkLoopOutbound {
                 json_call(method, url, body, ("X-Api-Key", key.to_string()))
             }),
         )
+    }
+
+    /// API mode: SparkLoop answers a subscribe (and its confirming `PUT`) with the subscriber,
+    /// their `uuid` and `ref_code` among it (DESIGN 3.9).
+    fn learned(&self, kind: &str, answer: &Answer<'_>) -> Option<PersonUpdate> {
+        let api = matches!(self, SparkLoopOutbound::Api { .. });
+        (api && kind == "subscribe" && (200..300).contains(&answer.status))
+            .then(|| super::subscribers::created(answer.body))
+            .flatten()
     }
 
     /// In API mode, a refusal whose effect is already there is done: a subscribe for an
