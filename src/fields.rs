@@ -50,7 +50,8 @@ fn yes_no(value: Option<bool>) -> Value {
     }
 }
 
-fn value(field: Field, state: &ReferralState) -> Value {
+/// What the bridge writes as `field` for `state` (`null` when not known yet).
+pub fn value(field: Field, state: &ReferralState) -> Value {
     match field {
         Field::SubscriberId => text(&state.platform_id),
         Field::Code => text(&state.referral_code),

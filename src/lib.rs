@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod peers;
 pub mod provision;
+pub mod reconcile;
 pub mod send;
 pub mod startup;
 pub mod state;

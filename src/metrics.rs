@@ -41,6 +41,13 @@ pub struct TableLabels {
     pub table: &'static str,
 }
 
+/// Labels naming a kind of reconciliation difference.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DifferenceLabels {
+    /// `missing_at_platform`, `unsubscribed_here`, `unknown_here`, `fields_differ`.
+    pub kind: &'static str,
+}
+
 /// The buckets of the attempt latency histogram.
 #[derive(Clone)]
 pub struct LatencyBuckets;
@@ -70,6 +77,8 @@ pub struct Metrics {
     pub reclaimed_bytes: Counter,
     /// Subscribers erased (forget, the admin API, erase-on-delete).
     pub erasures: Counter,
+    reconcile_differences: Family<DifferenceLabels, Gauge>,
+    reconcile_last_run: Gauge,
 }
 
 impl Default for Metrics {
@@ -129,7 +138,21 @@ impl Default for Metrics {
             "Subscribers erased with everything stored about them",
             erasures.clone(),
         );
+        let reconcile_differences = Family::<DifferenceLabels, Gauge>::default();
+        registry.register(
+            "reconcile_differences",
+            "Differences the last reconciliation that mended found, by kind (DESIGN 3.9)",
+            reconcile_differences.clone(),
+        );
+        let reconcile_last_run = Gauge::default();
+        registry.register(
+            "reconcile_last_run_timestamp_seconds",
+            "When the last reconciliation that mended finished (unix seconds; 0: never)",
+            reconcile_last_run.clone(),
+        );
         Metrics {
+            reconcile_differences,
+            reconcile_last_run,
             pruned_rows,
             reclaimed_bytes,
             erasures,
@@ -154,13 +177,28 @@ impl Metrics {
 
     /// Renders the text exposition, after setting the queue gauges to `depths` (destination,
     /// open jobs, and how long they take at its rate limit if it is paced; the platform's queue,
-    /// `upstream`, shown even when empty) and `oldest_due_seconds`.
+    /// `upstream`, shown even when empty), `oldest_due_seconds` and the last reconciliation's
+    /// counts (recorded in the database, so every instance reports the one that ran).
     pub fn render(
         &self,
         upstream: &str,
         depths: &[(String, i64, Option<f64>)],
         oldest_due_seconds: f64,
+        last_reconcile: Option<&crate::db::reconcile::Run>,
     ) -> String {
+        if let Some(run) = last_reconcile {
+            for (kind, count) in [
+                ("missing_at_platform", run.missing_at_platform),
+                ("unsubscribed_here", run.unsubscribed_here),
+                ("unknown_here", run.unknown_here),
+                ("fields_differ", run.fields_differ),
+            ] {
+                self.reconcile_differences
+                    .get_or_create(&DifferenceLabels { kind })
+                    .set(count);
+            }
+            self.reconcile_last_run.set(run.finished_at / 1000);
+        }
         self.queue_depth.clear();
         self.drain_seconds.clear();
         // An empty queue is reported as 0 rather than left out.

@@ -171,6 +171,8 @@ pub struct Application {
     poller: Option<crate::inbound::poll::Poller>,
     /// What retention's background pass needs (DESIGN 3.10).
     pruning: (Db, Settings, Arc<Metrics>),
+    /// `BRIDGE_RECONCILE_EVERY`'s runs, when set (DESIGN 3.9).
+    reconcile: Option<(crate::reconcile::Reconciler, Duration)>,
     shutdown: CancellationToken,
 }
 
@@ -250,6 +252,19 @@ impl Application {
             .as_ref()
             .map(crate::http::limits::InboundLimiter::new);
         let pruning = (db.clone(), settings.clone(), metrics.clone());
+        let reconcile = match settings.reconcile_every {
+            None => None,
+            Some(every) => Some((
+                crate::reconcile::Reconciler::new(
+                    db.clone(),
+                    &settings,
+                    worker.platform_pace(),
+                    true,
+                )
+                .context("BRIDGE_RECONCILE_EVERY is set")?,
+                every,
+            )),
+        };
         let state = web::Data::new(AppState {
             db,
             ingest,
@@ -284,6 +299,7 @@ impl Application {
             worker,
             poller,
             pruning,
+            reconcile,
             shutdown: CancellationToken::new(),
         })
     }
@@ -306,9 +322,18 @@ impl Application {
             worker,
             poller,
             pruning: (db, settings, metrics),
+            reconcile,
             shutdown,
             ..
         } = self;
+        let reconciling = reconcile.map(|(reconciler, every)| {
+            tokio::spawn(crate::reconcile::schedule::run(
+                reconciler,
+                db.clone(),
+                every,
+                shutdown.clone(),
+            ))
+        });
         let pruning = tokio::spawn(crate::lifecycle::run(
             db,
             settings,
@@ -335,6 +360,9 @@ impl Application {
         };
         worker.await.context("the worker panicked")?;
         pruning.await.context("the retention pass panicked")?;
+        if let Some(reconciling) = reconciling {
+            reconciling.await.context("the reconciliation panicked")?;
+        }
         if let Some(poller) = poller {
             poller.await.context("the poller panicked")?;
         }

@@ -184,6 +184,9 @@ pub struct Settings {
     /// `BRIDGE_ERASE_ON_DELETE`: an ESP event deleting a contact erases them here and at the
     /// platform.
     pub erase_on_delete: bool,
+    /// `BRIDGE_RECONCILE_EVERY`: `serve` runs `reconcile --fix` this often (one instance at a
+    /// time); `None`: never.
+    pub reconcile_every: Option<Duration>,
     /// Job workers.
     pub worker: WorkerSettings,
     /// `REFERRALLOOP_WEBHOOK_SECRET`: ReferralLoop's webhooks are refused while unset.

@@ -32,6 +32,7 @@ pub(super) struct Raw {
     bridge_body_timeout: Option<String>,
     bridge_retention: Option<String>,
     bridge_erase_on_delete: Option<String>,
+    bridge_reconcile_every: Option<String>,
     bridge_platform: Option<String>,
     sparkloop_upstream: Option<String>,
     sparkloop_incoming_webhook_url: Option<String>,
@@ -490,6 +491,7 @@ impl Settings {
             dedupe_window: duration("DEDUPE_WINDOW", raw.dedupe_window, "1h")?,
             retention: duration("BRIDGE_RETENTION", raw.bridge_retention, "30d")?,
             erase_on_delete: yes_no("BRIDGE_ERASE_ON_DELETE", raw.bridge_erase_on_delete)?,
+            reconcile_every: reconcile_every(raw.bridge_reconcile_every)?,
             worker,
             referralloop_secret: secret(raw.referralloop_webhook_secret),
             loyaltysurf_secret: secret(raw.loyaltysurf_webhook_secret),
@@ -554,6 +556,22 @@ fn duration(
 ) -> Result<Duration, ConfigError> {
     let text = non_empty(value).unwrap_or_else(|| default.into());
     parse_duration(&text).map_err(|reason| invalid(variable, reason))
+}
+
+/// `BRIDGE_RECONCILE_EVERY`: unset is off; a period of at least a second.
+fn reconcile_every(value: Option<String>) -> Result<Option<Duration>, ConfigError> {
+    const VARIABLE: &str = "BRIDGE_RECONCILE_EVERY";
+    let Some(text) = non_empty(value) else {
+        return Ok(None);
+    };
+    let every = parse_duration(&text).map_err(|reason| invalid(VARIABLE, reason))?;
+    if every < Duration::from_secs(1) {
+        return Err(invalid(
+            VARIABLE,
+            "must be at least 1s (unset turns it off)",
+        ));
+    }
+    Ok(Some(every))
 }
 
 /// `true` or `false` (unset: false).

@@ -116,6 +116,14 @@ fn errors_name_the_variable() {
             "BRIDGE_ERASE_ON_DELETE",
         ),
         (vec![("BRIDGE_RETENTION", "forever")], "BRIDGE_RETENTION"),
+        (
+            vec![("BRIDGE_RECONCILE_EVERY", "daily")],
+            "BRIDGE_RECONCILE_EVERY",
+        ),
+        (
+            vec![("BRIDGE_RECONCILE_EVERY", "10ms")],
+            "BRIDGE_RECONCILE_EVERY",
+        ),
     ] {
         let message = settings(&pairs).unwrap_err().to_string();
         assert!(message.starts_with(variable), "{pairs:?}: {message}");

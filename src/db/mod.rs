@@ -19,6 +19,7 @@ pub mod inbox;
 pub mod jobs;
 pub mod poll;
 pub mod prune;
+pub mod reconcile;
 pub mod redemptions;
 pub mod referral;
 pub mod schema;

@@ -116,6 +116,32 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// What each finished reconciliation found.
+    reconcile_runs (id) {
+        id -> BigInt,
+        started_at -> BigInt,
+        finished_at -> BigInt,
+        fixed -> Bool,
+        platform_subscribers -> BigInt,
+        here -> BigInt,
+        missing_at_platform -> BigInt,
+        unsubscribed_here -> BigInt,
+        unknown_here -> BigInt,
+        fields_differ -> BigInt,
+        queued -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Periodic work done by one instance at a time: when it is next due.
+    schedules (name) {
+        name -> Text,
+        due_at -> BigInt,
+        holder -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(jobs -> subscribers (subscriber_id));
 diesel::joinable!(attempts -> jobs (job_id));
 diesel::joinable!(redemptions -> subscribers (subscriber_id));

@@ -135,6 +135,7 @@ pub async fn page(
     };
     let csrf = session.csrf;
     let stats = admin::stats(&state).await?;
+    let reconcile = admin::reconcile::status(&state).await?;
     let now = crate::db::now_ms();
     let current_hour = now / 3_600_000;
     let since = (current_hour - crate::http::chart::HOURS as i64 + 1) * 3_600_000;
@@ -239,6 +240,24 @@ pub async fn page(
                             }
                         }
                         div.l { "oldest stored webhook body (kept for " (retention) ")" }
+                    }
+                }
+                p id="reconcile" {
+                    "Reconciliation with the platform: "
+                    @match &reconcile.last_run {
+                        Some(run) => {
+                            "last run " (run.finished_at) ", " (run.total_differences) " differences ("
+                            (run.differences.missing_at_platform) " missing at the platform, "
+                            (run.differences.unsubscribed_here) " unsubscribed here, "
+                            (run.differences.unknown_here) " unknown here, "
+                            (run.differences.fields_differ) " fields differing), "
+                            (run.queued) " jobs queued"
+                        }
+                        None => "never run",
+                    }
+                    @match &reconcile.every {
+                        Some(every) => { "; runs every " (every) "." }
+                        None => { "; BRIDGE_RECONCILE_EVERY is unset (`referral-bridge reconcile --fix` runs it)." }
                     }
                 }
             }

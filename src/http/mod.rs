@@ -82,6 +82,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .done(),
             )
             .service(Endpoint::new("/stats").get(admin::get_stats).done())
+            .service(
+                Endpoint::new("/reconcile")
+                    .get(admin::reconcile::get_reconcile)
+                    .done(),
+            )
             .service(Endpoint::new("/openapi.json").get(openapi::openapi).done())
             .default_service(web::to(admin_api_not_found)),
     )

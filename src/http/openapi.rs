@@ -36,6 +36,7 @@ use referral_bridge_adapters::{WebhookCredential, MAX_NAME_CHARS};
         admin::subscribers::get_subscriber,
         admin::subscribers::erase_subscriber,
         admin::stats::get_stats,
+        admin::reconcile::get_reconcile,
         openapi,
     ),
     components(schemas(
@@ -49,7 +50,10 @@ use referral_bridge_adapters::{WebhookCredential, MAX_NAME_CHARS};
         subscribers::TimelineItem,
         stats::Stats,
         stats::Period,
-        stats::Queue
+        stats::Queue,
+        admin::reconcile::ReconcileStatus,
+        admin::reconcile::ReconcileRun,
+        admin::reconcile::Differences
     ))
 )]
 pub struct ApiDoc;

@@ -44,14 +44,15 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             Ok((
                 crate::db::admin::depth_by_destination(conn)?,
                 crate::db::admin::oldest_due(conn, now)?,
+                crate::db::reconcile::last_run(conn)?,
             ))
         })
         .await;
-    let (depths, oldest) = match queue {
+    let (depths, oldest, last_reconcile) = match queue {
         Ok(found) => found,
         Err(e) => {
             log::warn!("metrics: cannot read the queue: {e}");
-            (Vec::new(), None)
+            (Vec::new(), None, None)
         }
     };
     let oldest_due_seconds = oldest.map_or(0.0, |run_at| (now - run_at).max(0) as f64 / 1000.0);
@@ -68,5 +69,6 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             state.peers.platform.destination(),
             &depths,
             oldest_due_seconds,
+            last_reconcile.as_ref(),
         ))
 }

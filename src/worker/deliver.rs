@@ -92,7 +92,7 @@ impl Worker {
             Some((&self.esp_pace, "ESP_RATE_LIMIT"))
         } else {
             let variable = self.platform.rate_limit_variable();
-            self.platform_pace.as_ref().map(|pace| (pace, variable))
+            self.platform_pace.as_deref().map(|pace| (pace, variable))
         };
         // A connection first, then the turn: a call waiting for a connection when the peer
         // answers 429 must still see the pause.

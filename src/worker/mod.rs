@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{DatabaseUrl, Settings};
 use crate::db::batch::BatchWriter;
 use crate::db::jobs::{self, ClaimedJob};
-use crate::db::{now_ms, Db, StoreError};
+use crate::db::{now_ms, referral, Db, StoreError};
 use crate::fields;
 use crate::metrics::Metrics;
 use crate::peers::Peers;
@@ -61,12 +61,18 @@ pub struct Worker {
     /// The platform ESP events go to.
     platform: Arc<dyn OutboundPlatform>,
     /// Paces the platform's API calls to its rate limits, if it has any.
-    platform_pace: Option<SlidingWindow>,
+    platform_pace: Option<Arc<SlidingWindow>>,
     /// Caps the calls in flight to a platform that limits connections (LoyaltySurf: 3).
     platform_connections: Option<Semaphore>,
 }
 
 impl Worker {
+    /// The pace the platform's calls keep to, when they are paced: reconciliation inside
+    /// `serve` pages through the same budget.
+    pub fn platform_pace(&self) -> Option<Arc<SlidingWindow>> {
+        self.platform_pace.clone()
+    }
+
     /// A worker for the destinations `settings` make deliverable.
     pub fn new(
         db: Db,
@@ -78,6 +84,7 @@ impl Worker {
         let timeout = settings.worker.request_timeout;
         let lease_token = format!("{:032x}", rand::random::<u128>());
         let token = lease_token.clone();
+        let write_delay = settings.esp.write_delay;
         let writers = attempt_writers(&settings.database_url);
         let recorder = BatchWriter::start(
             "attempt-writer",
@@ -85,6 +92,7 @@ impl Worker {
             writers,
             4096,
             move |conn, batch: &[&Attempted]| {
+                let batch_learned = batch;
                 let batch: Vec<jobs::Attempted<'_>> = batch
                     .iter()
                     .map(|a| jobs::Attempted {
@@ -95,7 +103,25 @@ impl Worker {
                         written: a.written.as_ref(),
                     })
                     .collect();
-                jobs::record_attempts(conn, &token, &batch)
+                let changed = jobs::record_attempts(conn, &token, &batch)?;
+                // What a platform answered of a person is theirs once the job is recorded done,
+                // in the same transaction, and their fields are written with it.
+                for (a, changed) in batch_learned.iter().zip(&changed) {
+                    if let (Some(data), true) = (&a.learned, changed) {
+                        let id = a.job.subscriber_id;
+                        referral::apply_referral_to(conn, id, data, a.now)?;
+                        jobs::queue_coalesced(
+                            conn,
+                            id,
+                            fields::DESTINATION,
+                            fields::KIND,
+                            a.now,
+                            a.now + crate::config::millis(write_delay),
+                            None,
+                        )?;
+                    }
+                }
+                Ok(changed)
             },
         );
         let platform = peers.platform.clone();
@@ -103,7 +129,7 @@ impl Worker {
             esp_pace: SlidingWindow::with_limits(&peers.esp_limits),
             esp_connections: peers.esp.max_connections().map(Semaphore::new),
             platform_pace: (platform.paced() && !peers.platform_limits.is_empty())
-                .then(|| SlidingWindow::with_limits(&peers.platform_limits)),
+                .then(|| Arc::new(SlidingWindow::with_limits(&peers.platform_limits))),
             platform_connections: platform.max_connections().map(Semaphore::new),
             esp: peers.esp.clone(),
             platform,

@@ -30,6 +30,7 @@ mod pacing;
 mod prism;
 mod processes;
 mod provision;
+mod reconcile;
 mod referralloop;
 mod registration;
 mod schemathesis;

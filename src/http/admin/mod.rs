@@ -1,10 +1,11 @@
 //! The admin API under `/admin/api/`: deliveries (filtered, paged, retried, cancelled), a
-//! subscriber's fields and timeline, recent counts; the OpenAPI document of every endpoint is
+//! subscriber's fields and timeline, recent counts, the last reconciliation; the OpenAPI document of every endpoint is
 //! [`crate::http::openapi`]. `Authorization: Bearer BRIDGE_ADMIN_TOKEN` only, checked by the
 //! [`AdminAuth`] extractor before anything else of the request;
 //! 404 while the token is unset, 401 for a wrong one. Errors are `application/problem+json`.
 
 pub mod deliveries;
+pub mod reconcile;
 pub mod stats;
 pub mod subscribers;
 
