@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Map, Value};
 
 use crate::custom::CustomEsp;
+use crate::outbound::next_offset;
+use crate::outbound::{contacts_at, ContactPage};
 use crate::outbound::{
     usual_verdict, Answer, EspConfig, FieldUpdate, Headers, MessageId, OutboundEsp,
     OutboundRequest, WriteVerdict,
@@ -91,6 +93,32 @@ impl OutboundEsp for Brevo {
 
     fn read_answer(&self, answer: &Answer<'_>) -> WriteVerdict {
         usual_verdict(answer)
+    }
+
+    /// `GET /contacts?limit=1000&offset=N`.
+    fn list_contacts(&self, cursor: Option<&str>) -> Option<OutboundRequest> {
+        let offset = cursor.unwrap_or("0");
+        Some(self.call(
+            "GET",
+            format!(
+                "contacts?limit={}&offset={offset}",
+                crate::outbound::CONTACTS_PER_PAGE
+            ),
+            Vec::new(),
+        ))
+    }
+
+    fn read_contacts(
+        &self,
+        answer: &Answer<'_>,
+        cursor: Option<&str>,
+    ) -> Result<ContactPage, String> {
+        let body: Value =
+            serde_json::from_str(answer.body).map_err(|e| format!("not JSON: {e}"))?;
+        let contacts = contacts_at(&body, "contacts", "email", "attributes")?;
+        let offset = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+        let next = next_offset(offset, contacts.len(), body["count"].as_u64());
+        Ok(ContactPage { contacts, next })
     }
 
     fn field_key(&self, name: &str) -> String {

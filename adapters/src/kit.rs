@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
 use crate::custom::CustomEsp;
+use crate::outbound::{contacts_at, ContactPage};
 use crate::outbound::{
     usual_verdict, Answer, EspConfig, FieldUpdate, MessageId, OutboundEsp, OutboundRequest,
     WriteVerdict,
@@ -271,6 +272,39 @@ impl OutboundEsp for Kit {
             headers: self.headers(),
             body: Vec::new(),
         })
+    }
+
+    /// `GET /v4/subscribers?per_page=1000&after=C`, paged by Kit's cursor.
+    fn list_contacts(&self, cursor: Option<&str>) -> Option<OutboundRequest> {
+        let mut url = format!(
+            "{}/v4/subscribers?per_page={}",
+            self.base(),
+            crate::outbound::CONTACTS_PER_PAGE
+        );
+        if let Some(cursor) = cursor {
+            url.push_str(&format!("&after={}", crate::encode_component(cursor)));
+        }
+        Some(OutboundRequest {
+            method: "GET",
+            url,
+            headers: self.headers(),
+            body: Vec::new(),
+        })
+    }
+
+    fn read_contacts(
+        &self,
+        answer: &Answer<'_>,
+        _cursor: Option<&str>,
+    ) -> Result<ContactPage, String> {
+        let body: Value =
+            serde_json::from_str(answer.body).map_err(|e| format!("not JSON: {e}"))?;
+        let contacts = contacts_at(&body, "subscribers", "email_address", "fields")?;
+        let pagination = &body["pagination"];
+        let next = (pagination["has_next_page"] == true)
+            .then(|| pagination["end_cursor"].as_str().map(str::to_string))
+            .flatten();
+        Ok(ContactPage { contacts, next })
     }
 
     fn field_key(&self, name: &str) -> String {

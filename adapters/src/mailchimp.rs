@@ -9,6 +9,8 @@ use md5::{Digest, Md5};
 use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
 
+use crate::outbound::next_offset;
+use crate::outbound::{contacts_at, ContactPage};
 use crate::outbound::{
     usual_verdict, Answer, EspConfig, FieldUpdate, MessageId, OutboundEsp, OutboundRequest,
     WriteVerdict,
@@ -111,6 +113,32 @@ impl OutboundEsp for Mailchimp {
 
     fn read_answer(&self, answer: &Answer<'_>) -> WriteVerdict {
         usual_verdict(answer)
+    }
+
+    /// `GET /lists/{id}/members?count=1000&offset=N`, only the addresses and merge fields.
+    fn list_contacts(&self, cursor: Option<&str>) -> Option<OutboundRequest> {
+        let offset = cursor.unwrap_or("0");
+        Some(self.call(
+            "GET",
+            &format!(
+                "members?count={}&offset={offset}&fields=members.email_address,members.merge_fields,total_items",
+                crate::outbound::CONTACTS_PER_PAGE
+            ),
+            Vec::new(),
+        ))
+    }
+
+    fn read_contacts(
+        &self,
+        answer: &Answer<'_>,
+        cursor: Option<&str>,
+    ) -> Result<ContactPage, String> {
+        let body: Value =
+            serde_json::from_str(answer.body).map_err(|e| format!("not JSON: {e}"))?;
+        let contacts = contacts_at(&body, "members", "email_address", "merge_fields")?;
+        let offset = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+        let next = next_offset(offset, contacts.len(), body["total_items"].as_u64());
+        Ok(ContactPage { contacts, next })
     }
 
     fn field_key(&self, name: &str) -> String {

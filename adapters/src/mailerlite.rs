@@ -8,6 +8,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
+use crate::outbound::{contacts_at, ContactPage};
 use crate::outbound::{
     usual_verdict, Answer, EspConfig, FieldUpdate, MessageId, OutboundEsp, OutboundRequest,
     WriteVerdict,
@@ -223,6 +224,30 @@ impl OutboundEsp for MailerLite {
         usual_verdict(answer)
     }
 
+    /// `GET /subscribers?limit=1000&cursor=C`, paged by MailerLite's cursor.
+    fn list_contacts(&self, cursor: Option<&str>) -> Option<OutboundRequest> {
+        let mut path = format!("subscribers?limit={}", crate::outbound::CONTACTS_PER_PAGE);
+        if let Some(cursor) = cursor {
+            path.push_str(&format!("&cursor={}", crate::encode_component(cursor)));
+        }
+        Some(self.call("GET", &path, Vec::new()))
+    }
+
+    fn read_contacts(
+        &self,
+        answer: &Answer<'_>,
+        _cursor: Option<&str>,
+    ) -> Result<ContactPage, String> {
+        let body: Value =
+            serde_json::from_str(answer.body).map_err(|e| format!("not JSON: {e}"))?;
+        let contacts = contacts_at(&body, "data", "email", "fields")?;
+        let next = body["meta"]["next_cursor"]
+            .as_str()
+            .filter(|c| !c.is_empty())
+            .map(str::to_string);
+        Ok(ContactPage { contacts, next })
+    }
+
     fn field_key(&self, name: &str) -> String {
         name.to_lowercase()
     }
@@ -307,6 +332,67 @@ mod tests {
             headers,
             body,
         }
+    }
+
+    /// The listing MailerLite documents (`GET /api/subscribers`, cursor-paginated): `data` with
+    /// each subscriber's `email` and `fields`, `meta.next_cursor` (null on the last page).
+    #[test]
+    fn contacts_are_listed_by_cursor() {
+        let ml = MailerLite::new(EspConfig {
+            api_key: Some("ml-token".into()),
+            api_url: Some("http://127.0.0.1:9/api".into()),
+            ..EspConfig::default()
+        });
+        let first = ml.list_contacts(None).unwrap();
+        assert_eq!(first.url, "http://127.0.0.1:9/api/subscribers?limit=1000");
+        let next = ml.list_contacts(Some("eyJpZCI6MX0=")).unwrap();
+        assert_eq!(
+            next.url,
+            "http://127.0.0.1:9/api/subscribers?limit=1000&cursor=eyJpZCI6MX0%3D"
+        );
+        let body = json!({"data": [{"id": "31897397363737859", "email": "dummy@example.com",
+            "status": "active", "fields": {"name": "Dummy", "rh_code": "ab12", "rh_totref": 3}}],
+            "links": {"first": null, "last": null, "prev": null,
+                "next": "https://connect.mailerlite.com/api/subscribers?cursor=eyJpZCI6MX0"},
+            "meta": {"path": "https://connect.mailerlite.com/api/subscribers", "per_page": 1000,
+                "next_cursor": "eyJpZCI6MX0", "prev_cursor": null}})
+        .to_string();
+        let page = ml
+            .read_contacts(
+                &Answer {
+                    status: 200,
+                    retry_after: None,
+                    body: &body,
+                },
+                None,
+            )
+            .unwrap();
+        assert_eq!(page.next.as_deref(), Some("eyJpZCI6MX0"));
+        assert_eq!(page.contacts[0].0, "dummy@example.com");
+        assert_eq!(page.contacts[0].1["rh_totref"], 3);
+        let last = json!({"data": [], "meta": {"next_cursor": null}}).to_string();
+        let page = ml
+            .read_contacts(
+                &Answer {
+                    status: 200,
+                    retry_after: None,
+                    body: &last,
+                },
+                None,
+            )
+            .unwrap();
+        assert_eq!(page, ContactPage::default());
+        let bad = json!({"data": [{"fields": {}}]}).to_string();
+        assert!(ml
+            .read_contacts(
+                &Answer {
+                    status: 200,
+                    retry_after: None,
+                    body: &bad
+                },
+                None
+            )
+            .is_err());
     }
 
     #[test]

@@ -141,6 +141,61 @@ pub enum WriteVerdict {
     Failed,
 }
 
+/// A contact as the ESP lists it: its address and its custom fields, keyed as the ESP keys them.
+pub type Contact = (String, serde_json::Map<String, Value>);
+
+/// One page of the ESP's contacts with their custom fields, for reading back what it holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContactPage {
+    /// Each contact's address (as the ESP has it) and custom fields, keyed as the ESP keys them
+    /// ([`OutboundEsp::field_key`]).
+    pub contacts: Vec<Contact>,
+    /// What asks for the next page ([`OutboundEsp::list_contacts`]); `None` after the last.
+    pub next: Option<String>,
+}
+
+/// Contacts asked for per page where the ESP lets the caller choose: its maximum.
+pub const CONTACTS_PER_PAGE: usize = 1000;
+
+/// The page after one that started at `offset` and held `len` contacts of `total`, for an ESP
+/// paged by offset.
+pub fn next_offset(offset: usize, len: usize, total: Option<u64>) -> Option<String> {
+    let next = offset + len;
+    let more = match total {
+        Some(total) => (next as u64) < total,
+        None => len == CONTACTS_PER_PAGE,
+    };
+    (len > 0 && more).then(|| next.to_string())
+}
+
+/// The contacts in a listing's JSON `body`: the array at `list`, each object's address at `email`
+/// and custom fields (an object; missing or `null`: none) at `fields`.
+pub fn contacts_at(
+    body: &Value,
+    list: &str,
+    email: &str,
+    fields: &str,
+) -> Result<Vec<Contact>, String> {
+    let items = body[list]
+        .as_array()
+        .ok_or_else(|| format!("the answer has no `{list}` list"))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let address = item[email]
+                .as_str()
+                .ok_or_else(|| format!("`{list}[{i}].{email}` is not text"))?;
+            let custom = match &item[fields] {
+                Value::Object(map) => map.clone(),
+                Value::Null => serde_json::Map::new(),
+                _ => return Err(format!("`{list}[{i}].{fields}` is not an object")),
+            };
+            Ok((address.to_string(), custom))
+        })
+        .collect()
+}
+
 /// An ESP integration's outbound half.
 pub trait OutboundEsp: Send + Sync {
     /// What stops field writes from being sent (a missing URL or key), in words for the
@@ -199,6 +254,22 @@ pub trait OutboundEsp: Send + Sync {
     /// lower-case key...).
     fn field_key(&self, name: &str) -> String {
         name.to_string()
+    }
+
+    /// The call that reads one page of the ESP's contacts with their custom fields, after the
+    /// page whose answer gave `cursor` (`None`: the first), for `reconcile --esp`; `None` when
+    /// the adapter cannot list contacts.
+    fn list_contacts(&self, _cursor: Option<&str>) -> Option<OutboundRequest> {
+        None
+    }
+
+    /// Reads an answer to [`OutboundEsp::list_contacts`] that started at `cursor`.
+    fn read_contacts(
+        &self,
+        _answer: &Answer<'_>,
+        _cursor: Option<&str>,
+    ) -> Result<ContactPage, String> {
+        Err("this ESP's contacts cannot be listed".into())
     }
 
     /// The call that lists the ESP's custom fields; `None` for an ESP without a field schema

@@ -100,6 +100,12 @@ enum Command {
         /// fields_differ, their ESP fields queued for writing.
         #[arg(long)]
         fix: bool,
+        /// Compare the referral fields the ESP holds (Mailchimp, Brevo, MailerLite, Kit: their
+        /// contacts listed with their fields, at ESP_RATE_LIMIT) with what the bridge would
+        /// write, instead of SparkLoop's subscribers; with --fix, rewrite each person who
+        /// differs.
+        #[arg(long)]
+        esp: bool,
         /// Also write one CSV row per difference (email,kind,field,here,platform) to this file,
         /// once the run is whole.
         #[arg(long, value_name = "FILE.csv")]
@@ -215,7 +221,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check => check::run(&settings).await,
         Command::Prune { dry_run } => prune::run(&settings, dry_run).await,
-        Command::Reconcile { fix, report } => reconcile::run(&settings, fix, report).await,
+        Command::Reconcile { fix, esp, report } => {
+            reconcile::run(&settings, fix, esp, report).await
+        }
         Command::Forget { email, platform } => forget::run(&settings, &email, platform).await,
         Command::Redemptions {
             action: RedemptionsCommand::Export { since },

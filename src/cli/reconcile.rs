@@ -18,6 +18,8 @@ struct Progress {
     bar: Option<indicatif::ProgressBar>,
     last_line: std::time::Instant,
     report: Option<csv::Writer<std::fs::File>>,
+    /// Whether the number of pages is known ahead (SparkLoop's are; the ESP's are not).
+    estimates: bool,
 }
 
 impl Progress {
@@ -36,10 +38,14 @@ fn about(duration: Duration) -> String {
 
 impl Observer for Progress {
     fn page(&mut self, page: u32, total: u32, rows: u64, left: Duration) {
-        let message = format!(
-            "page {page}/{total}, {rows} subscribers, about {} left",
-            about(left)
-        );
+        let message = if self.estimates {
+            format!(
+                "page {page}/{total}, {rows} subscribers, about {} left",
+                about(left)
+            )
+        } else {
+            format!("page {page}, {rows} contacts")
+        };
         match &self.bar {
             Some(bar) => {
                 bar.set_length(u64::from(total));
@@ -70,7 +76,7 @@ impl Observer for Progress {
                 .write_record([
                     d.email.as_str(),
                     d.kind.as_str(),
-                    d.field.unwrap_or(""),
+                    d.field.as_deref().unwrap_or(""),
                     &d.here,
                     &d.platform,
                 ])
@@ -87,10 +93,47 @@ fn partial(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Runs the command.
+/// Ends the progress bar and, when the run is whole, moves the report to its name; a run that
+/// stopped leaves no report.
+fn finish<T>(
+    mut progress: Progress,
+    result: anyhow::Result<T>,
+    report: &Option<PathBuf>,
+    fix: bool,
+) -> anyhow::Result<T> {
+    if let Some(bar) = &progress.bar {
+        bar.finish_and_clear();
+    }
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(e) => {
+            if let Some(path) = report {
+                let _ = std::fs::remove_file(partial(path));
+            }
+            let mended = if fix {
+                "; the pages compared before it are mended, and running it again goes on correctly"
+            } else {
+                ""
+            };
+            return Err(e.context(format!("reconciliation stopped{mended}")));
+        }
+    };
+    if let (Some(writer), Some(path)) = (progress.report.take(), report) {
+        let file = writer
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("cannot write the report: {}", e.error()))?;
+        file.sync_all().context("cannot write the report")?;
+        std::fs::rename(partial(path), path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(summary)
+}
+
+/// Runs the command: against SparkLoop, or with `esp` against the ESP's own fields.
 pub async fn run(
     settings: &Settings,
     fix: bool,
+    esp: bool,
     report: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let db = if fix {
@@ -108,7 +151,13 @@ pub async fn run(
             ),
         }
     };
-    let reconciler = Reconciler::new(db, settings, None, fix)?;
+    // Both are built (and their settings checked) before a report file is begun.
+    let (reconciler, read_back) = if esp {
+        let read_back = crate::reconcile::esp::EspReadBack::new(db, settings, fix)?;
+        (None, Some(read_back))
+    } else {
+        (Some(Reconciler::new(db, settings, None, fix)?), None)
+    };
     let report_file = match &report {
         Some(path) => {
             let file = std::fs::File::create(partial(path))
@@ -132,6 +181,35 @@ pub async fn run(
             bar
         })
     };
+    let mut progress = Progress {
+        bar,
+        last_line: std::time::Instant::now(),
+        report: report_file,
+        estimates: !esp,
+    };
+    if let Some(read_back) = read_back {
+        eprintln!(
+            "reading the ESP's contacts back ({}) at ESP_RATE_LIMIT",
+            settings.esp.adapter
+        );
+        let result = read_back.run(&mut progress).await;
+        let summary = finish(progress, result, &report, fix)?;
+        println!(
+            "esp_fields_differ: {} ({} subscribers)",
+            summary.differences, summary.people
+        );
+        println!(
+            "read back: {} ESP contacts, {} subscribed here, {} differences",
+            summary.contacts, summary.known, summary.differences
+        );
+        if fix {
+            eprintln!("queued {} field writes", summary.queued);
+        } else if summary.differences > 0 {
+            eprintln!("nothing was changed: `reconcile --esp --fix` rewrites them");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let reconciler = reconciler.expect("built unless --esp");
     let rate = settings.sparkloop.rate_limit;
     eprintln!(
         "reading the campaign's subscribers, {} a page, at {} calls per {} \
@@ -141,37 +219,8 @@ pub async fn run(
         humantime::format_duration(rate.per),
         about(reconciler.time_for(500)),
     );
-    let mut progress = Progress {
-        bar,
-        last_line: std::time::Instant::now(),
-        report: report_file,
-    };
     let result = reconciler.run(&mut progress).await;
-    if let Some(bar) = &progress.bar {
-        bar.finish_and_clear();
-    }
-    let summary = match result {
-        Ok(summary) => summary,
-        Err(e) => {
-            if let Some(path) = &report {
-                let _ = std::fs::remove_file(partial(path));
-            }
-            let mended = if fix {
-                "; the pages compared before it are mended, and running it again goes on correctly"
-            } else {
-                ""
-            };
-            return Err(e.context(format!("reconciliation stopped{mended}")));
-        }
-    };
-    if let (Some(writer), Some(path)) = (progress.report.take(), &report) {
-        let file = writer
-            .into_inner()
-            .map_err(|e| anyhow::anyhow!("cannot write the report: {}", e.error()))?;
-        file.sync_all().context("cannot write the report")?;
-        std::fs::rename(partial(path), path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    let summary = finish(progress, result, &report, fix)?;
     for kind in Kind::ALL {
         let count = summary.count(kind);
         if kind == Kind::FieldsDiffer {

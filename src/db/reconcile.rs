@@ -136,3 +136,12 @@ pub fn clear_partner_status(conn: &mut DbConnection, id: i64) -> Result<(), Stor
         .execute(conn)?;
     Ok(())
 }
+
+/// Forgets the hash of subscriber `id`'s last field write, so that the next one is sent even
+/// when its body is the same (the ESP no longer holds what was written).
+pub fn forget_written(conn: &mut DbConnection, id: i64) -> Result<(), StoreError> {
+    diesel::update(subscribers::table.find(id))
+        .set(subscribers::esp_written_sha256.eq(None::<String>))
+        .execute(conn)?;
+    Ok(())
+}

@@ -129,7 +129,7 @@ pub fn page(
                 (here != there).then(|| Difference {
                     email: email.to_string(),
                     kind: Kind::FieldsDiffer,
-                    field: Some(field),
+                    field: Some(field.to_string()),
                     here,
                     platform: there,
                 })

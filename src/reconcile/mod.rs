@@ -4,6 +4,7 @@
 //! listed (16 bytes each) is held across pages, so memory stays flat with the list's size.
 
 mod compare;
+pub mod esp;
 mod listing;
 pub mod schedule;
 
@@ -33,10 +34,12 @@ pub enum Kind {
     UnknownHere,
     /// `RH_SUBID`, `RH_CODE` or `RH_ISREF` differ from what the platform has.
     FieldsDiffer,
+    /// A field the ESP holds differs from what the bridge would write (`reconcile --esp`).
+    EspFieldsDiffer,
 }
 
 impl Kind {
-    /// Every kind, in the order they are printed.
+    /// Every kind a comparison with the platform finds, in the order they are printed.
     pub const ALL: [Kind; 4] = [
         Kind::MissingAtPlatform,
         Kind::UnsubscribedHere,
@@ -51,6 +54,7 @@ impl Kind {
             Kind::UnsubscribedHere => "unsubscribed_here",
             Kind::UnknownHere => "unknown_here",
             Kind::FieldsDiffer => "fields_differ",
+            Kind::EspFieldsDiffer => "esp_fields_differ",
         }
     }
 }
@@ -62,11 +66,12 @@ pub struct Difference {
     pub email: String,
     /// What kind.
     pub kind: Kind,
-    /// The field that differs (`RH_CODE`), for [`Kind::FieldsDiffer`].
-    pub field: Option<&'static str>,
+    /// The field that differs (`RH_CODE`; the ESP's own key for [`Kind::EspFieldsDiffer`]).
+    pub field: Option<String>,
     /// What the bridge has (the field's value, or the person's status).
     pub here: String,
-    /// What the platform has (the field's value, or the person's id there).
+    /// What the platform has (the field's value, or the person's id there; for
+    /// [`Kind::EspFieldsDiffer`], what the ESP holds).
     pub platform: String,
 }
 

@@ -38,7 +38,7 @@ impl Observer for Logged {
             "reconcile: {} {} {} here={:?} platform={:?}",
             d.email,
             d.kind.as_str(),
-            d.field.unwrap_or(""),
+            d.field.as_deref().unwrap_or(""),
             d.here,
             d.platform
         );

@@ -425,3 +425,118 @@ async fn listmonk_polls_and_merged_writes_are_valid_for_listmonks_own_spec() {
     );
     app.stop().await;
 }
+
+/// Writes `known` through the bridge (when given), then runs `reconcile --esp` and, when the
+/// read-back found differences, `reconcile --esp --fix` against Prism serving `spec`; Prism
+/// answers a listing its spec refuses (a `limit` over Brevo's 1,000, a `count` over
+/// Mailchimp's) with 4xx, which fails the command. Returns the read-back's summary line.
+async fn read_back_against(
+    test: &str,
+    spec: &str,
+    vars: &[(&str, &str)],
+    known: Option<&str>,
+) -> Option<String> {
+    let prism = Prism::start(test, spec)?;
+    let vars: Vec<(&str, String)> = vars
+        .iter()
+        .map(|(k, v)| (*k, v.replace("{prism}", &prism.url)))
+        .chain([("ESP_WRITE_DELAY", "10ms".to_string())])
+        .collect();
+    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn_with(&borrowed, None).await;
+    if let Some(email) = known {
+        assert_eq!(write_through(&app, email).await.0, "done");
+    }
+    let mut all = crate::helpers::base_vars(&app.db, &app.sparkloop);
+    for (k, v) in &vars {
+        all.insert(k.to_string(), v.clone());
+    }
+    let run = |args: &'static [&'static str]| {
+        let all = all.clone();
+        tokio::task::spawn_blocking(move || crate::helpers::run_command(args, &all))
+    };
+    let (ok, stdout, stderr) = run(&["reconcile", "--esp"]).await.unwrap();
+    assert!(ok, "{stdout}{stderr}");
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("read back:"))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_string();
+    if !summary.ends_with(" 0 differences") {
+        let (ok, stdout, stderr) = run(&["reconcile", "--esp", "--fix"]).await.unwrap();
+        assert!(ok, "{stdout}{stderr}");
+        assert!(stderr.contains("queued 1 field writes"), "{stderr}");
+        let db = &app.db;
+        eventually("the rewrite done", Duration::from_secs(20), || {
+            db.count("SELECT COUNT(*) AS n FROM jobs WHERE destination = 'esp' AND status = 'done'")
+                == 2
+        })
+        .await;
+    }
+    app.stop().await;
+    Some(summary)
+}
+
+#[tokio::test]
+async fn esp_read_backs_are_valid_for_each_vendors_spec() {
+    // Brevo's example lists contact1@example.com (2 of 3 contacts a page: read twice).
+    if let Some(summary) = read_back_against(
+        "prism::esp_read_backs (brevo)",
+        "brevo_swagger_v3.yaml",
+        &[
+            ("ESP_ADAPTER", "brevo"),
+            ("ESP_API_URL", "{prism}"),
+            ("ESP_API_KEY", "xkeysib-test"),
+        ],
+        Some("contact1@example.com"),
+    )
+    .await
+    {
+        // Prism serves the same page for every offset: the read stops at `count`.
+        assert!(
+            summary.starts_with("read back: 4 ESP contacts, "),
+            "{summary}"
+        );
+        assert!(!summary.contains(", 0 subscribed here"), "{summary}");
+        assert!(!summary.ends_with(" 0 differences"), "{summary}");
+    }
+    // Kit's example lists four subscribers, alice@convertkit.dev among them, whose fields hold
+    // none of the bridge's.
+    if let Some(summary) = read_back_against(
+        "prism::esp_read_backs (kit)",
+        "kit_v4_openapi.json",
+        &[
+            ("ESP_ADAPTER", "kit"),
+            ("ESP_API_URL", "{prism}"),
+            ("ESP_API_KEY", "kit-key"),
+        ],
+        Some("alice@convertkit.dev"),
+    )
+    .await
+    {
+        assert!(
+            summary.starts_with("read back: 4 ESP contacts, 1 subscribed here, "),
+            "{summary}"
+        );
+        assert!(!summary.ends_with(" 0 differences"), "{summary}");
+    }
+    // Mailchimp's example member has no valid address: read, and matched to no one.
+    if let Some(summary) = read_back_against(
+        "prism::esp_read_backs (mailchimp)",
+        "mailchimp_members_openapi.yml",
+        &[
+            ("ESP_ADAPTER", "mailchimp"),
+            ("ESP_API_URL", "{prism}"),
+            ("ESP_API_KEY", "0123abcd-us6"),
+            ("ESP_LIST_ID", "a6b5da1054"),
+        ],
+        None,
+    )
+    .await
+    {
+        assert_eq!(
+            summary,
+            "read back: 1 ESP contacts, 0 subscribed here, 0 differences"
+        );
+    }
+}
