@@ -91,7 +91,22 @@ impl InboundEsp for ActiveCampaign {
     }
 
     fn parse(&self, request: &InboundRequest<'_>) -> Result<Vec<EspEvent>, ParseError> {
-        parse_webhook(request.body).map(|event| vec![event])
+        let mut event = parse_webhook(request.body)?;
+        if self.config.attribution_fields.is_empty() {
+            return Ok(vec![event]);
+        }
+        if let EspEvent::Subscribed { attribution, .. } = &mut event {
+            // The contact's custom fields come as `contact[fields][NAME]`.
+            let pairs = form_pairs(request.body)?;
+            *attribution = self.config.attribution(|name| {
+                let key = format!("contact[fields][{name}]");
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.as_str())
+            });
+        }
+        Ok(vec![event])
     }
 }
 

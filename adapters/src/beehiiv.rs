@@ -79,7 +79,26 @@ impl InboundEsp for Beehiiv {
     }
 
     fn parse(&self, request: &InboundRequest<'_>) -> Result<Vec<EspEvent>, ParseError> {
-        parse_webhook(request.body).map(|event| vec![event])
+        let mut event = parse_webhook(request.body)?;
+        if self.config.attribution_fields.is_empty() {
+            return Ok(vec![event]);
+        }
+        if let EspEvent::Subscribed { attribution, .. } = &mut event {
+            // beehiiv's subscription carries its own UTM keys (`utm_source`, `utm_campaign`) and
+            // custom fields as a list of `{name, value}`: a configured name is looked up in both.
+            let value = ParseError::json(request.body)?;
+            let data = &value["data"];
+            *attribution = self.config.attribution(|name| {
+                data[name].as_str().or_else(|| {
+                    data["custom_fields"]
+                        .as_array()?
+                        .iter()
+                        .find(|f| f["name"].as_str() == Some(name))?["value"]
+                        .as_str()
+                })
+            });
+        }
+        Ok(vec![event])
     }
 }
 

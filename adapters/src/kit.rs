@@ -134,7 +134,26 @@ impl InboundEsp for Kit {
     }
 
     fn parse(&self, request: &InboundRequest<'_>) -> Result<Vec<EspEvent>, ParseError> {
-        parse_webhook(request.body, request.query_param("event").as_deref())
+        let mut events = parse_webhook(request.body, request.query_param("event").as_deref())?;
+        if self.config.attribution_fields.is_empty() {
+            return Ok(events);
+        }
+        // The subscriber's custom fields come in its `fields`, keyed by the field's key.
+        let value = ParseError::json(request.body)?;
+        let subscribers: Vec<&Value> = match value.get("events").and_then(Value::as_array) {
+            Some(list) => list.iter().map(|e| &e["data"]["subscriber"]).collect(),
+            None => vec![&value["subscriber"]],
+        };
+        for (event, subscriber) in events.iter_mut().zip(subscribers) {
+            if let EspEvent::Subscribed { attribution, .. } = event {
+                *attribution = self.config.attribution(|name| {
+                    subscriber["fields"][name]
+                        .as_str()
+                        .or_else(|| subscriber["fields"][name.to_lowercase()].as_str())
+                });
+            }
+        }
+        Ok(events)
     }
 }
 

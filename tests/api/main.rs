@@ -4,6 +4,7 @@
 
 mod activecampaign;
 mod admin;
+mod attribution;
 mod beehiiv;
 mod brevo;
 mod callbacks;
