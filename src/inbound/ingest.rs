@@ -296,7 +296,7 @@ mod tests {
     /// Every table as (email-keyed) text, ids replaced by what they point at.
     fn dump(db: &Db) -> Vec<String> {
         let mut conn = db.conn().unwrap();
-        let conn = &mut *conn;
+        let conn = &mut **conn;
         use crate::db::schema::{inbound_events as ie, jobs as j, subscribers as s};
         let mut lines: Vec<String> = s::table
             .select((s::email, s::esp_id, s::first_name, s::status))
