@@ -5,6 +5,8 @@
 #
 #   benches/wrk.sh [sqlite|postgres]     (WRK_ARGS, default "-t2 -c32 -d10s")
 #
+# BRIDGE_BIN runs another build instead of this checkout's (an A/B against an earlier commit).
+#
 # Postgres: a fresh database under BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432),
 # dropped afterwards.
 set -euo pipefail
@@ -12,7 +14,10 @@ cd "$(dirname "$0")/.."
 backend=${1:-sqlite}
 wrk_args=${WRK_ARGS:--t2 -c32 -d10s}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
-cargo build --release -q
+if [ -z "${BRIDGE_BIN:-}" ]; then
+    cargo build --release -q
+    BRIDGE_BIN=target/release/referral-bridge
+fi
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 case "$backend" in
@@ -52,7 +57,7 @@ end
 LUA
 env -i PATH="$PATH" DATABASE_URL="$database_url" BRIDGE_LISTEN="127.0.0.1:$port" \
     ESP_WEBHOOK_SECRET=wrk-bench-secret ESP_API_URL=http://127.0.0.1:9/esp RUST_LOG=warn \
-    target/release/referral-bridge serve >"$dir/bridge.log" 2>&1 &
+    "$BRIDGE_BIN" serve >"$dir/bridge.log" 2>&1 &
 bridge=$!
 for _ in $(seq 1 50); do
     curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break
