@@ -32,7 +32,7 @@ const TRIES: u32 = 4;
 /// What a read-back found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EspSummary {
-    /// Contacts the ESP listed.
+    /// Distinct contacts the ESP listed.
     pub contacts: u64,
     /// Of those, subscribed here.
     pub known: u64,
@@ -100,11 +100,17 @@ impl EspReadBack {
     pub async fn run(&self, observer: &mut dyn Observer) -> anyhow::Result<EspSummary> {
         let mut summary = EspSummary::default();
         let mut cursor: Option<String> = None;
+        // A contact listed twice (a page that shifted while paging by offset) counts once.
+        let mut seen = super::SeenAddresses::default();
         loop {
             let page = self
                 .fetch(cursor.as_deref(), summary.pages + 1, observer)
                 .await?;
             let ContactPage { contacts, next } = page;
+            let contacts: Vec<_> = contacts
+                .into_iter()
+                .filter(|(email, _)| seen.insert(&email.trim().to_lowercase()))
+                .collect();
             summary.pages += 1;
             summary.contacts += contacts.len() as u64;
             let (fields, template) = (self.fields.clone(), self.reflink_template.clone());

@@ -16,6 +16,7 @@ use referral_bridge_adapters::sparkloop::subscribers::SubscriberList;
 
 pub use compare::Mending;
 use compare::Seen;
+pub(crate) use compare::Seen as SeenAddresses;
 pub use listing::ListingError;
 
 use crate::config::{RateLimit, Settings};
