@@ -31,6 +31,7 @@ mod pacing;
 mod prism;
 mod processes;
 mod provision;
+mod read_back;
 mod reconcile;
 mod referralloop;
 mod registration;
