@@ -8,8 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Map, Value};
 
 use crate::custom::CustomEsp;
-use crate::outbound::next_offset;
-use crate::outbound::{contacts_at, ContactPage};
+use crate::outbound::ContactPage;
 use crate::outbound::{
     usual_verdict, Answer, EspConfig, FieldUpdate, Headers, MessageId, OutboundEsp,
     OutboundRequest, WriteVerdict,
@@ -113,12 +112,7 @@ impl OutboundEsp for Brevo {
         answer: &Answer<'_>,
         cursor: Option<&str>,
     ) -> Result<ContactPage, String> {
-        let body: Value =
-            serde_json::from_str(answer.body).map_err(|e| format!("not JSON: {e}"))?;
-        let contacts = contacts_at(&body, "contacts", "email", "attributes")?;
-        let offset = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
-        let next = next_offset(offset, contacts.len(), body["count"].as_u64());
-        Ok(ContactPage { contacts, next })
+        crate::outbound::offset_page(answer, cursor, ("contacts", "email", "attributes", "count"))
     }
 
     fn field_key(&self, name: &str) -> String {

@@ -9,8 +9,7 @@ use md5::{Digest, Md5};
 use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
 
-use crate::outbound::next_offset;
-use crate::outbound::{contacts_at, ContactPage};
+use crate::outbound::ContactPage;
 use crate::outbound::{
     usual_verdict, Answer, EspConfig, FieldUpdate, MessageId, OutboundEsp, OutboundRequest,
     WriteVerdict,
@@ -133,12 +132,11 @@ impl OutboundEsp for Mailchimp {
         answer: &Answer<'_>,
         cursor: Option<&str>,
     ) -> Result<ContactPage, String> {
-        let body: Value =
-            serde_json::from_str(answer.body).map_err(|e| format!("not JSON: {e}"))?;
-        let contacts = contacts_at(&body, "members", "email_address", "merge_fields")?;
-        let offset = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
-        let next = next_offset(offset, contacts.len(), body["total_items"].as_u64());
-        Ok(ContactPage { contacts, next })
+        crate::outbound::offset_page(
+            answer,
+            cursor,
+            ("members", "email_address", "merge_fields", "total_items"),
+        )
     }
 
     fn field_key(&self, name: &str) -> String {

@@ -157,6 +157,20 @@ pub struct ContactPage {
 /// Contacts asked for per page where the ESP lets the caller choose: its maximum.
 pub const CONTACTS_PER_PAGE: usize = 1000;
 
+/// A page of an ESP paged by offset: the contacts at `list` (address at `email`, fields at
+/// `fields`) of the answer to the page that started at `cursor`, the total at `total`.
+pub fn offset_page(
+    answer: &Answer<'_>,
+    cursor: Option<&str>,
+    (list, email, fields, total): (&str, &str, &str, &str),
+) -> Result<ContactPage, String> {
+    let body: Value = serde_json::from_str(answer.body).map_err(|e| format!("not JSON: {e}"))?;
+    let contacts = contacts_at(&body, list, email, fields)?;
+    let offset = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+    let next = next_offset(offset, contacts.len(), body[total].as_u64());
+    Ok(ContactPage { contacts, next })
+}
+
 /// The page after one that started at `offset` and held `len` contacts of `total`, for an ESP
 /// paged by offset.
 pub fn next_offset(offset: usize, len: usize, total: Option<u64>) -> Option<String> {

@@ -7,7 +7,7 @@ mod push;
 mod rows;
 
 pub use file::rejects_path;
-pub use push::push_unpushed;
+pub use push::{push_unpushed, queue_subscribes};
 pub use rows::parse_time;
 
 use std::collections::HashMap;

@@ -18,14 +18,29 @@ pub fn push_unpushed(
     let people = subscribers::take_unpushed(conn, limit)?;
     let ids: Vec<i64> = people.iter().map(|s| s.id).collect();
     let mut open_lines = jobs::open_lines(conn, &ids, forwarding.destination)?;
+    let people: Vec<&subscribers::Subscriber> = people.iter().collect();
+    let queued = queue_subscribes(conn, &people, &mut open_lines, forwarding, None, now)?;
+    Ok((people.len(), queued))
+}
+
+/// Queues a `subscribe` for the platform for each of `people` (behind a job already in their
+/// line, `open_lines`), signed up at `created_at` (unix seconds) when given; returns how many
+/// were queued.
+pub fn queue_subscribes(
+    conn: &mut DbConnection,
+    people: &[&subscribers::Subscriber],
+    open_lines: &mut std::collections::HashSet<i64>,
+    forwarding: crate::peers::Forwarding,
+    created_at: Option<fn(&subscribers::Subscriber) -> i64>,
+    now: i64,
+) -> Result<usize, StoreError> {
     let payloads: Vec<(i64, &'static str, String)> = people
         .iter()
         .filter_map(|subscriber| {
-            let person = ImportedPerson::from(subscriber).to_person()?;
             let event = EspEvent::Subscribed {
                 attribution: Default::default(),
-                person,
-                created_at: None,
+                person: ImportedPerson::from(*subscriber).to_person()?,
+                created_at: created_at.map(|at| at(subscriber)),
             };
             let (kind, payload) = referral_bridge_adapters::sparkloop::webhook_payload(&event)
                 .filter(|(kind, _)| forwarding.forwards(kind))?;
@@ -35,7 +50,7 @@ pub fn push_unpushed(
     let queued: Vec<(jobs::NewJob<'_>, JobStatus)> = payloads
         .iter()
         .map(|(subscriber_id, kind, payload)| {
-            let status = jobs::place_in_line(&mut open_lines, *subscriber_id);
+            let status = jobs::place_in_line(open_lines, *subscriber_id);
             let job = jobs::NewJob {
                 subscriber_id: *subscriber_id,
                 destination: forwarding.destination,
@@ -50,5 +65,5 @@ pub fn push_unpushed(
         })
         .collect();
     jobs::insert_all(conn, &queued)?;
-    Ok((people.len(), queued.len()))
+    Ok(queued.len())
 }

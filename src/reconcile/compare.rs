@@ -6,12 +6,11 @@
 use std::collections::{HashMap, HashSet};
 
 use referral_bridge_adapters::sparkloop::subscribers::PlatformSubscriber;
-use referral_bridge_adapters::EspEvent;
 use sha2::{Digest, Sha256};
 
 use super::{Difference, Kind};
 use crate::db::reconcile::{self, Known};
-use crate::db::subscribers::{self, ImportedPerson, SUBSCRIBED, UNSUBSCRIBED};
+use crate::db::subscribers::{self, SUBSCRIBED, UNSUBSCRIBED};
 use crate::db::{jobs, referral, DbConnection, StoreError};
 use crate::fields::{self, Field};
 
@@ -219,37 +218,17 @@ pub fn missing(
     if !mending.fix {
         return Ok((differences, 0, Some(last)));
     }
-    let payloads: Vec<(i64, &'static str, String)> = missing
-        .iter()
+    let unqueued: Vec<&subscribers::Subscriber> = missing
+        .into_iter()
         .filter(|s| !open.contains(&s.id))
-        .filter_map(|s| {
-            let event = EspEvent::Subscribed {
-                attribution: Default::default(),
-                person: ImportedPerson::from(*s).to_person()?,
-                created_at: Some(s.created_at / 1000),
-            };
-            let (kind, payload) = referral_bridge_adapters::sparkloop::webhook_payload(&event)
-                .filter(|(kind, _)| mending.forwarding.forwards(kind))?;
-            Some((s.id, kind, payload))
-        })
         .collect();
-    let queued: Vec<(jobs::NewJob<'_>, jobs::JobStatus)> = payloads
-        .iter()
-        .map(|(subscriber_id, kind, payload)| {
-            let status = jobs::place_in_line(&mut open, *subscriber_id);
-            let job = jobs::NewJob {
-                subscriber_id: *subscriber_id,
-                destination,
-                kind,
-                payload,
-                created_at: now,
-                retry_from: now,
-                run_at: now,
-                inbound_event_id: None,
-            };
-            (job, status)
-        })
-        .collect();
-    jobs::insert_all(conn, &queued)?;
-    Ok((differences, queued.len() as u64, Some(last)))
+    let queued = crate::import::queue_subscribes(
+        conn,
+        &unqueued,
+        &mut open,
+        mending.forwarding,
+        Some(|s| s.created_at / 1000),
+        now,
+    )?;
+    Ok((differences, queued as u64, Some(last)))
 }
