@@ -1,6 +1,6 @@
 //! The inbox: every accepted webhook, stored before it is answered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
@@ -108,14 +108,22 @@ pub fn latest_for_subjects(
     Ok(latest)
 }
 
-/// Whether an event from `source` with `key` has already been acted on.
-pub fn key_seen(conn: &mut DbConnection, source: &str, key: &str) -> Result<bool, StoreError> {
-    Ok(diesel::select(diesel::dsl::exists(
-        inbound_events::table
+/// Those of `keys` that an event from `source` has already been acted on with.
+pub fn keys_seen(
+    conn: &mut DbConnection,
+    source: &str,
+    keys: &[&str],
+) -> Result<HashSet<String>, StoreError> {
+    let mut seen = HashSet::new();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let found: Vec<Option<String>> = inbound_events::table
             .filter(inbound_events::source.eq(source))
-            .filter(inbound_events::idempotency_key.eq(key)),
-    ))
-    .get_result(conn)?)
+            .filter(inbound_events::idempotency_key.eq_any(chunk))
+            .select(inbound_events::idempotency_key)
+            .load(conn)?;
+        seen.extend(found.into_iter().flatten());
+    }
+    Ok(seen)
 }
 
 /// Stores inbound events (on Postgres in one statement, on SQLite a few hundred per statement)

@@ -221,7 +221,9 @@ async fn a_burst_for_ten_subscribers_is_coalesced_and_ends_in_the_last_state() {
     let slow = Mock::given(method("POST"))
         .and(path(ESP_FIELDS_PATH))
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(30)));
-    let app = TestApp::spawn_with(&[], Some(slow)).await;
+    // A write waits 3 s for further changes: a burst this size spans well under that, even on
+    // a machine busy with other work, so each person's callbacks fit in one or two writes.
+    let app = TestApp::spawn_with(&[("ESP_WRITE_DELAY", "3s")], Some(slow)).await;
     let senders = (0..10).map(|n| {
         let app = &app;
         async move {

@@ -12,7 +12,7 @@ mod claim;
 pub use attempts::{record_attempts, Attempted, NewAttempt, Outcome, Written};
 pub use claim::{claim, next_run_at, reclaim_expired, release_leases, renew_lease, ClaimedJob};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
@@ -180,43 +180,97 @@ pub fn queue_coalesced(
     run_at: i64,
     inbound_event_id: Option<i64>,
 ) -> Result<bool, StoreError> {
-    lock_lines(conn, &[subscriber_id])?;
-    let line = jobs::table
-        .filter(jobs::subscriber_id.eq(subscriber_id))
-        .filter(jobs::destination.eq(destination))
-        .filter(jobs::status.eq_any(OPEN))
-        .select(jobs::status);
-    // On Postgres the pending job is locked: a worker claiming it at this moment either skips it
-    // (and claims it after this transaction, reading the state it wrote) or has claimed it
-    // already, and then it is seen as running, so that a job is queued behind it. Without the
-    // lock, a claim could read the old state and this change would never be sent.
-    let open: Vec<String> = match conn {
-        DbConnection::Postgres(c) => line.for_update().load(c)?,
-        DbConnection::Sqlite(c) => line.load(c)?,
-    };
-    if open
-        .iter()
-        .any(|status| status != JobStatus::Running.as_str())
-    {
-        return Ok(false);
-    }
-    let status = if open.is_empty() {
-        JobStatus::Pending
-    } else {
-        JobStatus::Waiting
-    };
-    let job = NewJob {
+    let wanted = Coalesced {
         subscriber_id,
-        destination,
-        kind,
-        payload: "",
-        created_at: now,
-        retry_from: now,
+        now,
         run_at,
         inbound_event_id,
     };
-    insert_all(conn, &[(job, status)])?;
-    Ok(true)
+    Ok(queue_coalesced_all(conn, destination, kind, &[wanted])? == 1)
+}
+
+/// A change that calls for a coalesced job (see [`queue_coalesced_all`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Coalesced {
+    /// Whom it is about.
+    pub subscriber_id: i64,
+    /// When the change happened (unix ms).
+    pub now: i64,
+    /// When a job queued for it is due.
+    pub run_at: i64,
+    /// The inbound event it came from.
+    pub inbound_event_id: Option<i64>,
+}
+
+/// [`queue_coalesced`] for many changes at once, in a fixed number of statements: a subscriber
+/// named more than once gets at most one job, queued for their first change (the later ones
+/// would find it pending). Returns how many jobs were queued.
+pub fn queue_coalesced_all(
+    conn: &mut DbConnection,
+    destination: &str,
+    kind: &str,
+    wanted: &[Coalesced],
+) -> Result<usize, StoreError> {
+    let mut firsts: Vec<Coalesced> = Vec::with_capacity(wanted.len());
+    let mut named = HashSet::with_capacity(wanted.len());
+    for change in wanted {
+        if named.insert(change.subscriber_id) {
+            firsts.push(*change);
+        }
+    }
+    let ids: Vec<i64> = firsts.iter().map(|change| change.subscriber_id).collect();
+    lock_lines(conn, &ids)?;
+    // On Postgres the pending jobs are locked: a worker claiming one at this moment either skips
+    // it (and claims it after this transaction, reading the state it wrote) or has claimed it
+    // already, and then it is seen as running, so that a job is queued behind it. Without the
+    // lock, a claim could read the old state and this change would never be sent.
+    let mut open: HashMap<i64, Vec<String>> = HashMap::new();
+    for chunk in ids.chunks(super::ROWS_PER_STATEMENT) {
+        let lines = jobs::table
+            .filter(jobs::subscriber_id.eq_any(chunk))
+            .filter(jobs::destination.eq(destination))
+            .filter(jobs::status.eq_any(OPEN))
+            .select((jobs::subscriber_id, jobs::status));
+        let rows: Vec<(i64, String)> = match conn {
+            DbConnection::Postgres(c) => lines.for_update().load(c)?,
+            DbConnection::Sqlite(c) => lines.load(c)?,
+        };
+        for (subscriber_id, status) in rows {
+            open.entry(subscriber_id).or_default().push(status);
+        }
+    }
+    let queued: Vec<(NewJob<'_>, JobStatus)> = firsts
+        .iter()
+        .filter_map(|change| {
+            let line = open
+                .get(&change.subscriber_id)
+                .map_or(&[][..], Vec::as_slice);
+            if line
+                .iter()
+                .any(|status| status != JobStatus::Running.as_str())
+            {
+                return None;
+            }
+            let status = if line.is_empty() {
+                JobStatus::Pending
+            } else {
+                JobStatus::Waiting
+            };
+            let job = NewJob {
+                subscriber_id: change.subscriber_id,
+                destination,
+                kind,
+                payload: "",
+                created_at: change.now,
+                retry_from: change.now,
+                run_at: change.run_at,
+                inbound_event_id: change.inbound_event_id,
+            };
+            Some((job, status))
+        })
+        .collect();
+    insert_all(conn, &queued)?;
+    Ok(queued.len())
 }
 
 /// Takes the subscribers' row locks on Postgres, in id order (so that two transactions cannot
