@@ -16,6 +16,7 @@ pub mod admin;
 pub mod batch;
 pub mod erase;
 pub mod inbox;
+pub mod ingest;
 pub mod jobs;
 pub mod poll;
 pub mod prune;

@@ -37,18 +37,26 @@ pub struct Subscriber {
     pub updated_at: i64,
 }
 
+/// A subscriber to insert.
 #[derive(Insertable)]
 #[diesel(table_name = subscribers)]
 // `None` is NULL rather than DEFAULT, so that many rows go in one statement on SQLite too.
 #[diesel(treat_none_as_default_value = false)]
-struct NewSubscriber<'a> {
-    email: &'a str,
-    esp_id: Option<&'a str>,
-    first_name: Option<&'a str>,
-    name: Option<&'a str>,
-    status: &'a str,
-    created_at: i64,
-    updated_at: i64,
+pub struct NewSubscriber<'a> {
+    /// Normalised email.
+    pub email: &'a str,
+    /// The ESP's id as a JSON literal.
+    pub esp_id: Option<&'a str>,
+    /// First name.
+    pub first_name: Option<&'a str>,
+    /// Full name.
+    pub name: Option<&'a str>,
+    /// `subscribed` or `unsubscribed`.
+    pub status: &'a str,
+    /// When the bridge first heard of them (unix ms).
+    pub created_at: i64,
+    /// When the record last changed (unix ms).
+    pub updated_at: i64,
 }
 
 /// Every column a write-back sets: the record as it now stands.
@@ -365,6 +373,22 @@ impl Working {
     /// statement on Postgres, in id order one by one on SQLite; new records in one statement
     /// per few hundred.
     pub fn save(mut self, conn: &mut DbConnection) -> Result<SavedIds, StoreError> {
+        self.save_changed(conn)?;
+        let new_ids = insert_all(conn, &self.new_records())?;
+        for entry in self.slots.iter_mut().filter(|entry| !entry.stored) {
+            entry.record.id = *new_ids
+                .get(&entry.record.email)
+                .ok_or_else(|| StoreError::Query(diesel::result::Error::NotFound))?;
+            entry.stored = true;
+        }
+        Ok(SavedIds(
+            self.slots.iter().map(|entry| entry.record.id).collect(),
+        ))
+    }
+
+    /// The first half of [`Working::save`]: writes the changed stored records back, leaving the
+    /// new ones ([`Working::new_records`]) to the caller.
+    pub fn save_changed(&self, conn: &mut DbConnection) -> Result<(), StoreError> {
         let mut stored: Vec<&Subscriber> = self
             .slots
             .iter()
@@ -372,9 +396,12 @@ impl Working {
             .map(|entry| &entry.record)
             .collect();
         stored.sort_unstable_by_key(|record| record.id);
-        update_all(conn, &stored)?;
-        let new: Vec<NewSubscriber<'_>> = self
-            .slots
+        update_all(conn, &stored)
+    }
+
+    /// The records not yet in the database, as they now stand.
+    pub fn new_records(&self) -> Vec<NewSubscriber<'_>> {
+        self.slots
             .iter()
             .filter(|entry| !entry.stored)
             .map(|entry| NewSubscriber {
@@ -386,18 +413,28 @@ impl Working {
                 created_at: entry.record.created_at,
                 updated_at: entry.record.updated_at,
             })
-            .collect();
-        let new_ids = insert_all(conn, &new)?;
-        for entry in self.slots.iter_mut().filter(|entry| !entry.stored) {
-            entry.record.id = *new_ids
-                .get(&entry.record.email)
-                .ok_or_else(|| StoreError::Query(diesel::result::Error::NotFound))?;
-            entry.stored = true;
-        }
-        Ok(SavedIds(
-            self.slots.iter().map(|entry| entry.record.id).collect(),
-        ))
+            .collect()
     }
+
+    /// The subscriber in `slot`: their id if stored, else the email they will be inserted with
+    /// (unique among the new records, as every address is).
+    pub fn who(&self, slot: Slot) -> Who<'_> {
+        let entry = &self.slots[slot.0];
+        if entry.stored {
+            Who::Stored(entry.record.id)
+        } else {
+            Who::New(&entry.record.email)
+        }
+    }
+}
+
+/// A subscriber of a [`Working`] set before it is saved ([`Working::who`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who<'a> {
+    /// In the database, with this id.
+    Stored(i64),
+    /// To be inserted, with this email.
+    New(&'a str),
 }
 
 /// The ids of a [`Working`] set's subscribers once saved.

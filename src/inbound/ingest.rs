@@ -176,6 +176,41 @@ fn record_deliveries(
         answers.push(overall);
     }
 
+    // The jobs to queue, by the index of the row they come from.
+    let queued: Vec<(usize, Slot, &'static str, String)> = recorded
+        .iter()
+        .enumerate()
+        .filter(|(_, row)| row.outcome == inbox::PROCESSED)
+        .flat_map(|(n, row)| {
+            let Some(slot) = row.subscriber else {
+                return Vec::new();
+            };
+            let mut queued: Vec<_> = referral_bridge_adapters::sparkloop::webhook_payload(row.event)
+                .filter(|(kind, _)| forwarding.forwards(kind))
+                .map(|(kind, payload)| (n, slot, kind, payload))
+                .into_iter()
+                .collect();
+            // BRIDGE_ERASE_ON_DELETE: the platform's deletion follows the departure in the
+            // line, and the erasure here follows it.
+            if let EspEvent::Deleted { email } = row.event {
+                if forwarding.forwards(DELETE) {
+                    let payload = serde_json::json!({"type": DELETE, "subscriber": {"email": email.as_str()}});
+                    queued.push((n, slot, DELETE, payload.to_string()));
+                }
+            }
+            queued
+        })
+        .collect();
+
+    if let DbConnection::Postgres(_) = conn {
+        working.save_changed(conn)?;
+        let DbConnection::Postgres(c) = conn else {
+            unreachable!("matched above")
+        };
+        write_on_postgres(c, &working, &recorded, &queued, forwarding.destination)?;
+        return Ok(answers);
+    }
+
     let mut stored_subscribers: Vec<i64> = recorded
         .iter()
         .filter_map(|row| row.subscriber.and_then(|slot| working.stored_id(slot)))
@@ -202,50 +237,67 @@ fn record_deliveries(
         .collect();
     let event_ids = inbox::insert_all(conn, &rows)?;
 
-    let payloads: Vec<(i64, i64, i64, &'static str, String)> = recorded
+    let new_jobs: Vec<(jobs::NewJob<'_>, JobStatus)> = queued
         .iter()
-        .zip(event_ids)
-        .filter(|(row, _)| row.outcome == inbox::PROCESSED)
-        .flat_map(|(row, event_id)| {
-            let Some(slot) = row.subscriber else {
-                return Vec::new();
-            };
-            let subscriber_id = ids.of(slot);
-            let mut queued: Vec<_> = referral_bridge_adapters::sparkloop::webhook_payload(row.event)
-                .filter(|(kind, _)| forwarding.forwards(kind))
-                .map(|(kind, payload)| (subscriber_id, event_id, row.delivery.now, kind, payload))
-                .into_iter()
-                .collect();
-            // BRIDGE_ERASE_ON_DELETE: the platform's deletion follows the departure in the
-            // line, and the erasure here follows it.
-            if let EspEvent::Deleted { email } = row.event {
-                if forwarding.forwards(DELETE) {
-                    let payload = serde_json::json!({"type": DELETE, "subscriber": {"email": email.as_str()}});
-                    queued.push((subscriber_id, event_id, row.delivery.now, DELETE, payload.to_string()));
-                }
-            }
-            queued
-        })
-        .collect();
-    let new_jobs: Vec<(jobs::NewJob<'_>, JobStatus)> = payloads
-        .iter()
-        .map(|(subscriber_id, event_id, now, kind, payload)| {
-            let status = jobs::place_in_line(&mut open_lines, *subscriber_id);
+        .map(|(n, slot, kind, payload)| {
+            let subscriber_id = ids.of(*slot);
+            let now = recorded[*n].delivery.now;
+            let status = jobs::place_in_line(&mut open_lines, subscriber_id);
             let job = jobs::NewJob {
-                subscriber_id: *subscriber_id,
+                subscriber_id,
                 destination: forwarding.destination,
                 kind,
                 payload,
-                created_at: *now,
-                retry_from: *now,
-                run_at: *now,
-                inbound_event_id: Some(*event_id),
+                created_at: now,
+                retry_from: now,
+                run_at: now,
+                inbound_event_id: Some(event_ids[*n]),
             };
             (job, status)
         })
         .collect();
     jobs::insert_all(conn, &new_jobs)?;
     Ok(answers)
+}
+
+/// The rest of [`record_deliveries`] on Postgres: the new subscribers, the inbox rows and the
+/// jobs in one statement ([`crate::db::ingest::insert_batch`]), so that a batch of new people
+/// costs five round trips in all (`BEGIN`, the subscribers, the latest inbox entries, this,
+/// `COMMIT`) where one statement per table cost eight.
+fn write_on_postgres(
+    conn: &mut diesel::PgConnection,
+    working: &subscribers::Working,
+    recorded: &[Recorded<'_>],
+    queued: &[(usize, Slot, &'static str, String)],
+    destination: &str,
+) -> Result<(), StoreError> {
+    use crate::db::ingest::{insert_batch, Event, Job};
+    let events: Vec<Event<'_>> = recorded
+        .iter()
+        .map(|row| Event {
+            source: SOURCE,
+            event_type: event_type(row.event),
+            subject: row.event.subject().map(|email| email.as_str()),
+            body_sha256: &row.delivery.hash,
+            body: &row.delivery.body,
+            outcome: row.outcome,
+            subscriber: row.subscriber.map(|slot| working.who(slot)),
+            received_at: row.delivery.now,
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let jobs: Vec<Job<'_>> = queued
+        .iter()
+        .map(|(n, slot, kind, payload)| Job {
+            subscriber: working.who(*slot),
+            event: *n,
+            kind,
+            payload,
+            at: recorded[*n].delivery.now,
+            first_of_subscriber: seen.insert(*slot),
+        })
+        .collect();
+    insert_batch(conn, &working.new_records(), &events, &jobs, destination)
 }
 
 #[cfg(test)]
