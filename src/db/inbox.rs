@@ -7,6 +7,7 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text};
 
 use super::schema::inbound_events;
 use super::{column, DbConnection, StoreError, ROWS_PER_STATEMENT};
+use crate::db::prepared::prepared;
 
 /// `inbound_events.outcome` of an event that was acted on.
 pub const PROCESSED: &str = "processed";
@@ -64,14 +65,16 @@ pub fn latest_for_subjects(
             #[diesel(sql_type = BigInt)]
             received_at: i64,
         }
-        let rows: Vec<Latest> = diesel::sql_query(
-            "SELECT s.subject, l.body_sha256, l.received_at \
+        let rows: Vec<Latest> = prepared(
+            diesel::sql_query(
+                "SELECT s.subject, l.body_sha256, l.received_at \
              FROM unnest($1::text[]) AS s(subject) CROSS JOIN LATERAL \
              (SELECT body_sha256, received_at FROM inbound_events \
               WHERE source = $2 AND subject = s.subject ORDER BY id DESC LIMIT 1) AS l",
+            )
+            .bind::<Array<Text>, _>(subjects)
+            .bind::<Text, _>(source),
         )
-        .bind::<Array<Text>, _>(subjects)
-        .bind::<Text, _>(source)
         .load(c)?;
         latest.extend(
             rows.into_iter()
@@ -146,21 +149,23 @@ pub fn insert_all(
             #[diesel(sql_type = BigInt)]
             id: i64,
         }
-        let returned: Vec<Returned> = diesel::sql_query(
-            "INSERT INTO inbound_events (source, event_type, subject, body_sha256, body, \
+        let returned: Vec<Returned> = prepared(
+            diesel::sql_query(
+                "INSERT INTO inbound_events (source, event_type, subject, body_sha256, body, \
              outcome, subscriber_id, received_at, idempotency_key) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
              $6::text[], $7::int8[], $8::int8[], $9::text[]) RETURNING id",
+            )
+            .bind::<Array<Text>, _>(column(events, |e| e.source))
+            .bind::<Array<Text>, _>(column(events, |e| e.event_type))
+            .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.subject))
+            .bind::<Array<Text>, _>(column(events, |e| e.body_sha256))
+            .bind::<Array<Text>, _>(column(events, |e| e.body))
+            .bind::<Array<Text>, _>(column(events, |e| e.outcome))
+            .bind::<Array<Nullable<BigInt>>, _>(column(events, |e| e.subscriber_id))
+            .bind::<Array<BigInt>, _>(column(events, |e| e.received_at))
+            .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.idempotency_key)),
         )
-        .bind::<Array<Text>, _>(column(events, |e| e.source))
-        .bind::<Array<Text>, _>(column(events, |e| e.event_type))
-        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.subject))
-        .bind::<Array<Text>, _>(column(events, |e| e.body_sha256))
-        .bind::<Array<Text>, _>(column(events, |e| e.body))
-        .bind::<Array<Text>, _>(column(events, |e| e.outcome))
-        .bind::<Array<Nullable<BigInt>>, _>(column(events, |e| e.subscriber_id))
-        .bind::<Array<BigInt>, _>(column(events, |e| e.received_at))
-        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.idempotency_key))
         .load(c)?;
         ids.extend(returned.into_iter().map(|row| row.id));
         // As below: ids are drawn in the arrays' order.

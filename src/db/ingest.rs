@@ -8,6 +8,7 @@ use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
 
 use super::subscribers::{NewSubscriber, Who};
 use super::{column, StoreError};
+use crate::db::prepared::{prepared, Count};
 
 /// An inbox row of the batch.
 pub struct Event<'a> {
@@ -68,12 +69,16 @@ pub fn insert_batch(
         Some(Who::New(email)) => Some(email.to_string()),
         _ => None,
     };
+    // A line's open job is looked up per job, by subscriber (a lateral probe of `jobs_by_line`):
+    // as a `NOT EXISTS`, Postgres hashes every open job of the destination once per batch,
+    // which grows with the queue.
     // Ids are drawn in the order rows are produced (see `inbox::insert_all`): the inbox rows'
     // ids, ranked, give each its place in `events`, which is how a job names its event.
     // `$n::text[]` arrays of new subscribers' emails join the rows that are about them to the
     // ids the first part drew.
-    diesel::sql_query(
-        "WITH new_subscribers AS ( \
+    prepared(
+        diesel::sql_query(
+            "WITH new_subscribers AS ( \
            INSERT INTO subscribers (email, esp_id, first_name, name, status, created_at, \
              updated_at) \
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
@@ -91,46 +96,48 @@ pub fn insert_batch(
            LEFT JOIN new_subscribers n ON n.email = e.new_email \
            ORDER BY e.place \
            RETURNING id), \
-         placed AS (SELECT id, row_number() OVER (ORDER BY id) AS place FROM events) \
-         INSERT INTO jobs (subscriber_id, destination, kind, payload, created_at, retry_from, \
+         placed AS (SELECT id, row_number() OVER (ORDER BY id) AS place FROM events), \
+         queued AS (INSERT INTO jobs (subscriber_id, destination, kind, payload, created_at, retry_from, \
            run_at, inbound_event_id, status) \
          SELECT s.id, $17, j.kind, j.payload, j.at, j.at, j.at, p.id, \
-           CASE WHEN j.first AND NOT EXISTS (SELECT 1 FROM jobs o \
-               WHERE o.subscriber_id = s.id AND o.destination = $17 \
-               AND o.status IN ('waiting', 'pending', 'running')) \
-             THEN 'pending' ELSE 'waiting' END \
+           CASE WHEN j.first AND o.open IS NULL THEN 'pending' ELSE 'waiting' END \
          FROM unnest($18::int8[], $19::text[], $20::int8[], $21::text[], $22::text[], \
            $23::int8[], $24::bool[]) WITH ORDINALITY \
            AS j(subscriber_id, new_email, event, kind, payload, at, first, place) \
          LEFT JOIN new_subscribers n ON n.email = j.new_email \
          CROSS JOIN LATERAL (SELECT COALESCE(j.subscriber_id, n.id) AS id) s \
          JOIN placed p ON p.place = j.event \
-         ORDER BY j.place",
+         LEFT JOIN LATERAL (SELECT 1 AS open FROM jobs o WHERE o.subscriber_id = s.id \
+             AND o.destination = $17 AND o.status IN ('waiting', 'pending', 'running') \
+             LIMIT 1) o ON true \
+         ORDER BY j.place RETURNING 1) \
+         SELECT count(*) AS n FROM queued",
+        )
+        .bind::<Array<Text>, _>(column(subscribers, |s| s.email))
+        .bind::<Array<Nullable<Text>>, _>(column(subscribers, |s| s.esp_id))
+        .bind::<Array<Nullable<Text>>, _>(column(subscribers, |s| s.first_name))
+        .bind::<Array<Nullable<Text>>, _>(column(subscribers, |s| s.name))
+        .bind::<Array<Text>, _>(column(subscribers, |s| s.status))
+        .bind::<Array<BigInt>, _>(column(subscribers, |s| s.created_at))
+        .bind::<Array<BigInt>, _>(column(subscribers, |s| s.updated_at))
+        .bind::<Array<Text>, _>(column(events, |e| e.source))
+        .bind::<Array<Text>, _>(column(events, |e| e.event_type))
+        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.subject))
+        .bind::<Array<Text>, _>(column(events, |e| e.body_sha256))
+        .bind::<Array<Text>, _>(column(events, |e| e.body))
+        .bind::<Array<Text>, _>(column(events, |e| e.outcome))
+        .bind::<Array<Nullable<BigInt>>, _>(column(events, |e| stored(e.subscriber)))
+        .bind::<Array<Nullable<Text>>, _>(column(events, |e| new(e.subscriber)))
+        .bind::<Array<BigInt>, _>(column(events, |e| e.received_at))
+        .bind::<Text, _>(destination)
+        .bind::<Array<Nullable<BigInt>>, _>(column(jobs, |j| stored(Some(j.subscriber))))
+        .bind::<Array<Nullable<Text>>, _>(column(jobs, |j| new(Some(j.subscriber))))
+        .bind::<Array<BigInt>, _>(column(jobs, |j| j.event as i64 + 1))
+        .bind::<Array<Text>, _>(column(jobs, |j| j.kind))
+        .bind::<Array<Text>, _>(column(jobs, |j| j.payload))
+        .bind::<Array<BigInt>, _>(column(jobs, |j| j.at))
+        .bind::<Array<Bool>, _>(column(jobs, |j| j.first_of_subscriber)),
     )
-    .bind::<Array<Text>, _>(column(subscribers, |s| s.email))
-    .bind::<Array<Nullable<Text>>, _>(column(subscribers, |s| s.esp_id))
-    .bind::<Array<Nullable<Text>>, _>(column(subscribers, |s| s.first_name))
-    .bind::<Array<Nullable<Text>>, _>(column(subscribers, |s| s.name))
-    .bind::<Array<Text>, _>(column(subscribers, |s| s.status))
-    .bind::<Array<BigInt>, _>(column(subscribers, |s| s.created_at))
-    .bind::<Array<BigInt>, _>(column(subscribers, |s| s.updated_at))
-    .bind::<Array<Text>, _>(column(events, |e| e.source))
-    .bind::<Array<Text>, _>(column(events, |e| e.event_type))
-    .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.subject))
-    .bind::<Array<Text>, _>(column(events, |e| e.body_sha256))
-    .bind::<Array<Text>, _>(column(events, |e| e.body))
-    .bind::<Array<Text>, _>(column(events, |e| e.outcome))
-    .bind::<Array<Nullable<BigInt>>, _>(column(events, |e| stored(e.subscriber)))
-    .bind::<Array<Nullable<Text>>, _>(column(events, |e| new(e.subscriber)))
-    .bind::<Array<BigInt>, _>(column(events, |e| e.received_at))
-    .bind::<Text, _>(destination)
-    .bind::<Array<Nullable<BigInt>>, _>(column(jobs, |j| stored(Some(j.subscriber))))
-    .bind::<Array<Nullable<Text>>, _>(column(jobs, |j| new(Some(j.subscriber))))
-    .bind::<Array<BigInt>, _>(column(jobs, |j| j.event as i64 + 1))
-    .bind::<Array<Text>, _>(column(jobs, |j| j.kind))
-    .bind::<Array<Text>, _>(column(jobs, |j| j.payload))
-    .bind::<Array<BigInt>, _>(column(jobs, |j| j.at))
-    .bind::<Array<Bool>, _>(column(jobs, |j| j.first_of_subscriber))
-    .execute(conn)?;
+    .get_result::<Count>(conn)?;
     Ok(())
 }

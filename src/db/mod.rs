@@ -19,6 +19,7 @@ pub mod inbox;
 pub mod ingest;
 pub mod jobs;
 pub mod poll;
+pub mod prepared;
 pub mod prune;
 pub mod reconcile;
 pub mod redemptions;

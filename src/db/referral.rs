@@ -10,6 +10,7 @@ use referral_bridge_adapters::platform::{PersonUpdate, ReferralData};
 use super::schema::subscribers;
 use super::subscribers::SUBSCRIBED;
 use super::{column, DbConnection, StoreError};
+use crate::db::prepared::prepared;
 
 /// A subscriber's referral state: what is written into their ESP fields.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
@@ -164,8 +165,9 @@ pub fn apply_referrals(
     }
     // One array per column (see `inbox::insert_all`); a person already here keeps every column
     // the callbacks left out, as the one-by-one update does.
-    let returned: Vec<Returned> = diesel::sql_query(
-        "INSERT INTO subscribers (email, status, created_at, updated_at, first_name, name, \
+    let returned: Vec<Returned> = prepared(
+        diesel::sql_query(
+            "INSERT INTO subscribers (email, status, created_at, updated_at, first_name, name, \
          platform_id, referral_code, referral_link, referred, referral_count, next_reward, \
          last_reward, last_coupon, partner_status, last_referral_at, position, \
          platform_removed, leaderboard_rank, winner, fraud_risk) \
@@ -200,28 +202,29 @@ pub fn apply_referrals(
          winner = COALESCE(EXCLUDED.winner, subscribers.winner), \
          fraud_risk = COALESCE(EXCLUDED.fraud_risk, subscribers.fraud_risk) \
          RETURNING id, email",
+        )
+        .bind::<Text, _>(SUBSCRIBED)
+        .bind::<Array<Text>, _>(column(&people, |p| p.0))
+        .bind::<Array<BigInt>, _>(column(&people, |p| p.2))
+        .bind::<Array<BigInt>, _>(column(&people, |p| p.1.updated_at))
+        .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.first_name))
+        .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.name))
+        .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.platform_id))
+        .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.referral_code))
+        .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.referral_link))
+        .bind::<Array<Nullable<Bool>>, _>(column(&people, |p| p.1.referred))
+        .bind::<Array<Nullable<BigInt>>, _>(column(&people, |p| p.1.referral_count))
+        .bind::<Array<Nullable<BigInt>>, _>(column(&people, |p| p.1.next_reward))
+        .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.last_reward))
+        .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.last_coupon))
+        .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.partner_status))
+        .bind::<Array<Nullable<BigInt>>, _>(column(&people, |p| p.1.last_referral_at))
+        .bind::<Array<Nullable<BigInt>>, _>(column(&people, |p| p.1.position))
+        .bind::<Array<Nullable<Bool>>, _>(column(&people, |p| p.1.platform_removed))
+        .bind::<Array<Nullable<BigInt>>, _>(column(&people, |p| p.1.leaderboard_rank))
+        .bind::<Array<Nullable<Bool>>, _>(column(&people, |p| p.1.winner))
+        .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.fraud_risk)),
     )
-    .bind::<Text, _>(SUBSCRIBED)
-    .bind::<Array<Text>, _>(column(&people, |p| p.0))
-    .bind::<Array<BigInt>, _>(column(&people, |p| p.2))
-    .bind::<Array<BigInt>, _>(column(&people, |p| p.1.updated_at))
-    .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.first_name))
-    .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.name))
-    .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.platform_id))
-    .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.referral_code))
-    .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.referral_link))
-    .bind::<Array<Nullable<Bool>>, _>(column(&people, |p| p.1.referred))
-    .bind::<Array<Nullable<BigInt>>, _>(column(&people, |p| p.1.referral_count))
-    .bind::<Array<Nullable<BigInt>>, _>(column(&people, |p| p.1.next_reward))
-    .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.last_reward))
-    .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.last_coupon))
-    .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.partner_status))
-    .bind::<Array<Nullable<BigInt>>, _>(column(&people, |p| p.1.last_referral_at))
-    .bind::<Array<Nullable<BigInt>>, _>(column(&people, |p| p.1.position))
-    .bind::<Array<Nullable<Bool>>, _>(column(&people, |p| p.1.platform_removed))
-    .bind::<Array<Nullable<BigInt>>, _>(column(&people, |p| p.1.leaderboard_rank))
-    .bind::<Array<Nullable<Bool>>, _>(column(&people, |p| p.1.winner))
-    .bind::<Array<Nullable<Text>>, _>(column(&people, |p| p.1.fraud_risk))
     .load(c)?;
     ids.extend(returned.into_iter().map(|row| (row.email, row.id)));
     Ok(ids)

@@ -9,6 +9,7 @@ use referral_bridge_adapters::{Email, EspEvent, Person};
 
 use super::schema::subscribers;
 use super::{column, DbConnection, StoreError, ROWS_PER_STATEMENT};
+use crate::db::prepared::{prepared, Count};
 
 /// `subscribers.status` of someone on the list.
 pub const SUBSCRIBED: &str = "subscribed";
@@ -138,18 +139,20 @@ fn insert_all(
             #[diesel(sql_type = BigInt)]
             id: i64,
         }
-        let rows: Vec<Returned> = diesel::sql_query(
-            "INSERT INTO subscribers (email, esp_id, first_name, name, status, created_at, \
+        let rows: Vec<Returned> = prepared(
+            diesel::sql_query(
+                "INSERT INTO subscribers (email, esp_id, first_name, name, status, created_at, \
              updated_at) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
              $5::text[], $6::int8[], $7::int8[]) RETURNING email, id",
+            )
+            .bind::<Array<Text>, _>(column(new, |s| s.email))
+            .bind::<Array<Nullable<Text>>, _>(column(new, |s| s.esp_id))
+            .bind::<Array<Nullable<Text>>, _>(column(new, |s| s.first_name))
+            .bind::<Array<Nullable<Text>>, _>(column(new, |s| s.name))
+            .bind::<Array<Text>, _>(column(new, |s| s.status))
+            .bind::<Array<BigInt>, _>(column(new, |s| s.created_at))
+            .bind::<Array<BigInt>, _>(column(new, |s| s.updated_at)),
         )
-        .bind::<Array<Text>, _>(column(new, |s| s.email))
-        .bind::<Array<Nullable<Text>>, _>(column(new, |s| s.esp_id))
-        .bind::<Array<Nullable<Text>>, _>(column(new, |s| s.first_name))
-        .bind::<Array<Nullable<Text>>, _>(column(new, |s| s.name))
-        .bind::<Array<Text>, _>(column(new, |s| s.status))
-        .bind::<Array<BigInt>, _>(column(new, |s| s.created_at))
-        .bind::<Array<BigInt>, _>(column(new, |s| s.updated_at))
         .load(c)?;
         ids.extend(rows.into_iter().map(|row| (row.email, row.id)));
         return Ok(ids);
@@ -177,22 +180,24 @@ fn update_all(conn: &mut DbConnection, records: &[&Subscriber]) -> Result<(), St
         }
         return Ok(());
     };
-    diesel::sql_query(
-        "UPDATE subscribers AS s SET email = u.email, esp_id = u.esp_id, \
+    prepared(
+        diesel::sql_query(
+            "WITH updated AS (UPDATE subscribers AS s SET email = u.email, esp_id = u.esp_id, \
          first_name = u.first_name, name = u.name, status = u.status, \
          updated_at = u.updated_at \
          FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], \
          $6::text[], $7::int8[]) AS u(id, email, esp_id, first_name, name, status, updated_at) \
-         WHERE s.id = u.id",
+         WHERE s.id = u.id RETURNING 1) SELECT count(*) AS n FROM updated",
+        )
+        .bind::<Array<BigInt>, _>(column(records, |r| r.id))
+        .bind::<Array<Text>, _>(column(records, |r| r.email.as_str()))
+        .bind::<Array<Nullable<Text>>, _>(column(records, |r| r.esp_id.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(column(records, |r| r.first_name.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(column(records, |r| r.name.as_deref()))
+        .bind::<Array<Text>, _>(column(records, |r| r.status.as_str()))
+        .bind::<Array<BigInt>, _>(column(records, |r| r.updated_at)),
     )
-    .bind::<Array<BigInt>, _>(column(records, |r| r.id))
-    .bind::<Array<Text>, _>(column(records, |r| r.email.as_str()))
-    .bind::<Array<Nullable<Text>>, _>(column(records, |r| r.esp_id.as_deref()))
-    .bind::<Array<Nullable<Text>>, _>(column(records, |r| r.first_name.as_deref()))
-    .bind::<Array<Nullable<Text>>, _>(column(records, |r| r.name.as_deref()))
-    .bind::<Array<Text>, _>(column(records, |r| r.status.as_str()))
-    .bind::<Array<BigInt>, _>(column(records, |r| r.updated_at))
-    .execute(c)?;
+    .get_result::<Count>(c)?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Text};
 
 use super::JobStatus;
+use crate::db::prepared::prepared;
 use crate::db::schema::jobs;
 use crate::db::{DbConnection, StoreError};
 
@@ -127,12 +128,14 @@ pub fn claim(
                  WHERE id IN (SELECT j.id FROM jobs j WHERE {due} \
                      ORDER BY j.run_at, j.id LIMIT $4 FOR UPDATE SKIP LOCKED) {returning}"
             );
-            diesel::sql_query(sql)
-                .bind::<BigInt, _>(now)
-                .bind::<Text, _>(lease_token)
-                .bind::<BigInt, _>(lease_until)
-                .bind::<BigInt, _>(limit)
-                .load::<ClaimedJob>(c)?
+            prepared(
+                diesel::sql_query(sql)
+                    .bind::<BigInt, _>(now)
+                    .bind::<Text, _>(lease_token)
+                    .bind::<BigInt, _>(lease_until)
+                    .bind::<BigInt, _>(limit),
+            )
+            .load::<ClaimedJob>(c)?
         }
         DbConnection::Sqlite(c) => {
             let due = DUE

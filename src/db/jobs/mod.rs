@@ -19,6 +19,7 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text};
 
 use super::schema::jobs;
 use super::{column, DbConnection, StoreError};
+use crate::db::prepared::{prepared, Count};
 
 /// The state of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,22 +135,25 @@ pub fn insert_all(
     }
     if let DbConnection::Postgres(c) = conn {
         // One array per column, as in `inbox::insert_all`.
-        diesel::sql_query(
-            "INSERT INTO jobs (subscriber_id, destination, kind, payload, created_at, \
-             retry_from, run_at, inbound_event_id, status) \
+        prepared(
+            diesel::sql_query(
+                "WITH queued AS (INSERT INTO jobs (subscriber_id, destination, kind, payload, \
+             created_at, retry_from, run_at, inbound_event_id, status) \
              SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], \
-             $6::int8[], $7::int8[], $8::int8[], $9::text[])",
+             $6::int8[], $7::int8[], $8::int8[], $9::text[]) RETURNING 1) \
+             SELECT count(*) AS n FROM queued",
+            )
+            .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.subscriber_id))
+            .bind::<Array<Text>, _>(column(new, |(job, _)| job.destination))
+            .bind::<Array<Text>, _>(column(new, |(job, _)| job.kind))
+            .bind::<Array<Text>, _>(column(new, |(job, _)| job.payload))
+            .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.created_at))
+            .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.retry_from))
+            .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.run_at))
+            .bind::<Array<Nullable<BigInt>>, _>(column(new, |(job, _)| job.inbound_event_id))
+            .bind::<Array<Text>, _>(column(new, |(_, status)| status.as_str())),
         )
-        .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.subscriber_id))
-        .bind::<Array<Text>, _>(column(new, |(job, _)| job.destination))
-        .bind::<Array<Text>, _>(column(new, |(job, _)| job.kind))
-        .bind::<Array<Text>, _>(column(new, |(job, _)| job.payload))
-        .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.created_at))
-        .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.retry_from))
-        .bind::<Array<BigInt>, _>(column(new, |(job, _)| job.run_at))
-        .bind::<Array<Nullable<BigInt>>, _>(column(new, |(job, _)| job.inbound_event_id))
-        .bind::<Array<Text>, _>(column(new, |(_, status)| status.as_str()))
-        .execute(c)?;
+        .get_result::<Count>(c)?;
         return Ok(());
     }
     for chunk in new.chunks(super::ROWS_PER_STATEMENT) {
@@ -285,11 +289,14 @@ pub(crate) fn lock_lines(
         ids.sort_unstable();
         ids.dedup();
         for chunk in ids.chunks(super::ROWS_PER_STATEMENT) {
-            diesel::sql_query(
-                "SELECT id FROM subscribers WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            prepared(
+                diesel::sql_query(
+                    "WITH locked AS (SELECT id FROM subscribers WHERE id = ANY($1) ORDER BY id \
+                     FOR UPDATE) SELECT count(*) AS n FROM locked",
+                )
+                .bind::<diesel::sql_types::Array<BigInt>, _>(chunk),
             )
-            .bind::<diesel::sql_types::Array<BigInt>, _>(chunk)
-            .execute(c)?;
+            .get_result::<Count>(c)?;
         }
     }
     Ok(())
