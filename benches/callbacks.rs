@@ -3,7 +3,7 @@
 //! For each backend, with the same load generator in the same run:
 //! 1. `GET /healthz` at full speed (the baseline), then `POST /webhooks/sparkloop` at full speed
 //!    (`sync_subscriber` for a new person each time, committed durably before its 200), as a
-//!    ratio of the baseline;
+//!    ratio of the baseline, with the ESP configured (the field writes they queue are sent meanwhile);
 //! 2. coalescing: a burst of BENCH_CALLBACKS (100,000) callbacks for BENCH_SUBSCRIBERS (10,000)
 //!    people, each person's callbacks in order and their referral count rising to its last
 //!    value, interleaved with other people's (shuffled within windows of 100 people, as a
@@ -39,7 +39,7 @@ fn main() {
     support::for_each_backend(|backend, new_database| {
         println!("\n{backend}:");
         let runtime = support::load_runtime();
-        throughput(&runtime, &new_database(), seconds, connections);
+        throughput(&runtime, &new_database(), &standin, seconds, connections);
         coalescing(
             &runtime,
             &new_database(),
@@ -71,10 +71,13 @@ fn callback(address: &str, body: String, client: &reqwest::Client) -> reqwest::R
 fn throughput(
     runtime: &tokio::runtime::Runtime,
     database_url: &str,
+    standin: &StandIn,
     seconds: u64,
     connections: usize,
 ) {
-    let bridge = Bridge::start(database_url, &[]);
+    // As deployed: the ESP configured, so that the field writes the callbacks queue are sent
+    // (to the stand-in, at its own pace) while callbacks keep arriving.
+    let bridge = Bridge::start(database_url, &[("ESP_API_URL", standin.esp_url())]);
     let next = Arc::new(AtomicU64::new(0));
     runtime.block_on(async {
         let health = support::closed_loop(
