@@ -105,8 +105,9 @@ struct Recorded<'a> {
 ///
 /// The events are decided in arrival order against state loaded up front (the subscribers they
 /// name, the latest inbox entry of each address) and kept up to date in memory, then written
-/// with a handful of statements whatever the batch size: the updated subscribers, one insert of
-/// new subscribers, one look-up of their lines, one insert of inbox rows, one of jobs.
+/// with a handful of statements whatever the batch size: the updated subscribers, then on SQLite
+/// one insert of new subscribers, one look-up of their lines, one insert of inbox rows, one of
+/// jobs; on Postgres the last four as one statement ([`write_on_postgres`]).
 fn record_deliveries(
     conn: &mut DbConnection,
     deliveries: &[&Delivery],
