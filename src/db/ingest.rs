@@ -6,7 +6,8 @@
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
 
-use super::subscribers::{NewSubscriber, Who};
+use super::subscribers::NewSubscriber;
+use super::working::Who;
 use super::{column, StoreError};
 use crate::db::prepared::{prepared, Count};
 

@@ -29,6 +29,7 @@ pub mod sessions;
 pub mod subscribers;
 #[cfg(test)]
 pub mod test_db;
+pub mod working;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -9,8 +9,9 @@ use sha2::{Digest, Sha256};
 
 use crate::db::batch::BatchWriter;
 use crate::db::jobs::JobStatus;
-use crate::db::subscribers::Slot;
-use crate::db::{inbox, jobs, subscribers, DbConnection, StoreError};
+use crate::db::working::Slot;
+use crate::db::working::Working;
+use crate::db::{inbox, jobs, DbConnection, StoreError};
 use crate::peers::Forwarding;
 
 /// What became of an accepted delivery.
@@ -133,7 +134,7 @@ fn record_deliveries(
     addresses.dedup();
     // Subscribers first: on Postgres this locks them, so that the latest inbox entries read next
     // include whatever a concurrent batch about the same people committed while we waited.
-    let mut working = subscribers::Working::load(conn, &addresses)?;
+    let mut working = Working::load(conn, &addresses)?;
     let mut latest = inbox::latest_for_subjects(conn, SOURCE, &addresses)?;
 
     let mut recorded = Vec::new();
@@ -267,7 +268,7 @@ fn record_deliveries(
 /// `COMMIT`) where one statement per table cost eight.
 fn write_on_postgres(
     conn: &mut diesel::PgConnection,
-    working: &subscribers::Working,
+    working: &Working,
     recorded: &[Recorded<'_>],
     queued: &[(usize, Slot, &'static str, String)],
     destination: &str,
@@ -437,7 +438,7 @@ mod tests {
 
         let found = test
             .db
-            .read(|conn| subscribers::find_by_emails(conn, &[ANN]))
+            .read(|conn| crate::db::subscribers::find_by_emails(conn, &[ANN]))
             .unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].first_name.as_deref(), Some("Ann"), "{found:?}");
