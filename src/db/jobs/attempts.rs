@@ -1,10 +1,12 @@
 //! Recording the attempts of a batch of claimed jobs, and what becomes of each job.
 
 use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
 
 use super::{lock_lines, promote_next, ClaimedJob, JobStatus};
+use crate::db::prepared::{prepared, Count};
 use crate::db::schema::{attempts, jobs, subscribers};
-use crate::db::{DbConnection, StoreError, ROWS_PER_STATEMENT};
+use crate::db::{column, DbConnection, StoreError, ROWS_PER_STATEMENT};
 
 /// One HTTP call made for a job.
 #[derive(Debug, Clone, Insertable)]
@@ -86,10 +88,7 @@ pub fn record_attempts(
         .collect();
     lock_lines(conn, &finishing)?;
     let new_attempts: Vec<&NewAttempt> = batch.iter().map(|a| a.attempt).collect();
-    for chunk in new_attempts.chunks(ROWS_PER_STATEMENT) {
-        let insert = diesel::insert_into(attempts::table).values(chunk.to_vec());
-        on_backend!(conn, |c| insert.execute(c))?;
-    }
+    insert_attempts(conn, &new_attempts)?;
     let owned = |ids: Vec<i64>| {
         jobs::table
             .filter(jobs::id.eq_any(ids))
@@ -112,18 +111,7 @@ pub fn record_attempts(
         .collect();
     // One finishing time for the lot: the attempts ended within the batch's few milliseconds.
     let now = batch.iter().map(|a| a.now).max().unwrap_or(0);
-    for chunk in done.chunks(ROWS_PER_STATEMENT) {
-        let ids: Vec<i64> = diesel::update(owned(chunk.to_vec()))
-            .set((
-                jobs::status.eq(JobStatus::Done.as_str()),
-                release(),
-                jobs::last_error.eq(None::<String>),
-                jobs::finished_at.eq(Some(now)),
-            ))
-            .returning(jobs::id)
-            .get_results(conn)?;
-        changed.extend(ids);
-    }
+    changed.extend(finish_done(conn, lease_token, &done, now)?);
     for a in batch {
         let update = diesel::update(owned(vec![a.job.id]));
         let updated = match (a.outcome, a.written) {
@@ -187,6 +175,90 @@ pub fn record_attempts(
         .collect();
     promote_next(conn, &handed_on, now)?;
     Ok(batch.iter().map(|a| changed.contains(&a.job.id)).collect())
+}
+
+/// Inserts attempts: on Postgres in one statement from arrays, prepared once per connection (as
+/// `inbox::insert_all`); on SQLite a few hundred per statement.
+fn insert_attempts(conn: &mut DbConnection, new: &[&NewAttempt]) -> Result<(), StoreError> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    if let DbConnection::Postgres(c) = conn {
+        prepared(
+            diesel::sql_query(
+                "WITH recorded AS (INSERT INTO attempts (job_id, started_at, duration_ms, \
+                 status_code, error, response_body) \
+                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int4[], \
+                 $5::text[], $6::text[]) RETURNING 1) SELECT count(*) AS n FROM recorded",
+            )
+            .bind::<Array<BigInt>, _>(column(new, |a| a.job_id))
+            .bind::<Array<BigInt>, _>(column(new, |a| a.started_at))
+            .bind::<Array<BigInt>, _>(column(new, |a| a.duration_ms))
+            .bind::<Array<Nullable<Integer>>, _>(column(new, |a| a.status_code))
+            .bind::<Array<Nullable<Text>>, _>(column(new, |a| a.error.as_deref()))
+            .bind::<Array<Nullable<Text>>, _>(column(new, |a| a.response_body.as_deref())),
+        )
+        .get_result::<Count>(c)?;
+        return Ok(());
+    }
+    for chunk in new.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<NewAttempt> = chunk.iter().map(|a| (*a).clone()).collect();
+        let insert = diesel::insert_into(attempts::table).values(rows);
+        on_backend!(conn, |c| insert.execute(c))?;
+    }
+    Ok(())
+}
+
+/// Marks done the jobs among `ids` that `lease_token` still holds, finished at `now`, and returns
+/// their ids: on Postgres one prepared statement, on SQLite one per few hundred jobs.
+fn finish_done(
+    conn: &mut DbConnection,
+    lease_token: &str,
+    ids: &[i64],
+    now: i64,
+) -> Result<Vec<i64>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let DbConnection::Postgres(c) = conn {
+        #[derive(QueryableByName)]
+        struct Finished {
+            #[diesel(sql_type = BigInt)]
+            id: i64,
+        }
+        let finished: Vec<Finished> = prepared(
+            diesel::sql_query(
+                "UPDATE jobs SET status = 'done', attempts = attempts + 1, lease_token = NULL, \
+                 lease_expires_at = NULL, last_error = NULL, finished_at = $1 \
+                 WHERE id = ANY($2) AND status = 'running' AND lease_token = $3 RETURNING id",
+            )
+            .bind::<BigInt, _>(now)
+            .bind::<Array<BigInt>, _>(ids)
+            .bind::<Text, _>(lease_token),
+        )
+        .load(c)?;
+        return Ok(finished.into_iter().map(|row| row.id).collect());
+    }
+    let mut finished = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let owned = jobs::table
+            .filter(jobs::id.eq_any(chunk))
+            .filter(jobs::status.eq(JobStatus::Running.as_str()))
+            .filter(jobs::lease_token.eq(lease_token));
+        let ids: Vec<i64> = diesel::update(owned)
+            .set((
+                jobs::status.eq(JobStatus::Done.as_str()),
+                jobs::attempts.eq(jobs::attempts + 1),
+                jobs::lease_token.eq(None::<String>),
+                jobs::lease_expires_at.eq(None::<i64>),
+                jobs::last_error.eq(None::<String>),
+                jobs::finished_at.eq(Some(now)),
+            ))
+            .returning(jobs::id)
+            .get_results(conn)?;
+        finished.extend(ids);
+    }
+    Ok(finished)
 }
 
 #[cfg(test)]

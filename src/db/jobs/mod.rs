@@ -309,6 +309,37 @@ pub(crate) fn promote_next(
     subscriber_ids: &[i64],
     now: i64,
 ) -> Result<(), StoreError> {
+    if subscriber_ids.is_empty() {
+        return Ok(());
+    }
+    let sql = |now: &str, ids: &str| {
+        format!(
+            "UPDATE jobs SET status = 'pending', run_at = {now} WHERE id IN ( \
+                 SELECT MIN(w.id) FROM jobs w \
+                 WHERE w.subscriber_id {ids} AND w.status = 'waiting' \
+                 GROUP BY w.subscriber_id, w.destination) \
+             AND NOT EXISTS (SELECT 1 FROM jobs h \
+                 WHERE h.subscriber_id = jobs.subscriber_id \
+                 AND h.destination = jobs.destination \
+                 AND h.status IN ('pending', 'running'))"
+        )
+    };
+    if let DbConnection::Postgres(c) = conn {
+        // The ids as an array: one text for any number, prepared once per connection.
+        prepared(
+            diesel::sql_query(format!(
+                "WITH promoted AS ({} RETURNING 1) SELECT count(*) AS n FROM promoted",
+                sql("$1", "= ANY($2)")
+            ))
+            .bind::<BigInt, _>(now)
+            .bind::<diesel::sql_types::Array<BigInt>, _>(subscriber_ids),
+        )
+        .get_result::<Count>(c)?;
+        return Ok(());
+    }
+    let DbConnection::Sqlite(c) = conn else {
+        unreachable!("Postgres is handled above")
+    };
     for chunk in subscriber_ids.chunks(super::ROWS_PER_STATEMENT) {
         // The ids are the bridge's own integers, so writing them into the text is safe.
         let ids = chunk
@@ -316,26 +347,9 @@ pub(crate) fn promote_next(
             .map(i64::to_string)
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = |now: &str| {
-            format!(
-                "UPDATE jobs SET status = 'pending', run_at = {now} WHERE id IN ( \
-                     SELECT MIN(w.id) FROM jobs w \
-                     WHERE w.subscriber_id IN ({ids}) AND w.status = 'waiting' \
-                     GROUP BY w.subscriber_id, w.destination) \
-                 AND NOT EXISTS (SELECT 1 FROM jobs h \
-                     WHERE h.subscriber_id = jobs.subscriber_id \
-                     AND h.destination = jobs.destination \
-                     AND h.status IN ('pending', 'running'))"
-            )
-        };
-        match conn {
-            DbConnection::Postgres(c) => diesel::sql_query(sql("$1"))
-                .bind::<BigInt, _>(now)
-                .execute(c)?,
-            DbConnection::Sqlite(c) => diesel::sql_query(sql("?1"))
-                .bind::<BigInt, _>(now)
-                .execute(c)?,
-        };
+        diesel::sql_query(sql("?1", &format!("IN ({ids})")))
+            .bind::<BigInt, _>(now)
+            .execute(c)?;
     }
     Ok(())
 }
