@@ -6,6 +6,7 @@
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
 
+use super::inbox::NewInboundEvent;
 use super::subscribers::NewSubscriber;
 use super::working::Who;
 use super::{column, StoreError};
@@ -13,22 +14,10 @@ use crate::db::prepared::{prepared, Count};
 
 /// An inbox row of the batch.
 pub struct Event<'a> {
-    /// `inbound_events.source`.
-    pub source: &'a str,
-    /// The event's type.
-    pub event_type: &'a str,
-    /// The address it is about.
-    pub subject: Option<&'a str>,
-    /// SHA-256 of the body.
-    pub body_sha256: &'a str,
-    /// The raw body.
-    pub body: &'a str,
-    /// What became of it.
-    pub outcome: &'a str,
-    /// The subscriber it acted on.
-    pub subscriber: Option<Who<'a>>,
-    /// When it arrived (unix ms).
-    pub received_at: i64,
+    /// The row; its `subscriber_id` is set when the subscriber is stored already.
+    pub row: NewInboundEvent<'a>,
+    /// The email of the new subscriber it acted on, whose id the statement draws.
+    pub new_subscriber: Option<&'a str>,
 }
 
 /// A job of the batch.
@@ -62,14 +51,6 @@ pub fn insert_batch(
     if events.is_empty() {
         return Ok(());
     }
-    let stored = |who: Option<Who<'_>>| match who {
-        Some(Who::Stored(id)) => Some(id),
-        _ => None,
-    };
-    let new = |who: Option<Who<'_>>| match who {
-        Some(Who::New(email)) => Some(email.to_string()),
-        _ => None,
-    };
     // A line's open job is looked up per job, by subscriber (a lateral probe of `jobs_by_line`):
     // as a `NOT EXISTS`, Postgres hashes every open job of the destination once per batch,
     // which grows with the queue.
@@ -121,18 +102,18 @@ pub fn insert_batch(
         .bind::<Array<Text>, _>(column(subscribers, |s| s.status))
         .bind::<Array<BigInt>, _>(column(subscribers, |s| s.created_at))
         .bind::<Array<BigInt>, _>(column(subscribers, |s| s.updated_at))
-        .bind::<Array<Text>, _>(column(events, |e| e.source))
-        .bind::<Array<Text>, _>(column(events, |e| e.event_type))
-        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.subject))
-        .bind::<Array<Text>, _>(column(events, |e| e.body_sha256))
-        .bind::<Array<Text>, _>(column(events, |e| e.body))
-        .bind::<Array<Text>, _>(column(events, |e| e.outcome))
-        .bind::<Array<Nullable<BigInt>>, _>(column(events, |e| stored(e.subscriber)))
-        .bind::<Array<Nullable<Text>>, _>(column(events, |e| new(e.subscriber)))
-        .bind::<Array<BigInt>, _>(column(events, |e| e.received_at))
+        .bind::<Array<Text>, _>(column(events, |e| e.row.source))
+        .bind::<Array<Text>, _>(column(events, |e| e.row.event_type))
+        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.row.subject))
+        .bind::<Array<Text>, _>(column(events, |e| e.row.body_sha256))
+        .bind::<Array<Text>, _>(column(events, |e| e.row.body))
+        .bind::<Array<Text>, _>(column(events, |e| e.row.outcome))
+        .bind::<Array<Nullable<BigInt>>, _>(column(events, |e| e.row.subscriber_id))
+        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.new_subscriber))
+        .bind::<Array<BigInt>, _>(column(events, |e| e.row.received_at))
         .bind::<Text, _>(destination)
-        .bind::<Array<Nullable<BigInt>>, _>(column(jobs, |j| stored(Some(j.subscriber))))
-        .bind::<Array<Nullable<Text>>, _>(column(jobs, |j| new(Some(j.subscriber))))
+        .bind::<Array<Nullable<BigInt>>, _>(column(jobs, |j| j.subscriber.stored_id()))
+        .bind::<Array<Nullable<Text>>, _>(column(jobs, |j| j.subscriber.new_email()))
         .bind::<Array<BigInt>, _>(column(jobs, |j| j.event as i64 + 1))
         .bind::<Array<Text>, _>(column(jobs, |j| j.kind))
         .bind::<Array<Text>, _>(column(jobs, |j| j.payload))

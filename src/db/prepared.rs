@@ -54,3 +54,61 @@ pub struct Count {
     #[diesel(sql_type = BigInt)]
     pub n: i64,
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::sql_types::Text;
+
+    use crate::db::test_db::TestDb;
+    use crate::db::{inbox, jobs, DbConnection};
+
+    /// The batch statements are prepared once per connection, whether they are read (`load`) or
+    /// only run for their effect (the row-count form): run twice, each is one prepared
+    /// statement on the server.
+    #[test]
+    fn batch_statements_are_prepared_once_per_connection() {
+        let test = TestDb::default();
+        let mut pooled = test.db.conn().unwrap();
+        let conn: &mut DbConnection = &mut pooled;
+        if !matches!(conn, DbConnection::Postgres(_)) {
+            return; // SQLite: nothing is planned over a network, nothing to check
+        }
+        for n in 0..2 {
+            let email = format!("p{n}@example.com");
+            let row = inbox::NewInboundEvent {
+                source: "esp",
+                event_type: "subscribe",
+                subject: Some(&email),
+                body_sha256: "h",
+                body: "{}",
+                outcome: inbox::PROCESSED,
+                subscriber_id: None,
+                received_at: n,
+                idempotency_key: None,
+            };
+            inbox::insert_all(conn, &[row]).unwrap();
+            jobs::lock_lines(conn, &[n + 1]).unwrap();
+        }
+        #[derive(diesel::QueryableByName)]
+        struct Statement {
+            #[diesel(sql_type = Text)]
+            statement: String,
+        }
+        let DbConnection::Postgres(c) = conn else {
+            unreachable!()
+        };
+        let prepared: Vec<Statement> = diesel::RunQueryDsl::load(
+            diesel::sql_query("SELECT statement FROM pg_prepared_statements"),
+            c,
+        )
+        .unwrap();
+        let count = |text: &str| {
+            prepared
+                .iter()
+                .filter(|s| s.statement.contains(text))
+                .count()
+        };
+        assert_eq!(count("INSERT INTO inbound_events"), 1);
+        assert_eq!(count("WITH locked AS"), 1);
+    }
+}

@@ -236,6 +236,24 @@ pub enum Who<'a> {
     New(&'a str),
 }
 
+impl<'a> Who<'a> {
+    /// Their id, if they are stored.
+    pub fn stored_id(self) -> Option<i64> {
+        match self {
+            Who::Stored(id) => Some(id),
+            Who::New(_) => None,
+        }
+    }
+
+    /// The email they will be inserted with, if they are new.
+    pub fn new_email(self) -> Option<&'a str> {
+        match self {
+            Who::New(email) => Some(email),
+            Who::Stored(_) => None,
+        }
+    }
+}
+
 /// The ids of a [`Working`] set's subscribers once saved.
 pub struct SavedIds(Vec<i64>);
 

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::db::batch::BatchWriter;
 use crate::db::jobs::JobStatus;
 use crate::db::working::Slot;
-use crate::db::working::Working;
+use crate::db::working::{Who, Working};
 use crate::db::{inbox, jobs, DbConnection, StoreError};
 use crate::peers::Forwarding;
 
@@ -99,6 +99,23 @@ struct Recorded<'a> {
     delivery: &'a Delivery,
     outcome: &'static str,
     subscriber: Option<Slot>,
+}
+
+impl<'a> Recorded<'a> {
+    /// The row to store, about subscriber `subscriber_id` once it is known.
+    fn inbox_row(&self, subscriber_id: Option<i64>) -> inbox::NewInboundEvent<'a> {
+        inbox::NewInboundEvent {
+            source: SOURCE,
+            event_type: event_type(self.event),
+            subject: self.event.subject().map(|email| email.as_str()),
+            body_sha256: &self.delivery.hash,
+            body: &self.delivery.body,
+            outcome: self.outcome,
+            subscriber_id,
+            received_at: self.delivery.now,
+            idempotency_key: None,
+        }
+    }
 }
 
 /// Records a batch of deliveries in the caller's transaction and answers, for each delivery, the
@@ -225,17 +242,7 @@ fn record_deliveries(
 
     let rows: Vec<inbox::NewInboundEvent<'_>> = recorded
         .iter()
-        .map(|row| inbox::NewInboundEvent {
-            source: SOURCE,
-            event_type: event_type(row.event),
-            subject: row.event.subject().map(|email| email.as_str()),
-            body_sha256: &row.delivery.hash,
-            body: &row.delivery.body,
-            outcome: row.outcome,
-            subscriber_id: row.subscriber.map(|slot| ids.of(slot)),
-            received_at: row.delivery.now,
-            idempotency_key: None,
-        })
+        .map(|row| row.inbox_row(row.subscriber.map(|slot| ids.of(slot))))
         .collect();
     let event_ids = inbox::insert_all(conn, &rows)?;
 
@@ -276,15 +283,12 @@ fn write_on_postgres(
     use crate::db::ingest::{insert_batch, Event, Job};
     let events: Vec<Event<'_>> = recorded
         .iter()
-        .map(|row| Event {
-            source: SOURCE,
-            event_type: event_type(row.event),
-            subject: row.event.subject().map(|email| email.as_str()),
-            body_sha256: &row.delivery.hash,
-            body: &row.delivery.body,
-            outcome: row.outcome,
-            subscriber: row.subscriber.map(|slot| working.who(slot)),
-            received_at: row.delivery.now,
+        .map(|row| {
+            let who = row.subscriber.map(|slot| working.who(slot));
+            Event {
+                row: row.inbox_row(who.and_then(Who::stored_id)),
+                new_subscriber: who.and_then(Who::new_email),
+            }
         })
         .collect();
     let mut seen = std::collections::HashSet::new();
