@@ -25,10 +25,64 @@ const VACUUM_PAGES: i64 = 256;
 /// workers) take their turn at SQLite's one write lock before the next batch does.
 const BREATHER: Duration = Duration::from_millis(5);
 
-/// The pause after a batch that held the database for `held`: twice that, at least
-/// [`BREATHER`], so that a pass takes at most about a third of the database's writing time.
-fn breather(held: Duration) -> Duration {
-    (held * 2).max(BREATHER)
+/// The pause after a batch, in multiples of the time the batch held the database: at least
+/// twice (a pass takes at most about a third of the writing time), at most nine times (a tenth).
+const YIELD: std::ops::RangeInclusive<f64> = 2.0..=9.0;
+
+/// The other writers' share of the pauses (their write time added up, over the pause) at and
+/// below which a pass yields least, and from which it yields most; in between, in proportion.
+const BUSY: std::ops::RangeInclusive<f64> = 0.3..=0.6;
+
+/// Paces a pass's transactions by how busy the other writers are. After each batch the pass
+/// pauses for a multiple of the batch's hold; the busier the others were during the last
+/// pauses (a burst of ingest, which pruning must not slow), the longer, down to a tenth of the
+/// writing time for the pass; while they leave the database mostly idle it takes a third, so
+/// that a pass still keeps pace with a steady load.
+struct Pacer {
+    /// The others' share of the recent pauses, smoothed.
+    busy: f64,
+    /// All pauses, and the others' writing during them, for the report.
+    paused: Duration,
+    others: Duration,
+}
+
+impl Pacer {
+    fn new() -> Self {
+        Pacer {
+            busy: 0.0,
+            paused: Duration::ZERO,
+            others: Duration::ZERO,
+        }
+    }
+
+    /// Pauses after a batch that held `db` for `held`, and adjusts the next pause.
+    fn pause(&mut self, db: &Db, held: Duration) {
+        let pause = self.after(held);
+        let before = db.write_time();
+        std::thread::sleep(pause);
+        self.saw(pause, db.write_time().saturating_sub(before));
+    }
+
+    /// The pause after a batch that held the database for `held`.
+    fn after(&self, held: Duration) -> Duration {
+        let busier = ((self.busy - BUSY.start()) / (BUSY.end() - BUSY.start())).clamp(0.0, 1.0);
+        let factor = YIELD.start() + busier * (YIELD.end() - YIELD.start());
+        held.mul_f64(factor).max(BREATHER)
+    }
+
+    /// During a `pause` the other writers wrote for `others` (added up over writers).
+    fn saw(&mut self, pause: Duration, others: Duration) {
+        let share = others.as_secs_f64() / pause.as_secs_f64().max(1e-6);
+        // Smoothed over a few pauses: one batch of ingest more or less is not a burst.
+        self.busy = 0.5 * self.busy + 0.5 * share.min(1.0);
+        self.paused += pause;
+        self.others += others;
+    }
+
+    /// The others' share of all the pass's pauses, in percent.
+    fn busy_percent(&self) -> u64 {
+        (100.0 * self.others.as_secs_f64() / self.paused.as_secs_f64().max(1e-6)).round() as u64
+    }
 }
 
 /// What a pass removed (or, dry, would remove), and the bytes the file gave back.
@@ -40,6 +94,9 @@ pub struct PruneReport {
     pub reclaimed_bytes: i64,
     /// The longest a batch held the database (ms): what an ingest could have waited.
     pub slowest_batch_ms: u64,
+    /// How busy the other writers were during the pass's pauses (percent of the pauses, their
+    /// write time added up): the higher, the more the pass yielded to them.
+    pub others_busy_percent: u64,
 }
 
 /// The time before which stored rows are old: `BRIDGE_RETENTION` ago, but never less than
@@ -57,6 +114,7 @@ pub fn prune_pass(
     mut progress: impl FnMut(&Removed) -> bool,
 ) -> Result<PruneReport, StoreError> {
     let mut report = PruneReport::default();
+    let mut pacer = Pacer::new();
     // The jobs first: a body goes only once no job points at it.
     type Batch = fn(
         &mut crate::db::DbConnection,
@@ -81,10 +139,11 @@ pub fn prune_pass(
             };
             report.slowest_batch_ms = report.slowest_batch_ms.max(held.as_millis() as u64);
             if !dry_run {
-                std::thread::sleep(breather(held));
+                pacer.pause(db, held);
             }
             report.removed += removed;
             if !progress(&report.removed) {
+                report.others_busy_percent = pacer.busy_percent();
                 return Ok(report);
             }
             match walk {
@@ -113,9 +172,10 @@ pub fn prune_pass(
             if given_back == 0 {
                 break;
             }
-            std::thread::sleep(breather(held));
+            pacer.pause(db, held);
         }
     }
+    report.others_busy_percent = pacer.busy_percent();
     Ok(report)
 }
 
@@ -176,12 +236,13 @@ pub async fn run(
                 let r = report.removed;
                 if r.bodies + r.jobs + r.attempts > 0 {
                     log::info!(
-                        "retention: pruned {} bodies, {} jobs, {} attempts in {} ms (slowest batch {} ms); {} bytes given back",
+                        "retention: pruned {} bodies, {} jobs, {} attempts in {} ms (slowest batch {} ms, other writers busy {}% of its pauses); {} bytes given back",
                         r.bodies,
                         r.jobs,
                         r.attempts,
                         started.elapsed().as_millis(),
                         report.slowest_batch_ms,
+                        report.others_busy_percent,
                         report.reclaimed_bytes
                     );
                 }
@@ -323,4 +384,34 @@ fn finish_erasure(db: &Db, metrics: &Metrics, erased: &Erased, after: &str) {
         erased.attempts,
         erased.redemptions
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pass yields more the busier the other writers were during its last pauses, down to
+    /// a tenth of the writing time, and takes a third again once they leave the database idle.
+    #[test]
+    fn a_pass_yields_to_busy_writers() {
+        let mut pacer = Pacer::new();
+        let held = Duration::from_millis(10);
+        assert_eq!(pacer.after(held), Duration::from_millis(20));
+        let mut pauses = vec![];
+        for _ in 0..4 {
+            let pause = pacer.after(held);
+            pacer.saw(pause, pause); // writers busy throughout
+            pauses.push(pacer.after(held).as_millis());
+        }
+        // Smoothed: busy half, then three quarters, then more, of the recent pauses.
+        assert_eq!(pauses, [66, 90, 90, 90]);
+        for _ in 0..3 {
+            pacer.saw(Duration::from_millis(90), Duration::ZERO);
+        }
+        assert_eq!(pacer.after(held), Duration::from_millis(20));
+        // A batch that held the database hardly at all still leaves the others a turn.
+        assert_eq!(pacer.after(Duration::from_micros(100)), BREATHER);
+        // Busy for 267 of the 537 ms paused.
+        assert_eq!(pacer.busy_percent(), 50);
+    }
 }

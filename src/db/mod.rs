@@ -241,6 +241,9 @@ pub struct Db {
     sqlite_writer: Option<Arc<Mutex<()>>>,
     /// Whether the Postgres server answers, as last asked.
     reachability: Arc<Reachability>,
+    /// Nanoseconds spent in write transactions, every writer's added up: how busy the writers
+    /// are, for work that should yield to them ([`crate::lifecycle`]'s pruning).
+    write_time: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How long a Postgres connection is waited for before the server itself is asked whether it is
@@ -283,6 +286,7 @@ impl Db {
             pool,
             url: url.clone(),
             sqlite_writer: matches!(url, DatabaseUrl::Sqlite(_)).then(|| Arc::new(Mutex::new(()))),
+            write_time: Arc::default(),
             reachability: Arc::default(),
         })
     }
@@ -437,6 +441,10 @@ impl Db {
             .sqlite_writer
             .as_ref()
             .map(|lock| lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let _timed = WriteTimer {
+            started: std::time::Instant::now(),
+            total: &self.write_time,
+        };
         let mut pooled = self.conn()?;
         if let Err(e) = begin(&mut pooled) {
             // A connection left from before a restart of the server fails its first statement:
@@ -470,6 +478,12 @@ impl Db {
         result
     }
 
+    /// The time spent in write transactions so far, every writer's added up (on SQLite, where
+    /// writers take turns, the time the write turn was held).
+    pub fn write_time(&self) -> Duration {
+        Duration::from_nanos(self.write_time.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// [`Db::read`] on a blocking thread, so the async runtime never waits on the database.
     pub async fn read_async<T: Send + 'static>(
         &self,
@@ -493,6 +507,20 @@ impl Db {
     }
 }
 
+/// Adds the time from `started` to its drop to `total` (a write's time, however it ends).
+struct WriteTimer<'a> {
+    started: std::time::Instant,
+    total: &'a std::sync::atomic::AtomicU64,
+}
+
+impl Drop for WriteTimer<'_> {
+    fn drop(&mut self) {
+        let nanos = self.started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        self.total
+            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The current time as unix milliseconds, the unit of every time column.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -505,6 +533,28 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::test_db::TestDb;
     use super::*;
+
+    /// A write's whole time counts towards [`Db::write_time`], a failed one's too; a read's
+    /// does not.
+    #[test]
+    fn write_time_adds_up_the_writes() {
+        let test = TestDb::default();
+        let slow = |conn: &mut DbConnection| {
+            std::thread::sleep(Duration::from_millis(30));
+            conn.batch_execute("SELECT 1")?;
+            Ok(())
+        };
+        let before = test.db.write_time();
+        test.db.read(slow).unwrap();
+        assert!(test.db.write_time() - before < Duration::from_millis(30));
+        test.db.write(slow).unwrap();
+        let failing = |_: &mut DbConnection| -> Result<(), StoreError> {
+            std::thread::sleep(Duration::from_millis(30));
+            Err(StoreError::Busy)
+        };
+        assert!(test.db.write(failing).is_err());
+        assert!(test.db.write_time() - before >= Duration::from_millis(60));
+    }
 
     /// Every other session of this database ended by the server, as a restart would.
     fn end_the_pools_sessions(db: &Db) {
