@@ -199,3 +199,114 @@ impl LogFormat {
         }
     }
 }
+
+/// The value trimmed; `None` when unset or blank.
+pub(super) fn non_empty(value: Option<String>) -> Option<String> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The shortest admin token taken (DESIGN 3.11): it guards every operator action.
+const MIN_ADMIN_TOKEN: usize = 32;
+
+/// `BRIDGE_ADMIN_TOKEN`: unset (no admin API or dashboard), or at least 32 characters.
+pub(super) fn admin_token(value: Option<String>) -> Result<Option<Secret>, ConfigError> {
+    let token = non_empty(value);
+    if token
+        .as_ref()
+        .is_some_and(|t| t.chars().count() < MIN_ADMIN_TOKEN)
+    {
+        return Err(invalid(
+            "BRIDGE_ADMIN_TOKEN",
+            format!(
+                "it is shorter than {MIN_ADMIN_TOKEN} characters; make a long random one \
+                 (`openssl rand -hex 32`)"
+            ),
+        ));
+    }
+    Ok(token.map(Secret::from))
+}
+
+/// A credential, unless unset or blank.
+pub(super) fn secret(value: Option<String>) -> Option<Secret> {
+    non_empty(value).map(Secret::from)
+}
+
+/// `url` when it is an http:// or https:// URL with a host.
+pub(super) fn http_url(variable: &'static str, url: String) -> Result<String, ConfigError> {
+    match reqwest::Url::parse(&url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(url),
+        _ => Err(invalid(
+            variable,
+            format!("`{url}` is not an http:// or https:// URL"),
+        )),
+    }
+}
+
+/// A duration (`30s`, `5m`...), `default` when unset or blank.
+pub(super) fn duration(
+    variable: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let text = non_empty(value).unwrap_or_else(|| default.into());
+    parse_duration(&text).map_err(|reason| invalid(variable, reason))
+}
+
+/// `BRIDGE_RECONCILE_EVERY`: unset is off; a period of at least a second.
+pub(super) fn reconcile_every(value: Option<String>) -> Result<Option<Duration>, ConfigError> {
+    const VARIABLE: &str = "BRIDGE_RECONCILE_EVERY";
+    let Some(text) = non_empty(value) else {
+        return Ok(None);
+    };
+    let every = parse_duration(&text).map_err(|reason| invalid(VARIABLE, reason))?;
+    if every < Duration::from_secs(1) {
+        return Err(invalid(
+            VARIABLE,
+            "must be at least 1s (unset turns it off)",
+        ));
+    }
+    Ok(Some(every))
+}
+
+/// `true` or `false` (unset: false).
+pub(super) fn yes_no(variable: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
+    match non_empty(value)
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(invalid(
+            variable,
+            format!("`{other}` is neither `true` nor `false`"),
+        )),
+    }
+}
+
+/// A whole number in `range`, `default` when unset or blank.
+pub(super) fn number(
+    variable: &'static str,
+    value: Option<String>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let Some(text) = non_empty(value) else {
+        return Ok(default);
+    };
+    text.parse::<u64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            invalid(
+                variable,
+                format!(
+                    "`{text}` is not a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
+}
