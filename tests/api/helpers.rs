@@ -97,6 +97,25 @@ impl TestDb {
             query.get_result::<Count>(&mut c).unwrap().n
         }
     }
+    /// Runs one query returning text in a column `s`, straight on the database.
+    pub fn strings(&self, sql: &str) -> Vec<String> {
+        use diesel::sql_types::Text;
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Text)]
+            s: String,
+        }
+        let query = diesel::sql_query(sql);
+        let rows: Vec<Row> = if self.is_postgres() {
+            let mut c = diesel::PgConnection::establish(&self.url).unwrap();
+            query.load(&mut c).unwrap()
+        } else {
+            let mut c = diesel::SqliteConnection::establish(&self.url).unwrap();
+            query.load(&mut c).unwrap()
+        };
+        rows.into_iter().map(|r| r.s).collect()
+    }
 }
 
 impl Drop for TestDb {

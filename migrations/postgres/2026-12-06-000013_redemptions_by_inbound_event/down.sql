@@ -1,0 +1,1 @@
+DROP INDEX redemptions_by_inbound_event;
