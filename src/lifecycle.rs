@@ -38,7 +38,15 @@ const BUSY: std::ops::RangeInclusive<f64> = 0.3..=0.6;
 /// pauses (a burst of ingest, which pruning must not slow), the longer, down to a tenth of the
 /// writing time for the pass; while they leave the database mostly idle it takes a third, so
 /// that a pass still keeps pace with a steady load.
+///
+/// Only SQLite's writers wait for the pass (they take turns at one write lock), so only there is
+/// their write time a measure of what the pass keeps waiting. On Postgres writers do not wait
+/// for each other's transactions, and their write times, added up, overlap and include each
+/// commit's flush: read as demand, they would slow a pass below the pace of a moderate load.
+/// There the pause stays at the least.
 struct Pacer {
+    /// Whether the others' writing is measured (SQLite).
+    measures: bool,
     /// The others' share of the recent pauses, smoothed.
     busy: f64,
     /// All pauses, and the others' writing during them, for the report.
@@ -47,8 +55,9 @@ struct Pacer {
 }
 
 impl Pacer {
-    fn new() -> Self {
+    fn new(measures: bool) -> Self {
         Pacer {
+            measures,
             busy: 0.0,
             paused: Duration::ZERO,
             others: Duration::ZERO,
@@ -58,6 +67,10 @@ impl Pacer {
     /// Pauses after a batch that held `db` for `held`, and adjusts the next pause.
     fn pause(&mut self, db: &Db, held: Duration) {
         let pause = self.after(held);
+        if !self.measures {
+            std::thread::sleep(pause);
+            return;
+        }
         let before = db.write_time();
         std::thread::sleep(pause);
         self.saw(pause, db.write_time().saturating_sub(before));
@@ -79,9 +92,11 @@ impl Pacer {
         self.others += others;
     }
 
-    /// The others' share of all the pass's pauses, in percent.
-    fn busy_percent(&self) -> u64 {
-        (100.0 * self.others.as_secs_f64() / self.paused.as_secs_f64().max(1e-6)).round() as u64
+    /// The others' share of all the pass's pauses, in percent, where it is measured.
+    fn busy_percent(&self) -> Option<u64> {
+        self.measures.then(|| {
+            (100.0 * self.others.as_secs_f64() / self.paused.as_secs_f64().max(1e-6)).round() as u64
+        })
     }
 }
 
@@ -95,8 +110,9 @@ pub struct PruneReport {
     /// The longest a batch held the database (ms): what an ingest could have waited.
     pub slowest_batch_ms: u64,
     /// How busy the other writers were during the pass's pauses (percent of the pauses, their
-    /// write time added up): the higher, the more the pass yielded to them.
-    pub others_busy_percent: u64,
+    /// write time added up): the higher, the more the pass yielded to them. SQLite only (see
+    /// [`Pacer`]); `None` on Postgres and in a dry run.
+    pub others_busy_percent: Option<u64>,
 }
 
 /// The time before which stored rows are old: `BRIDGE_RETENTION` ago, but never less than
@@ -114,7 +130,7 @@ pub fn prune_pass(
     mut progress: impl FnMut(&Removed) -> bool,
 ) -> Result<PruneReport, StoreError> {
     let mut report = PruneReport::default();
-    let mut pacer = Pacer::new();
+    let mut pacer = Pacer::new(db.is_sqlite() && !dry_run);
     // The jobs first: a body goes only once no job points at it.
     type Batch = fn(
         &mut crate::db::DbConnection,
@@ -236,13 +252,15 @@ pub async fn run(
                 let r = report.removed;
                 if r.bodies + r.jobs + r.attempts > 0 {
                     log::info!(
-                        "retention: pruned {} bodies, {} jobs, {} attempts in {} ms (slowest batch {} ms, other writers busy {}% of its pauses); {} bytes given back",
+                        "retention: pruned {} bodies, {} jobs, {} attempts in {} ms (slowest batch {} ms{}); {} bytes given back",
                         r.bodies,
                         r.jobs,
                         r.attempts,
                         started.elapsed().as_millis(),
                         report.slowest_batch_ms,
-                        report.others_busy_percent,
+                        report.others_busy_percent.map_or_else(String::new, |busy| format!(
+                            ", other writers busy {busy}% of its pauses"
+                        )),
                         report.reclaimed_bytes
                     );
                 }
@@ -394,7 +412,7 @@ mod tests {
     /// a tenth of the writing time, and takes a third again once they leave the database idle.
     #[test]
     fn a_pass_yields_to_busy_writers() {
-        let mut pacer = Pacer::new();
+        let mut pacer = Pacer::new(true);
         let held = Duration::from_millis(10);
         assert_eq!(pacer.after(held), Duration::from_millis(20));
         let mut pauses = vec![];
@@ -412,6 +430,7 @@ mod tests {
         // A batch that held the database hardly at all still leaves the others a turn.
         assert_eq!(pacer.after(Duration::from_micros(100)), BREATHER);
         // Busy for 267 of the 537 ms paused.
-        assert_eq!(pacer.busy_percent(), 50);
+        assert_eq!(pacer.busy_percent(), Some(50));
+        assert_eq!(Pacer::new(false).busy_percent(), None);
     }
 }
