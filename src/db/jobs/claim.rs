@@ -63,17 +63,17 @@ pub fn renew_lease(
     Ok(renewed == 1)
 }
 
-/// Due jobs, in claiming order: heads of their lines, pending and past `run_at`.
-const DUE: &str =
-    "j.status = 'pending' AND j.run_at <= {now} AND j.destination IN ({destinations})";
+/// The first `{limit}` due jobs of destination `{destination}` in claiming order (`run_at`,
+/// then id): heads of their lines, pending and past `run_at`; one range of `jobs_by_status`
+/// (status, destination, run_at, id), read from the front.
+const DUE: &str = "SELECT j.id, j.run_at FROM jobs j WHERE j.status = 'pending' \
+     AND j.destination = {destination} AND j.run_at <= {now} ORDER BY j.run_at, j.id LIMIT {limit}";
 
-fn in_list(destinations: &[&'static str]) -> String {
-    // Destination names are the bridge's own constants, never input, so inlining them is safe.
-    destinations
-        .iter()
-        .map(|d| format!("'{d}'"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// A destination's name as an SQL literal. Destination names are the bridge's own constants,
+/// never input, so inlining them is safe.
+fn literal(destination: &str) -> String {
+    debug_assert!(destination.chars().all(|c| c.is_ascii_lowercase()));
+    format!("'{destination}'")
 }
 
 /// Makes running jobs whose lease ended before `now` pending again (their worker died or
@@ -120,13 +120,22 @@ pub fn claim(
                      lease_expires_at";
     let jobs = match conn {
         DbConnection::Postgres(c) => {
+            // Each destination's first due jobs, locked (another process skips them), then
+            // the earliest of those across destinations.
             let due = DUE
+                .replace("{destination}", "d.destination")
                 .replace("{now}", "$1")
-                .replace("{destinations}", &in_list(destinations));
+                .replace("{limit}", "$4");
+            let names: Vec<String> = destinations
+                .iter()
+                .map(|d| format!("({})", literal(d)))
+                .collect();
             let sql = format!(
                 "UPDATE jobs SET status = 'running', lease_token = $2, lease_expires_at = $3 \
-                 WHERE id IN (SELECT j.id FROM jobs j WHERE {due} \
-                     ORDER BY j.run_at, j.id LIMIT $4 FOR UPDATE SKIP LOCKED) {returning}"
+                 WHERE id IN (SELECT x.id FROM (VALUES {}) AS d(destination) \
+                     CROSS JOIN LATERAL ({due} FOR UPDATE SKIP LOCKED) x \
+                     ORDER BY x.run_at, x.id LIMIT $4) {returning}",
+                names.join(", ")
             );
             prepared(
                 diesel::sql_query(sql)
@@ -138,13 +147,21 @@ pub fn claim(
             .load::<ClaimedJob>(c)?
         }
         DbConnection::Sqlite(c) => {
-            let due = DUE
-                .replace("{now}", "?1")
-                .replace("{destinations}", &in_list(destinations));
+            // Each destination's first due jobs, then the earliest of those across them.
+            let arms: Vec<String> = destinations
+                .iter()
+                .map(|d| {
+                    let due = DUE
+                        .replace("{destination}", &literal(d))
+                        .replace("{now}", "?1")
+                        .replace("{limit}", "?4");
+                    format!("SELECT * FROM ({due})")
+                })
+                .collect();
             let sql = format!(
                 "UPDATE jobs SET status = 'running', lease_token = ?2, lease_expires_at = ?3 \
-                 WHERE id IN (SELECT j.id FROM jobs j WHERE {due} \
-                     ORDER BY j.run_at, j.id LIMIT ?4) {returning}"
+                 WHERE id IN (SELECT id FROM ({}) ORDER BY run_at, id LIMIT ?4) {returning}",
+                arms.join(" UNION ALL ")
             );
             diesel::sql_query(sql)
                 .bind::<BigInt, _>(now)
@@ -177,14 +194,120 @@ pub fn release_leases(
     })
 }
 /// When the next pending job of `destinations` is due (unix ms); only heads of lines are
-/// pending, so this is when the workers next have something to do.
+/// pending, so this is when the workers next have something to do. The earliest of each
+/// destination's first entry in `jobs_by_status`: one index seek per destination, whatever the
+/// backlog.
 pub fn next_run_at(
     conn: &mut DbConnection,
     destinations: &[&'static str],
 ) -> Result<Option<i64>, StoreError> {
-    Ok(jobs::table
-        .filter(jobs::status.eq(JobStatus::Pending.as_str()))
-        .filter(jobs::destination.eq_any(destinations))
-        .select(diesel::dsl::min(jobs::run_at))
-        .first::<Option<i64>>(conn)?)
+    #[derive(QueryableByName)]
+    struct Earliest {
+        #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+        run_at: Option<i64>,
+    }
+    if destinations.is_empty() {
+        return Ok(None);
+    }
+    let firsts: Vec<String> = destinations
+        .iter()
+        .map(|d| {
+            format!(
+                "SELECT (SELECT MIN(run_at) FROM jobs WHERE status = 'pending' \
+                 AND destination = {}) AS first",
+                literal(d)
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT MIN(first) AS run_at FROM ({}) AS firsts",
+        firsts.join(" UNION ALL ")
+    );
+    Ok(diesel::sql_query(sql).get_result::<Earliest>(conn)?.run_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::test_db::TestDb;
+
+    /// A backlog of due jobs for SparkLoop, and three due ESP writes among them (plus one not
+    /// yet due): a claim for the ESP alone takes its own three and reads past none of the
+    /// others; a claim for both takes the earliest across the two.
+    #[test]
+    fn a_claim_reads_only_its_destinations_due_jobs_earliest_first() {
+        let test = TestDb::default();
+        let db = &test.db;
+        db.write(|conn| {
+            let mut sql = String::from(
+                "INSERT INTO subscribers (id, email, status, created_at, updated_at) \
+                 VALUES (1, 's@example.com', 'subscribed', 0, 0);",
+            );
+            let mut jobs = Vec::new();
+            for id in 1..=300 {
+                jobs.push((id, "sparkloop", id));
+            }
+            jobs.extend([
+                (301, "esp", 150),
+                (302, "esp", 50),
+                (303, "esp", 250),
+                (304, "esp", 5_000),
+            ]);
+            for (id, destination, run_at) in jobs {
+                sql += &format!(
+                    "INSERT INTO jobs (id, subscriber_id, destination, kind, payload, status, \
+                     created_at, retry_from, run_at) VALUES ({id}, 1, '{destination}', \
+                     'subscribe', '{{}}', 'pending', 0, 0, {run_at});"
+                );
+            }
+            on_backend!(conn, |c| c.batch_execute(&sql))?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            db.read(|conn| next_run_at(conn, &["esp"])).unwrap(),
+            Some(50)
+        );
+        assert_eq!(
+            db.read(|conn| next_run_at(conn, &["sparkloop", "esp"]))
+                .unwrap(),
+            Some(1)
+        );
+        assert_eq!(db.read(|conn| next_run_at(conn, &[])).unwrap(), None);
+        let ids = |jobs: Vec<ClaimedJob>| {
+            let mut ids: Vec<i64> = jobs.iter().map(|job| job.id).collect();
+            ids.sort_unstable();
+            ids
+        };
+        let esp = db
+            .write(|conn| claim(conn, &["esp"], 10, "mine", 1_000, 30_000))
+            .unwrap();
+        assert_eq!(ids(esp), [301, 302, 303]);
+        let both = db
+            .write(|conn| claim(conn, &["sparkloop", "esp"], 4, "mine", 1_000, 30_000))
+            .unwrap();
+        assert_eq!(ids(both), [1, 2, 3, 4]);
+        // The ESP's jobs are a range of the index of their own (status, destination, run_at).
+        if db.is_sqlite() {
+            #[derive(QueryableByName)]
+            struct Plan {
+                #[diesel(sql_type = Text)]
+                detail: String,
+            }
+            let due = DUE
+                .replace("{destination}", "'esp'")
+                .replace("{now}", "1000")
+                .replace("{limit}", "10");
+            let plan: Vec<Plan> = db
+                .read(|conn| Ok(diesel::sql_query(format!("EXPLAIN QUERY PLAN {due}")).load(conn)?))
+                .unwrap();
+            assert!(
+                plan.iter().any(|p| p
+                    .detail
+                    .contains("jobs_by_status (status=? AND destination=? AND run_at<?)")),
+                "{:?}",
+                plan.iter().map(|p| &p.detail).collect::<Vec<_>>()
+            );
+        }
+    }
 }

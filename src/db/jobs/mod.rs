@@ -3,8 +3,9 @@
 //! A subscriber's jobs to one destination form a line, served one at a time in id order: the
 //! head of the line is `pending` (or `running` while a worker holds its lease), the jobs behind
 //! it are `waiting`. When the head is done or dead, the next one is promoted to `pending`. So a
-//! claim only ever looks at `pending` jobs in `run_at` order, an index range that it reads from
-//! the front and stops, whatever the backlog. A running job whose lease ran out is pending again.
+//! claim only ever looks at `pending` jobs in `run_at` order, one index range per destination
+//! (`jobs_by_status`: status, destination, run_at, id) that it reads from the front and stops,
+//! whatever the backlog, its own or another destination's. A running job whose lease ran out is pending again.
 
 mod attempts;
 mod claim;

@@ -1,0 +1,2 @@
+DROP INDEX jobs_by_status;
+CREATE INDEX jobs_by_status ON jobs (status, run_at, id);
