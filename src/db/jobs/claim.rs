@@ -274,6 +274,10 @@ mod tests {
             Some(1)
         );
         assert_eq!(db.read(|conn| next_run_at(conn, &[])).unwrap(), None);
+        // The dashboard's and /metrics' oldest due job: the earliest pending, once it is due.
+        let oldest_due = |now| db.read(|conn| crate::db::admin::oldest_due(conn, now));
+        assert_eq!(oldest_due(1_000).unwrap(), Some(1));
+        assert_eq!(oldest_due(0).unwrap(), None);
         let ids = |jobs: Vec<ClaimedJob>| {
             let mut ids: Vec<i64> = jobs.iter().map(|job| job.id).collect();
             ids.sort_unstable();

@@ -13,6 +13,10 @@ mod claim;
 pub use attempts::{record_attempts, Attempted, NewAttempt, Outcome, Written};
 pub use claim::{claim, next_run_at, reclaim_expired, release_leases, renew_lease, ClaimedJob};
 
+/// The destinations a job can have: the platforms' (`sparkloop`, `loyaltysurf`, `referralloop`)
+/// and the ESP's field writes (`esp`).
+pub const DESTINATIONS: [&str; 4] = ["sparkloop", "loyaltysurf", "referralloop", "esp"];
+
 use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;

@@ -129,7 +129,7 @@ pub const STATUSES: [&str; 7] = [
 ];
 
 /// The destinations a delivery can have.
-pub const DESTINATIONS: [&str; 4] = ["sparkloop", "loyaltysurf", "referralloop", "esp"];
+pub use crate::db::jobs::DESTINATIONS;
 
 /// The largest page.
 pub const MAX_LIMIT: i64 = 500;
