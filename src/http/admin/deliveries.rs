@@ -271,12 +271,13 @@ pub struct RetryRequest {
     pub force: bool,
 }
 
-/// An optional JSON object body: empty is the default; anything but an object, or an object
-/// with a key the endpoint does not know, is a 400 naming what is wrong.
+/// An optional JSON object body: no body (zero bytes) is the default; anything but an object
+/// (whitespace alone is not JSON either), or an object with a key the endpoint does not know, is
+/// a 400 naming what is wrong.
 pub(super) fn json_object<T: Default + serde::de::DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, AdminError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.is_empty() {
         return Ok(T::default());
     }
     let value: serde_json::Value = serde_json::from_slice(body)
