@@ -7,7 +7,7 @@ pub use crate::config::fields::{Field, FieldMap, FIELDS};
 use crate::db::referral::ReferralState;
 
 /// `jobs.destination` of ESP field writes.
-pub const DESTINATION: &str = "esp";
+pub const DESTINATION: &str = crate::db::jobs::ESP_DESTINATION;
 
 /// `jobs.kind` of ESP field writes: the subscriber's fields as they are when the job runs.
 pub const KIND: &str = "fields";

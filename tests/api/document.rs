@@ -172,6 +172,9 @@ async fn parameters_and_bodies_are_taken_exactly_as_declared() {
         ),
         ("[null, null, null]", 400),
         ("null", 400),
+        // Whitespace alone is not JSON; only no body at all is the default.
+        ("\t", 400),
+        (" \n", 400),
         (r#"{"until": "C"}"#, 400),
         (r#"{"since": 5}"#, 400),
         (r#"{"destination": "elsewhere"}"#, 400),

@@ -97,6 +97,7 @@ impl TestDb {
             query.get_result::<Count>(&mut c).unwrap().n
         }
     }
+
     /// Runs one query returning text in a column `s`, straight on the database.
     pub fn strings(&self, sql: &str) -> Vec<String> {
         use diesel::sql_types::Text;

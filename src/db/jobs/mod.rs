@@ -5,7 +5,8 @@
 //! it are `waiting`. When the head is done or dead, the next one is promoted to `pending`. So a
 //! claim only ever looks at `pending` jobs in `run_at` order, one index range per destination
 //! (`jobs_by_status`: status, destination, run_at, id) that it reads from the front and stops,
-//! whatever the backlog, its own or another destination's. A running job whose lease ran out is pending again.
+//! whatever the backlog, its own or another destination's. A running job whose lease ran out
+//! is pending again.
 
 mod attempts;
 mod claim;
@@ -13,9 +14,16 @@ mod claim;
 pub use attempts::{record_attempts, Attempted, NewAttempt, Outcome, Written};
 pub use claim::{claim, next_run_at, reclaim_expired, release_leases, renew_lease, ClaimedJob};
 
-/// The destinations a job can have: the platforms' (`sparkloop`, `loyaltysurf`, `referralloop`)
-/// and the ESP's field writes (`esp`).
-pub const DESTINATIONS: [&str; 4] = ["sparkloop", "loyaltysurf", "referralloop", "esp"];
+/// `jobs.destination` of ESP field writes.
+pub const ESP_DESTINATION: &str = "esp";
+
+/// The destinations a job can have: the platforms' and the ESP's field writes.
+pub const DESTINATIONS: [&str; 4] = [
+    referral_bridge_adapters::sparkloop::DESTINATION,
+    referral_bridge_adapters::loyaltysurf::DESTINATION,
+    referral_bridge_adapters::referralloop::DESTINATION,
+    ESP_DESTINATION,
+];
 
 use std::collections::{HashMap, HashSet};
 
