@@ -1,10 +1,13 @@
-//! The write half of an ESP ingest batch on Postgres in one statement: the new subscribers, the
-//! inbox rows and the jobs, each part reading the ids the part before it drew (a data-modifying
-//! `WITH`), where three statements would cost three round trips. SQLite, which has no round
-//! trips, writes them one table at a time (`crate::inbound::ingest`).
+//! An ESP ingest batch on Postgres in two round trips after the subscribers' row locks: one read
+//! ([`read_state`]: the dedupe state and the job lines) and one write ([`insert_batch`]: the new
+//! subscribers, the inbox rows and the jobs, one call of the `ingest_batch` function of migration
+//! 15). SQLite, which has no round trips, reads and writes one table at a time
+//! (`crate::inbound::ingest`).
+
+use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
 
 use super::inbox::NewInboundEvent;
 use super::subscribers::NewSubscriber;
@@ -12,18 +15,94 @@ use super::working::Who;
 use super::{column, StoreError};
 use crate::db::prepared::{prepared, Count};
 
+/// What a batch decides on, read after its subscribers are locked.
+pub struct State {
+    /// The body hash and arrival time of the latest inbox entry of each address that has one.
+    pub latest: HashMap<String, (String, i64)>,
+    /// The subscribers whose line to the destination holds an open job.
+    pub open_lines: HashSet<i64>,
+}
+
+/// Reads, in one statement, the latest inbox entry from `source` of each of `subjects` and which
+/// of `subscriber_ids` have an open job to `destination`. Run it after the subscribers' row
+/// locks are taken, in a statement of its own: a statement that waits for a row lock reads the
+/// other tables as they were before the wait, and would miss what the batch it waited for
+/// committed.
+pub fn read_state(
+    conn: &mut diesel::PgConnection,
+    source: &str,
+    subjects: &[&str],
+    subscriber_ids: &[i64],
+    destination: &str,
+) -> Result<State, StoreError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Nullable<Text>)]
+        subject: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        body_sha256: Option<String>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        received_at: Option<i64>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        open_line: Option<i64>,
+    }
+    // Both halves probe an index once per element (a lateral `LIMIT 1`): as a join, Postgres may
+    // hash every open job of the destination, which grows with the queue.
+    let rows: Vec<Row> = prepared(
+        diesel::sql_query(
+            "SELECT s.subject, l.body_sha256, l.received_at, NULL::int8 AS open_line \
+             FROM unnest($1::text[]) AS s(subject) CROSS JOIN LATERAL \
+             (SELECT body_sha256, received_at FROM inbound_events \
+              WHERE source = $2 AND subject = s.subject ORDER BY id DESC LIMIT 1) AS l \
+             UNION ALL \
+             SELECT NULL, NULL, NULL, i.id FROM unnest($3::int8[]) AS i(id) CROSS JOIN LATERAL \
+             (SELECT 1 FROM jobs o WHERE o.subscriber_id = i.id AND o.destination = $4 \
+              AND o.status IN ('waiting', 'pending', 'running') LIMIT 1) AS o",
+        )
+        .bind::<Array<Text>, _>(subjects)
+        .bind::<Text, _>(source)
+        .bind::<Array<BigInt>, _>(subscriber_ids)
+        .bind::<Text, _>(destination),
+    )
+    .load(conn)?;
+    let mut state = State {
+        latest: HashMap::with_capacity(subjects.len()),
+        open_lines: HashSet::new(),
+    };
+    for row in rows {
+        match (row.subject, row.body_sha256, row.received_at, row.open_line) {
+            (Some(subject), Some(hash), Some(at), None) => {
+                state.latest.insert(subject, (hash, at));
+            }
+            (_, _, _, Some(id)) => {
+                state.open_lines.insert(id);
+            }
+            // `inbound_events.subject` may be null, but the probe matched it by equality.
+            _ => {}
+        }
+    }
+    Ok(state)
+}
+
+/// The 1-based place of a new subscriber, or of an event, that the function's arrays are
+/// indexed by.
+fn place(n: usize) -> i32 {
+    // A batch holds at most a few thousand rows.
+    n as i32 + 1
+}
+
 /// An inbox row of the batch.
 pub struct Event<'a> {
-    /// The row; its `subscriber_id` is set when the subscriber is stored already.
+    /// The row, less the subscriber it acted on.
     pub row: NewInboundEvent<'a>,
-    /// The email of the new subscriber it acted on, whose id the statement draws.
-    pub new_subscriber: Option<&'a str>,
+    /// The subscriber it acted on, if any.
+    pub subscriber: Option<Who>,
 }
 
 /// A job of the batch.
 pub struct Job<'a> {
     /// Whom it is about.
-    pub subscriber: Who<'a>,
+    pub subscriber: Who,
     /// The inbox row it came from: its index in the batch's events.
     pub event: usize,
     /// What it does.
@@ -32,15 +111,13 @@ pub struct Job<'a> {
     pub payload: &'a str,
     /// When it was queued and is first due (unix ms).
     pub at: i64,
-    /// Whether it is the batch's first job for its subscriber: only such a job can head a line
-    /// (the others wait behind it).
-    pub first_of_subscriber: bool,
+    /// Whether it heads its subscriber's line (pending), else it waits behind an open job.
+    pub pending: bool,
 }
 
-/// Inserts `subscribers`, `events` and `jobs` for `destination` in one statement. A job starts
-/// pending if it is its subscriber's first in the batch and their line to `destination` holds no
-/// open job, else waiting. The caller holds the stored subscribers' row locks, so that no line
-/// changes under the statement (see [`super::jobs::insert_all`]).
+/// Inserts `subscribers`, `events` and `jobs` for `destination` in one round trip (the
+/// `ingest_batch` function). The caller holds the stored subscribers' row locks and decided
+/// each job's place in its line under them (see [`super::jobs::insert_all`]).
 pub fn insert_batch(
     conn: &mut diesel::PgConnection,
     subscribers: &[NewSubscriber<'_>],
@@ -51,49 +128,10 @@ pub fn insert_batch(
     if events.is_empty() {
         return Ok(());
     }
-    // A line's open job is looked up per job, by subscriber (a lateral probe of `jobs_by_line`):
-    // as a `NOT EXISTS`, Postgres hashes every open job of the destination once per batch,
-    // which grows with the queue.
-    // Ids are drawn in the order rows are produced (see `inbox::insert_all`): the inbox rows'
-    // ids, ranked, give each its place in `events`, which is how a job names its event.
-    // `$n::text[]` arrays of new subscribers' emails join the rows that are about them to the
-    // ids the first part drew.
     prepared(
         diesel::sql_query(
-            "WITH new_subscribers AS ( \
-           INSERT INTO subscribers (email, esp_id, first_name, name, status, created_at, \
-             updated_at) \
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::int8[], $7::int8[]) \
-           RETURNING id, email), \
-         events AS ( \
-           INSERT INTO inbound_events (source, event_type, subject, body_sha256, body, outcome, \
-             subscriber_id, received_at) \
-           SELECT e.source, e.event_type, e.subject, e.body_sha256, e.body, e.outcome, \
-             COALESCE(e.subscriber_id, n.id), e.received_at \
-           FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-             $13::text[], $14::int8[], $15::text[], $16::int8[]) WITH ORDINALITY \
-             AS e(source, event_type, subject, body_sha256, body, outcome, subscriber_id, \
-               new_email, received_at, place) \
-           LEFT JOIN new_subscribers n ON n.email = e.new_email \
-           ORDER BY e.place \
-           RETURNING id), \
-         placed AS (SELECT id, row_number() OVER (ORDER BY id) AS place FROM events), \
-         queued AS (INSERT INTO jobs (subscriber_id, destination, kind, payload, created_at, retry_from, \
-           run_at, inbound_event_id, status) \
-         SELECT s.id, $17, j.kind, j.payload, j.at, j.at, j.at, p.id, \
-           CASE WHEN j.first AND o.open IS NULL THEN 'pending' ELSE 'waiting' END \
-         FROM unnest($18::int8[], $19::text[], $20::int8[], $21::text[], $22::text[], \
-           $23::int8[], $24::bool[]) WITH ORDINALITY \
-           AS j(subscriber_id, new_email, event, kind, payload, at, first, place) \
-         LEFT JOIN new_subscribers n ON n.email = j.new_email \
-         CROSS JOIN LATERAL (SELECT COALESCE(j.subscriber_id, n.id) AS id) s \
-         JOIN placed p ON p.place = j.event \
-         LEFT JOIN LATERAL (SELECT 1 AS open FROM jobs o WHERE o.subscriber_id = s.id \
-             AND o.destination = $17 AND o.status IN ('waiting', 'pending', 'running') \
-             LIMIT 1) o ON true \
-         ORDER BY j.place RETURNING 1) \
-         SELECT count(*) AS n FROM queued",
+            "SELECT ingest_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) AS n",
         )
         .bind::<Array<Text>, _>(column(subscribers, |s| s.email))
         .bind::<Array<Nullable<Text>>, _>(column(subscribers, |s| s.esp_id))
@@ -108,17 +146,21 @@ pub fn insert_batch(
         .bind::<Array<Text>, _>(column(events, |e| e.row.body_sha256))
         .bind::<Array<Text>, _>(column(events, |e| e.row.body))
         .bind::<Array<Text>, _>(column(events, |e| e.row.outcome))
-        .bind::<Array<Nullable<BigInt>>, _>(column(events, |e| e.row.subscriber_id))
-        .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.new_subscriber))
+        .bind::<Array<Nullable<BigInt>>, _>(column(events, |e| {
+            e.subscriber.and_then(Who::stored_id)
+        }))
+        .bind::<Array<Nullable<Integer>>, _>(column(events, |e| {
+            e.subscriber.and_then(Who::new_place).map(place)
+        }))
         .bind::<Array<BigInt>, _>(column(events, |e| e.row.received_at))
         .bind::<Text, _>(destination)
         .bind::<Array<Nullable<BigInt>>, _>(column(jobs, |j| j.subscriber.stored_id()))
-        .bind::<Array<Nullable<Text>>, _>(column(jobs, |j| j.subscriber.new_email()))
-        .bind::<Array<BigInt>, _>(column(jobs, |j| j.event as i64 + 1))
+        .bind::<Array<Nullable<Integer>>, _>(column(jobs, |j| j.subscriber.new_place().map(place)))
+        .bind::<Array<Integer>, _>(column(jobs, |j| place(j.event)))
         .bind::<Array<Text>, _>(column(jobs, |j| j.kind))
         .bind::<Array<Text>, _>(column(jobs, |j| j.payload))
         .bind::<Array<BigInt>, _>(column(jobs, |j| j.at))
-        .bind::<Array<Bool>, _>(column(jobs, |j| j.first_of_subscriber)),
+        .bind::<Array<Bool>, _>(column(jobs, |j| j.pending)),
     )
     .get_result::<Count>(conn)?;
     Ok(())

@@ -20,6 +20,8 @@ pub struct Working {
     slots: Vec<Entry>,
     /// Current email → slot; an email change moves the key, so later events see the new address.
     by_email: HashMap<String, usize>,
+    /// How many slots were loaded: the stored subscribers, which come before the new ones.
+    loaded: usize,
 }
 
 struct Entry {
@@ -46,7 +48,19 @@ impl Working {
             .enumerate()
             .map(|(n, entry)| (entry.record.email.clone(), n))
             .collect();
-        Ok(Working { slots, by_email })
+        Ok(Working {
+            loaded: slots.len(),
+            slots,
+            by_email,
+        })
+    }
+
+    /// The ids of the subscribers loaded (the stored ones).
+    pub fn stored_ids(&self) -> Vec<i64> {
+        self.slots[..self.loaded]
+            .iter()
+            .map(|entry| entry.record.id)
+            .collect()
     }
 
     /// The stored id of the subscriber in `slot`, `None` while they are new.
@@ -215,28 +229,28 @@ impl Working {
             .collect()
     }
 
-    /// The subscriber in `slot`: their id if stored, else the email they will be inserted with
-    /// (unique among the new records, as every address is).
-    pub fn who(&self, slot: Slot) -> Who<'_> {
+    /// The subscriber in `slot`: their id if stored, else their place in
+    /// [`Working::new_records`] (new slots follow the loaded ones, in that order).
+    pub fn who(&self, slot: Slot) -> Who {
         let entry = &self.slots[slot.0];
         if entry.stored {
             Who::Stored(entry.record.id)
         } else {
-            Who::New(&entry.record.email)
+            Who::New(slot.0 - self.loaded)
         }
     }
 }
 
 /// A subscriber of a [`Working`] set before it is saved ([`Working::who`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Who<'a> {
+pub enum Who {
     /// In the database, with this id.
     Stored(i64),
-    /// To be inserted, with this email.
-    New(&'a str),
+    /// To be inserted: this place (from 0) in [`Working::new_records`].
+    New(usize),
 }
 
-impl<'a> Who<'a> {
+impl Who {
     /// Their id, if they are stored.
     pub fn stored_id(self) -> Option<i64> {
         match self {
@@ -245,10 +259,10 @@ impl<'a> Who<'a> {
         }
     }
 
-    /// The email they will be inserted with, if they are new.
-    pub fn new_email(self) -> Option<&'a str> {
+    /// Their place in [`Working::new_records`], if they are new.
+    pub fn new_place(self) -> Option<usize> {
         match self {
-            Who::New(email) => Some(email),
+            Who::New(place) => Some(place),
             Who::Stored(_) => None,
         }
     }

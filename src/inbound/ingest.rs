@@ -2,15 +2,16 @@
 //! outgoing job, all in one transaction, so that a 200 means all of it is on disk.
 
 use referral_bridge_adapters::platform::DELETE;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use referral_bridge_adapters::EspEvent;
 use sha2::{Digest, Sha256};
 
 use crate::db::batch::BatchWriter;
+use crate::db::ingest::{insert_batch, read_state, Event, Job};
 use crate::db::jobs::JobStatus;
-use crate::db::working::Slot;
-use crate::db::working::{Who, Working};
+use crate::db::working::{Slot, Who, Working};
 use crate::db::{inbox, jobs, DbConnection, StoreError};
 use crate::peers::Forwarding;
 
@@ -125,7 +126,8 @@ impl<'a> Recorded<'a> {
 /// name, the latest inbox entry of each address) and kept up to date in memory, then written
 /// with a handful of statements whatever the batch size: the updated subscribers, then on SQLite
 /// one insert of new subscribers, one look-up of their lines, one insert of inbox rows, one of
-/// jobs; on Postgres the last four as one statement ([`write_on_postgres`]).
+/// jobs. On Postgres the lines are read up front with the latest inbox entries ([`read_state`])
+/// and the three inserts are one call ([`write_on_postgres`]).
 fn record_deliveries(
     conn: &mut DbConnection,
     deliveries: &[&Delivery],
@@ -152,7 +154,15 @@ fn record_deliveries(
     // Subscribers first: on Postgres this locks them, so that the latest inbox entries read next
     // include whatever a concurrent batch about the same people committed while we waited.
     let mut working = Working::load(conn, &addresses)?;
-    let mut latest = inbox::latest_for_subjects(conn, SOURCE, &addresses)?;
+    // Postgres reads the lines of the stored subscribers here too, in the same round trip.
+    let (mut latest, open_lines) = match conn {
+        DbConnection::Postgres(c) => {
+            let stored = working.stored_ids();
+            let state = read_state(c, SOURCE, &addresses, &stored, forwarding.destination)?;
+            (state.latest, Some(state.open_lines))
+        }
+        DbConnection::Sqlite(_) => (inbox::latest_for_subjects(conn, SOURCE, &addresses)?, None),
+    };
 
     let mut recorded = Vec::new();
     let mut answers = Vec::with_capacity(deliveries.len());
@@ -221,12 +231,13 @@ fn record_deliveries(
         })
         .collect();
 
-    if let DbConnection::Postgres(_) = conn {
+    if let Some(open_lines) = open_lines {
         working.save_changed(conn)?;
         let DbConnection::Postgres(c) = conn else {
-            unreachable!("matched above")
+            unreachable!("lines are read up front on Postgres only")
         };
-        write_on_postgres(c, &working, &recorded, &queued, forwarding.destination)?;
+        let destination = forwarding.destination;
+        write_on_postgres(c, &working, &recorded, &queued, open_lines, destination)?;
         return Ok(answers);
     }
 
@@ -270,37 +281,46 @@ fn record_deliveries(
 }
 
 /// The rest of [`record_deliveries`] on Postgres: the new subscribers, the inbox rows and the
-/// jobs in one statement ([`crate::db::ingest::insert_batch`]), so that a batch of new people
-/// costs five round trips in all (`BEGIN`, the subscribers, the latest inbox entries, this,
-/// `COMMIT`) where one statement per table cost eight.
+/// jobs in one round trip ([`insert_batch`]), so that a batch of new people costs five in all
+/// (`BEGIN`, the subscribers' locks, [`read_state`], this, `COMMIT`). `open_lines` are the
+/// stored subscribers whose line to `destination` holds an open job, read under their locks.
 fn write_on_postgres(
     conn: &mut diesel::PgConnection,
     working: &Working,
     recorded: &[Recorded<'_>],
     queued: &[(usize, Slot, &'static str, String)],
+    mut open_lines: HashSet<i64>,
     destination: &str,
 ) -> Result<(), StoreError> {
-    use crate::db::ingest::{insert_batch, Event, Job};
     let events: Vec<Event<'_>> = recorded
         .iter()
         .map(|row| {
             let who = row.subscriber.map(|slot| working.who(slot));
             Event {
                 row: row.inbox_row(who.and_then(Who::stored_id)),
-                new_subscriber: who.and_then(Who::new_email),
+                subscriber: who,
             }
         })
         .collect();
-    let mut seen = std::collections::HashSet::new();
+    // New subscribers have no line yet; a batch's first job for anyone heads theirs if it is
+    // empty, and their later jobs wait behind it.
+    let mut new_lines = HashSet::new();
     let jobs: Vec<Job<'_>> = queued
         .iter()
-        .map(|(n, slot, kind, payload)| Job {
-            subscriber: working.who(*slot),
-            event: *n,
-            kind,
-            payload,
-            at: recorded[*n].delivery.now,
-            first_of_subscriber: seen.insert(*slot),
+        .map(|(n, slot, kind, payload)| {
+            let subscriber = working.who(*slot);
+            let status = match subscriber {
+                Who::Stored(id) => jobs::place_in_line(&mut open_lines, id),
+                Who::New(place) => jobs::place_in_line(&mut new_lines, place as i64),
+            };
+            Job {
+                subscriber,
+                event: *n,
+                kind,
+                payload,
+                at: recorded[*n].delivery.now,
+                pending: status == JobStatus::Pending,
+            }
         })
         .collect();
     insert_batch(conn, &working.new_records(), &events, &jobs, destination)

@@ -1,0 +1,1 @@
+DROP FUNCTION ingest_batch;
