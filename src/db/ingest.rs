@@ -1,8 +1,8 @@
-//! An ESP ingest batch on Postgres in two round trips after the subscribers' row locks: one read
-//! ([`read_state`]: the dedupe state and the job lines) and one write ([`insert_batch`]: the new
-//! subscribers, the inbox rows and the jobs, one call of the `ingest_batch` function of migration
-//! 15). SQLite, which has no round trips, reads and writes one table at a time
-//! (`crate::inbound::ingest`).
+//! An ESP ingest batch on Postgres in two round trips inside its transaction: one read
+//! ([`lock_and_read`]: the subscribers' row locks, the subscribers, the dedupe state and the job
+//! lines) and one write ([`insert_batch`]: the new subscribers, the inbox rows and the jobs), each
+//! one call of a function of migration 15. SQLite, which has no round trips, reads and writes one
+//! table at a time (`crate::inbound::ingest`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,76 +10,88 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
 
 use super::inbox::NewInboundEvent;
-use super::subscribers::NewSubscriber;
+use super::subscribers::{NewSubscriber, Subscriber};
 use super::working::Who;
 use super::{column, StoreError};
 use crate::db::prepared::{prepared, Count};
 
 /// What a batch decides on, read after its subscribers are locked.
 pub struct State {
+    /// The subscribers the batch names, locked, in id order.
+    pub subscribers: Vec<Subscriber>,
     /// The body hash and arrival time of the latest inbox entry of each address that has one.
     pub latest: HashMap<String, (String, i64)>,
     /// The subscribers whose line to the destination holds an open job.
     pub open_lines: HashSet<i64>,
 }
 
-/// Reads, in one statement, the latest inbox entry from `source` of each of `subjects` and which
-/// of `subscriber_ids` have an open job to `destination`. Run it after the subscribers' row
-/// locks are taken, in a statement of its own: a statement that waits for a row lock reads the
-/// other tables as they were before the wait, and would miss what the batch it waited for
-/// committed.
-pub fn read_state(
+/// Locks the subscribers with any of `emails`, then reads them, the latest inbox entry from
+/// `source` of each address and which of them have an open job to `destination`: one call of
+/// the `ingest_state` function, whose reads after the lock see what a batch about the same
+/// people committed while this one waited (see migration 15).
+pub fn lock_and_read(
     conn: &mut diesel::PgConnection,
+    emails: &[&str],
     source: &str,
-    subjects: &[&str],
-    subscriber_ids: &[i64],
     destination: &str,
 ) -> Result<State, StoreError> {
     #[derive(QueryableByName)]
     struct Row {
+        #[diesel(sql_type = Nullable<BigInt>)]
+        id: Option<i64>,
+        #[diesel(sql_type = Text)]
+        email: String,
         #[diesel(sql_type = Nullable<Text>)]
-        subject: Option<String>,
+        esp_id: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        first_name: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        name: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        status: Option<String>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        created_at: Option<i64>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        updated_at: Option<i64>,
         #[diesel(sql_type = Nullable<Text>)]
         body_sha256: Option<String>,
         #[diesel(sql_type = Nullable<BigInt>)]
         received_at: Option<i64>,
-        #[diesel(sql_type = Nullable<BigInt>)]
-        open_line: Option<i64>,
+        #[diesel(sql_type = Nullable<Bool>)]
+        open_line: Option<bool>,
     }
-    // Both halves probe an index once per element (a lateral `LIMIT 1`): as a join, Postgres may
-    // hash every open job of the destination, which grows with the queue.
     let rows: Vec<Row> = prepared(
-        diesel::sql_query(
-            "SELECT s.subject, l.body_sha256, l.received_at, NULL::int8 AS open_line \
-             FROM unnest($1::text[]) AS s(subject) CROSS JOIN LATERAL \
-             (SELECT body_sha256, received_at FROM inbound_events \
-              WHERE source = $2 AND subject = s.subject ORDER BY id DESC LIMIT 1) AS l \
-             UNION ALL \
-             SELECT NULL, NULL, NULL, i.id FROM unnest($3::int8[]) AS i(id) CROSS JOIN LATERAL \
-             (SELECT 1 FROM jobs o WHERE o.subscriber_id = i.id AND o.destination = $4 \
-              AND o.status IN ('waiting', 'pending', 'running') LIMIT 1) AS o",
-        )
-        .bind::<Array<Text>, _>(subjects)
-        .bind::<Text, _>(source)
-        .bind::<Array<BigInt>, _>(subscriber_ids)
-        .bind::<Text, _>(destination),
+        diesel::sql_query("SELECT * FROM ingest_state($1, $2, $3)")
+            .bind::<Array<Text>, _>(emails)
+            .bind::<Text, _>(source)
+            .bind::<Text, _>(destination),
     )
     .load(conn)?;
     let mut state = State {
-        latest: HashMap::with_capacity(subjects.len()),
+        subscribers: Vec::new(),
+        latest: HashMap::with_capacity(emails.len()),
         open_lines: HashSet::new(),
     };
     for row in rows {
-        match (row.subject, row.body_sha256, row.received_at, row.open_line) {
-            (Some(subject), Some(hash), Some(at), None) => {
-                state.latest.insert(subject, (hash, at));
+        let Some(id) = row.id else {
+            if let (Some(hash), Some(at)) = (row.body_sha256, row.received_at) {
+                state.latest.insert(row.email, (hash, at));
             }
-            (_, _, _, Some(id)) => {
-                state.open_lines.insert(id);
-            }
-            // `inbound_events.subject` may be null, but the probe matched it by equality.
-            _ => {}
+            continue;
+        };
+        if row.open_line == Some(true) {
+            state.open_lines.insert(id);
         }
+        state.subscribers.push(Subscriber {
+            id,
+            email: row.email,
+            esp_id: row.esp_id,
+            first_name: row.first_name,
+            name: row.name,
+            status: row.status.unwrap_or_default(),
+            created_at: row.created_at.unwrap_or_default(),
+            updated_at: row.updated_at.unwrap_or_default(),
+        });
     }
     Ok(state)
 }

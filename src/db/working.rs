@@ -35,7 +35,12 @@ impl Working {
     /// Loads the subscribers with any of `emails` (every address the events may look up),
     /// locking them on Postgres (see [`lock_by_emails`]).
     pub fn load(conn: &mut DbConnection, emails: &[&str]) -> Result<Working, StoreError> {
-        let slots: Vec<Entry> = lock_by_emails(conn, emails)?
+        Ok(Working::stored(lock_by_emails(conn, emails)?))
+    }
+
+    /// A set of the stored subscribers `records`, loaded (and locked) by the caller.
+    pub fn stored(records: Vec<Subscriber>) -> Working {
+        let slots: Vec<Entry> = records
             .into_iter()
             .map(|record| Entry {
                 record,
@@ -48,19 +53,11 @@ impl Working {
             .enumerate()
             .map(|(n, entry)| (entry.record.email.clone(), n))
             .collect();
-        Ok(Working {
+        Working {
             loaded: slots.len(),
             slots,
             by_email,
-        })
-    }
-
-    /// The ids of the subscribers loaded (the stored ones).
-    pub fn stored_ids(&self) -> Vec<i64> {
-        self.slots[..self.loaded]
-            .iter()
-            .map(|entry| entry.record.id)
-            .collect()
+        }
     }
 
     /// The stored id of the subscriber in `slot`, `None` while they are new.

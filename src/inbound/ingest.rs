@@ -9,7 +9,7 @@ use referral_bridge_adapters::EspEvent;
 use sha2::{Digest, Sha256};
 
 use crate::db::batch::BatchWriter;
-use crate::db::ingest::{insert_batch, read_state, Event, Job};
+use crate::db::ingest::{insert_batch, lock_and_read, Event, Job};
 use crate::db::jobs::JobStatus;
 use crate::db::working::{Slot, Who, Working};
 use crate::db::{inbox, jobs, DbConnection, StoreError};
@@ -126,7 +126,7 @@ impl<'a> Recorded<'a> {
 /// name, the latest inbox entry of each address) and kept up to date in memory, then written
 /// with a handful of statements whatever the batch size: the updated subscribers, then on SQLite
 /// one insert of new subscribers, one look-up of their lines, one insert of inbox rows, one of
-/// jobs. On Postgres the lines are read up front with the latest inbox entries ([`read_state`])
+/// jobs. On Postgres the lines are read up front with the latest inbox entries ([`lock_and_read`])
 /// and the three inserts are one call ([`write_on_postgres`]).
 fn record_deliveries(
     conn: &mut DbConnection,
@@ -151,17 +151,20 @@ fn record_deliveries(
         .collect();
     addresses.sort_unstable();
     addresses.dedup();
-    // Subscribers first: on Postgres this locks them, so that the latest inbox entries read next
-    // include whatever a concurrent batch about the same people committed while we waited.
-    let mut working = Working::load(conn, &addresses)?;
-    // Postgres reads the lines of the stored subscribers here too, in the same round trip.
-    let (mut latest, open_lines) = match conn {
+    // Subscribers first, locked on Postgres, so that the latest inbox entries read next include
+    // whatever a concurrent batch about the same people committed while we waited. Postgres
+    // reads the stored subscribers' lines there too, all in one round trip.
+    let (mut working, mut latest, open_lines) = match conn {
         DbConnection::Postgres(c) => {
-            let stored = working.stored_ids();
-            let state = read_state(c, SOURCE, &addresses, &stored, forwarding.destination)?;
-            (state.latest, Some(state.open_lines))
+            let state = lock_and_read(c, &addresses, SOURCE, forwarding.destination)?;
+            let working = Working::stored(state.subscribers);
+            (working, state.latest, Some(state.open_lines))
         }
-        DbConnection::Sqlite(_) => (inbox::latest_for_subjects(conn, SOURCE, &addresses)?, None),
+        DbConnection::Sqlite(_) => {
+            let working = Working::load(conn, &addresses)?;
+            let latest = inbox::latest_for_subjects(conn, SOURCE, &addresses)?;
+            (working, latest, None)
+        }
     };
 
     let mut recorded = Vec::new();
@@ -281,8 +284,8 @@ fn record_deliveries(
 }
 
 /// The rest of [`record_deliveries`] on Postgres: the new subscribers, the inbox rows and the
-/// jobs in one round trip ([`insert_batch`]), so that a batch of new people costs five in all
-/// (`BEGIN`, the subscribers' locks, [`read_state`], this, `COMMIT`). `open_lines` are the
+/// jobs in one round trip ([`insert_batch`]), so that a batch costs four in all (`BEGIN`,
+/// [`lock_and_read`], this, `COMMIT`) when no stored subscriber changed. `open_lines` are the
 /// stored subscribers whose line to `destination` holds an open job, read under their locks.
 fn write_on_postgres(
     conn: &mut diesel::PgConnection,

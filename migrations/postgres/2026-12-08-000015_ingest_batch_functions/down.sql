@@ -1,1 +1,2 @@
 DROP FUNCTION ingest_batch;
+DROP FUNCTION ingest_state;

@@ -1,6 +1,49 @@
--- The write half of an ESP ingest batch (src/db/ingest.rs) as one function: the new
--- subscribers, their inbox rows and their jobs, from one array per column. As one statement sent
--- from the bridge it was planned on every call (the bridge's connections plan each statement
+-- An ESP ingest batch (src/db/ingest.rs) as two function calls around the bridge's decisions:
+-- `ingest_state` locks the people named and reads what the batch decides on, `ingest_batch`
+-- writes the result. Each is one round trip where the statements they hold were one each.
+
+-- The subscribers with any of `emails`, locked (in id order, so that two batches about the same
+-- people cannot deadlock), then read again with the latest inbox entry from `event_source` of
+-- each address and whether each subscriber's line to `job_destination` holds an open job. Each
+-- statement of a (volatile) function reads with a fresh snapshot: the reads after the lock see
+-- what a batch about the same people committed while this one waited for it, which one
+-- statement that both waits and reads would not (it reads as of its start). Rows are of two
+-- kinds: a subscriber (`id` set, `open_line` set) or an address's latest entry (`id` null,
+-- `email` the address). Planned for its parameters on every call (the look-ups need the
+-- indexes: a plan made once on empty tables would scan them).
+CREATE FUNCTION ingest_state(emails TEXT[], event_source TEXT, job_destination TEXT)
+RETURNS TABLE (id BIGINT, email TEXT, esp_id TEXT, first_name TEXT, name TEXT, status TEXT,
+    created_at BIGINT, updated_at BIGINT, body_sha256 TEXT, received_at BIGINT,
+    open_line BOOLEAN)
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+    locked BIGINT[];
+BEGIN
+    locked := ARRAY(SELECT s.id FROM subscribers s WHERE s.email = ANY (emails) ORDER BY s.id
+        FOR UPDATE);
+    RETURN QUERY
+    SELECT s.id, s.email, s.esp_id, s.first_name, s.name, s.status, s.created_at, s.updated_at,
+        NULL::TEXT, NULL::BIGINT, o.open IS NOT NULL
+    FROM subscribers s
+    LEFT JOIN LATERAL (SELECT true AS open FROM jobs j WHERE j.subscriber_id = s.id
+        AND j.destination = job_destination AND j.status IN ('waiting', 'pending', 'running')
+        LIMIT 1) o ON true
+    WHERE s.id = ANY (locked)
+    ORDER BY s.id;
+    RETURN QUERY
+    SELECT NULL::BIGINT, a.address, NULL::TEXT, NULL::TEXT, NULL::TEXT, NULL::TEXT,
+        NULL::BIGINT, NULL::BIGINT, l.body_sha256, l.received_at, NULL::BOOLEAN
+    FROM unnest(emails) AS a(address) CROSS JOIN LATERAL
+        (SELECT e.body_sha256, e.received_at FROM inbound_events e
+         WHERE e.source = event_source AND e.subject = a.address ORDER BY e.id DESC LIMIT 1) l;
+END
+$$;
+
+-- The new subscribers, their inbox rows and their jobs, from one array per column. As one
+-- statement sent from the bridge it was planned on every call (the bridge's connections plan each statement
 -- for its parameters, `force_custom_plan`, because plans made once on empty tables kept
 -- sequential scans), which was half its time. These inserts read no table, so one plan made
 -- once per connection serves every batch: the function plans its statements once.
