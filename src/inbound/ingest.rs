@@ -472,6 +472,39 @@ mod tests {
         assert_eq!(found[0].status, "unsubscribed", "{found:?}");
     }
 
+    /// Two batches at once about a subscriber whose line is empty: the later reads the line
+    /// after the earlier committed, so its job waits behind the earlier's instead of heading the
+    /// line beside it (two jobs at once for one person, out of order).
+    #[test]
+    fn concurrent_batches_about_one_subscriber_queue_one_line() {
+        let test = with_ann();
+        {
+            use crate::db::schema::jobs::dsl::{jobs, status};
+            let mut conn = test.db.conn().unwrap();
+            diesel::update(jobs)
+                .set(status.eq("done"))
+                .execute(&mut **conn)
+                .unwrap();
+        }
+        let rename = json!({"type": "update", "subscriber": {"email": ANN, "first_name": "Ann"}});
+        let leave = json!({"type": "unsubscribe", "subscriber": {"email": ANN}});
+        let answers = both_at_once(&test.db, &delivery(rename, 2), &delivery(leave, 3));
+        assert_eq!(answers, (Accepted::Stored, Accepted::Stored));
+        let lines = dump(&test.db);
+        let queued: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.starts_with("job") && !l.contains(" done "))
+            .collect();
+        assert_eq!(
+            queued,
+            [
+                r#"job Some("ann@example.com") update pending from event #Some(1)"#,
+                r#"job Some("ann@example.com") unsubscribe waiting from event #Some(2)"#,
+            ],
+            "{lines:#?}"
+        );
+    }
+
     /// The same delivery in two batches at once (an ESP retrying while its first try is still
     /// being written) is acted on once.
     #[test]
