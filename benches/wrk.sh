@@ -8,7 +8,8 @@
 # BRIDGE_BIN runs another build instead of this checkout's (an A/B against an earlier commit).
 #
 # Postgres: a fresh database under BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432),
-# dropped afterwards.
+# dropped afterwards; BENCH_POSTGRES_OPTIONS is appended to the bridge's DATABASE_URL (for
+# example "?sslmode=disable").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=${1:-sqlite}
@@ -26,7 +27,7 @@ case "$backend" in
         admin=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}
         name="rb_wrk_$$"
         psql "$admin/postgres" -q -c "CREATE DATABASE $name"
-        database_url="$admin/$name"
+        database_url="$admin/$name${BENCH_POSTGRES_OPTIONS:-}"
         ;;
     *) echo "backend: sqlite or postgres" >&2; exit 2 ;;
 esac
