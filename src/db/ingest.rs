@@ -105,10 +105,10 @@ fn place(n: usize) -> i32 {
 
 /// An inbox row of the batch.
 pub struct Event<'a> {
-    /// The row, less the subscriber it acted on.
+    /// The row; its `subscriber_id` is set when the subscriber is stored already.
     pub row: NewInboundEvent<'a>,
-    /// The subscriber it acted on, if any.
-    pub subscriber: Option<Who>,
+    /// The place in the batch's new subscribers of the one it acted on, if new.
+    pub new_subscriber: Option<usize>,
 }
 
 /// A job of the batch.
@@ -158,12 +158,8 @@ pub fn insert_batch(
         .bind::<Array<Text>, _>(column(events, |e| e.row.body_sha256))
         .bind::<Array<Text>, _>(column(events, |e| e.row.body))
         .bind::<Array<Text>, _>(column(events, |e| e.row.outcome))
-        .bind::<Array<Nullable<BigInt>>, _>(column(events, |e| {
-            e.subscriber.and_then(Who::stored_id)
-        }))
-        .bind::<Array<Nullable<Integer>>, _>(column(events, |e| {
-            e.subscriber.and_then(Who::new_place).map(place)
-        }))
+        .bind::<Array<Nullable<BigInt>>, _>(column(events, |e| e.row.subscriber_id))
+        .bind::<Array<Nullable<Integer>>, _>(column(events, |e| e.new_subscriber.map(place)))
         .bind::<Array<BigInt>, _>(column(events, |e| e.row.received_at))
         .bind::<Text, _>(destination)
         .bind::<Array<Nullable<BigInt>>, _>(column(jobs, |j| j.subscriber.stored_id()))

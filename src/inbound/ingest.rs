@@ -301,7 +301,7 @@ fn write_on_postgres(
             let who = row.subscriber.map(|slot| working.who(slot));
             Event {
                 row: row.inbox_row(who.and_then(Who::stored_id)),
-                subscriber: who,
+                new_subscriber: who.and_then(Who::new_place),
             }
         })
         .collect();
