@@ -6,7 +6,7 @@
 //!    passed), deliveries running;
 //! 2. on the same database, ingest alone (at 1,000 requests/s: p50/p99, then flat out) with
 //!    nothing to prune (the baseline), then the same while a pass works through what (1) left,
-//!    as a ratio of the baseline.
+//!    as a ratio of the baseline; then the baseline's flat-out phase again, after.
 //!
 //! `cargo bench --bench soak`; knobs: BENCH_EVENTS (1,000,000), BENCH_PEOPLE (50,000: the
 //! list's size; the first event of each person a signup, the rest renames), BENCH_RATE (2,500),
@@ -202,6 +202,21 @@ fn run(backend: &str, new_database: &mut dyn FnMut() -> String, standin: &StandI
         "{}  ({:.0}% of ingest with no pass)",
         during.line("ingest during a pass"),
         100.0 * during.rate / before.rate
+    );
+    bridge.stop();
+    // The baseline again, after: each phase adds to the tables the next one writes into, so the
+    // one before alone would flatter it against the pass.
+    let bridge = ingest_alone("30d");
+    let after = load.block_on(support::closed_loop(
+        fresh(&bridge.address),
+        seconds,
+        32,
+        next.clone(),
+    ));
+    println!(
+        "{}  (during a pass: {:.0}% of the two with no pass, before and after)",
+        after.line("ingest, no pass, after"),
+        200.0 * during.rate / (before.rate + after.rate)
     );
     bridge.stop();
 }
