@@ -142,16 +142,15 @@ pub fn prune_pass(
     for batch in [prune::jobs_batch as Batch, prune::bodies_batch as Batch] {
         let mut after = 0;
         loop {
-            let mut held = Duration::ZERO;
-            let (removed, walk) = if dry_run {
-                db.read(|conn| batch(conn, after, cutoff, BATCH, true))?
+            // The whole turn, its commit included: a commit that frees many pages writes them
+            // all to the log, and may checkpoint it, while the writers queued behind it wait.
+            let ((removed, walk), held) = if dry_run {
+                (
+                    db.read(|conn| batch(conn, after, cutoff, BATCH, true))?,
+                    Duration::ZERO,
+                )
             } else {
-                db.write(|conn| {
-                    let started = std::time::Instant::now();
-                    let done = batch(conn, after, cutoff, BATCH, false);
-                    held = started.elapsed();
-                    done
-                })?
+                db.write_held(|conn| batch(conn, after, cutoff, BATCH, false))?
             };
             report.slowest_batch_ms = report.slowest_batch_ms.max(held.as_millis() as u64);
             if !dry_run {
@@ -176,13 +175,8 @@ pub fn prune_pass(
     };
     if !dry_run {
         loop {
-            let mut held = Duration::ZERO;
-            let given_back = db.write(|conn| {
-                let started = std::time::Instant::now();
-                let given_back = prune::incremental_vacuum(conn, VACUUM_PAGES);
-                held = started.elapsed();
-                given_back
-            })?;
+            let (given_back, held) =
+                db.write_held(|conn| prune::incremental_vacuum(conn, VACUUM_PAGES))?;
             report.slowest_batch_ms = report.slowest_batch_ms.max(held.as_millis() as u64);
             report.reclaimed_bytes += given_back;
             if given_back == 0 {

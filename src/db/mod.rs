@@ -435,6 +435,27 @@ impl Db {
         &self,
         f: impl FnOnce(&mut DbConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        let mut held = Duration::ZERO;
+        self.write_turn(f, &mut held)
+    }
+
+    /// Runs `f` as [`Db::write`] does, and says how long the transaction held the write turn:
+    /// its statements and its commit (on SQLite with any checkpoint the commit ran), not the
+    /// wait for the turn. What a writer queued behind it waited.
+    pub fn write_held<T>(
+        &self,
+        f: impl FnOnce(&mut DbConnection) -> Result<T, StoreError>,
+    ) -> Result<(T, Duration), StoreError> {
+        let mut held = Duration::ZERO;
+        let value = self.write_turn(f, &mut held)?;
+        Ok((value, held))
+    }
+
+    fn write_turn<T>(
+        &self,
+        f: impl FnOnce(&mut DbConnection) -> Result<T, StoreError>,
+        held: &mut Duration,
+    ) -> Result<T, StoreError> {
         // The turn first, then the connection: writers waiting for their turn must not hold
         // connections that readers need.
         let _turn = self
@@ -444,6 +465,7 @@ impl Db {
         let _timed = WriteTimer {
             started: std::time::Instant::now(),
             total: &self.write_time,
+            held,
         };
         let mut pooled = self.conn()?;
         if let Err(e) = begin(&mut pooled) {
@@ -511,11 +533,14 @@ impl Db {
 struct WriteTimer<'a> {
     started: std::time::Instant,
     total: &'a std::sync::atomic::AtomicU64,
+    /// This transaction's own hold, for [`Db::write_held`].
+    held: &'a mut Duration,
 }
 
 impl Drop for WriteTimer<'_> {
     fn drop(&mut self) {
-        let nanos = self.started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        *self.held = self.started.elapsed();
+        let nanos = self.held.as_nanos().min(u64::MAX as u128) as u64;
         self.total
             .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
     }
@@ -554,6 +579,24 @@ mod tests {
         };
         assert!(test.db.write(failing).is_err());
         assert!(test.db.write_time() - before >= Duration::from_millis(60));
+    }
+
+    /// [`Db::write_held`] reports the whole turn it held, its `BEGIN` and commit included (a
+    /// retention batch paces itself by it): exactly what it added to [`Db::write_time`].
+    #[test]
+    fn a_write_reports_the_whole_turn_it_held() {
+        let test = TestDb::default();
+        let before = test.db.write_time();
+        let ((), held) = test
+            .db
+            .write_held(|conn| {
+                std::thread::sleep(Duration::from_millis(20));
+                conn.batch_execute("SELECT 1")?;
+                Ok(())
+            })
+            .unwrap();
+        assert!(held >= Duration::from_millis(20), "{held:?}");
+        assert_eq!(test.db.write_time() - before, held);
     }
 
     /// Every other session of this database ended by the server, as a restart would.
