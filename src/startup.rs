@@ -35,8 +35,7 @@ pub fn batch_writers(url: &DatabaseUrl) -> usize {
 /// they take a connection, so any size serves).
 pub fn pool_needed(settings: &Settings) -> u32 {
     let writers = batch_writers(&settings.database_url);
-    let attempt_writers = crate::worker::attempt_writers(&settings.database_url);
-    (2 * writers + attempt_writers + settings.worker.concurrency + 2) as u32
+    (2 * writers + crate::worker::ATTEMPT_WRITERS + settings.worker.concurrency + 2) as u32
 }
 
 /// The pool size for a serving process: `BRIDGE_DB_POOL_SIZE`, which on Postgres must be at
@@ -408,8 +407,8 @@ mod tests {
         let postgres = ("DATABASE_URL", "postgres://u@127.0.0.1/db");
         let s = settings(&[postgres, ("BRIDGE_WORKERS", "16")]);
         let needed = pool_needed(&s);
-        // Two batch writers per core (at least 2 each), four attempt writers, the workers, 2.
-        assert!(needed >= 2 * 2 + 4 + 16 + 2, "{needed}");
+        // Two batch writers per core (at least 2 each), the attempt writer, the workers, 2.
+        assert!(needed >= 2 * 2 + 1 + 16 + 2, "{needed}");
         assert_eq!(serving_pool_size(&s).unwrap(), needed);
         let small = settings(&[postgres, ("BRIDGE_DB_POOL_SIZE", "5")]);
         let refused = serving_pool_size(&small).unwrap_err().to_string();
