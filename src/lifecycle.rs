@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use referral_bridge_adapters::platform::{OutboundPlatform, DELETE};
+use referral_bridge_adapters::platform::{deletion_payload, OutboundPlatform, DELETE};
 use referral_bridge_adapters::Email;
 
 use crate::config::{millis, Settings};
 use crate::db::erase::{self, Erased};
-use crate::db::jobs;
 use crate::db::prune::{self, Removed, Walk};
+use crate::db::{jobs, referral};
 use crate::db::{now_ms, Db, StoreError};
 use crate::metrics::{Metrics, TableLabels};
 
@@ -289,7 +289,8 @@ pub enum ForgetError {
     /// No subscriber has the address.
     #[error("no subscriber has that address")]
     NotFound,
-    /// The platform cannot delete (webhook mode, ReferralLoop): the reason, for the operator.
+    /// The platform cannot delete them (SparkLoop in webhook mode; ReferralLoop before it has
+    /// told the bridge their signup id): the reason, for the operator.
     #[error("{0}")]
     PlatformCannot(String),
     /// The database failed.
@@ -307,10 +308,25 @@ pub fn forget(
     email: &Email,
     with_platform: bool,
 ) -> Result<Forgotten, ForgetError> {
+    let email = email.as_str().to_string();
     if with_platform {
         platform.deletes().map_err(ForgetError::PlatformCannot)?;
+        // The platform must be able to name them (ReferralLoop deletes by the signup id its
+        // webhooks told the bridge): refused now, rather than a job that cannot be sent.
+        let known = db.read(|conn| match erase::subscriber_id(conn, &email)? {
+            Some(id) => Ok(Some(referral::platform_id(conn, id)?)),
+            None => Ok(None),
+        })?;
+        if let Some(platform_id) = known {
+            platform
+                .request(DELETE, &deletion_payload(&email, platform_id.as_deref()))
+                .map_err(|why| {
+                    ForgetError::PlatformCannot(format!(
+                        "{why}; without --platform they are erased here only"
+                    ))
+                })?;
+        }
     }
-    let email = email.as_str().to_string();
     let done = db.write(|conn| {
         // The row lock (Postgres) orders this against an ingest of the same person (which then
         // finds no one, and records them anew) and a line's head finishing.
@@ -326,8 +342,8 @@ pub fn forget(
         let destination = platform.destination();
         let mut open = jobs::open_lines(conn, &[id], destination)?;
         let status = jobs::place_in_line(&mut open, id);
-        let payload =
-            serde_json::json!({"type": DELETE, "subscriber": {"email": email}}).to_string();
+        // The platform's id is added when it is sent: the latest heard by then.
+        let payload = deletion_payload(&email, None);
         let now = now_ms();
         let job = jobs::NewJob {
             subscriber_id: id,

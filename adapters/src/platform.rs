@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::outbound::{Answer, Headers, OutboundRequest, WriteVerdict};
 use crate::{Email, InboundRequest, ParseError, VerifyError};
@@ -191,6 +191,15 @@ pub enum CallError {
         /// The job's kind.
         kind: String,
     },
+    /// The call names the person by the platform's own id, which the bridge has not heard
+    /// (it arrives with the platform's webhooks); the job is tried again, in case it does.
+    #[error("{platform}'s call needs the subscriber's {what}, which the bridge has not heard from {platform} yet")]
+    NoPlatformId {
+        /// The platform, as a person writes it.
+        platform: &'static str,
+        /// The id, as the platform calls it (`signup id`).
+        what: &'static str,
+    },
 }
 
 /// The outgoing half of a referral platform: the call that forwards one queued ESP event
@@ -281,6 +290,22 @@ pub struct JobSubscriber {
     pub last_name: Option<String>,
     /// The full name, or the first name when there is no full name.
     pub name: Option<String>,
+    /// The platform's own id of the person, where the job carries it (a deletion, once the
+    /// worker has added the stored one: [`deletion_payload`]).
+    pub platform_id: Option<String>,
+}
+
+/// The body of a [`DELETE`] job: whom to forget, and, when the bridge knows it, the platform's
+/// own id of them (`subscribers.platform_id`), which some platforms delete by. Jobs are queued
+/// with the address alone; the worker adds the id stored when it sends, so that an id heard
+/// after the job was queued is used.
+pub fn deletion_payload(email: &str, platform_id: Option<&str>) -> String {
+    let mut subscriber = Map::new();
+    subscriber.insert("email".into(), Value::from(email));
+    if let Some(id) = platform_id {
+        subscriber.insert("platform_id".into(), Value::from(id));
+    }
+    serde_json::json!({"type": DELETE, "subscriber": subscriber}).to_string()
 }
 
 impl JobSubscriber {
@@ -318,6 +343,7 @@ impl JobSubscriber {
             first_name,
             last_name,
             name: name.or_else(|| text("first_name")),
+            platform_id: text("platform_id"),
         })
     }
 }

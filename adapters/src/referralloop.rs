@@ -3,8 +3,10 @@
 //! In: webhooks signed `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of the raw body>`, JSON
 //! with `event_type` and the signup in `data`.
 //!
-//! Out ([`ReferralLoopApi`]): signups only, `POST /waitlists/{id}/signups` with a bearer key.
-//! Its API cannot change or remove a signup, so the ESP's other events are recorded, not sent.
+//! Out ([`ReferralLoopApi`]): signups, `POST /waitlists/{id}/signups` with a bearer key, and
+//! the deletion of an erasure (DESIGN 3.10), `DELETE /waitlists/{id}/signups/{signup id}`, by
+//! the signup id its webhooks told the bridge. Its API cannot change a signup, so the ESP's
+//! updates and unsubscribes are recorded, not sent.
 
 use hmac::{Hmac, Mac};
 use secrecy::SecretString;
@@ -14,7 +16,7 @@ use sha2::Sha256;
 use crate::outbound::{Answer, OutboundRequest, WriteVerdict};
 use crate::platform::{
     api_url, bearer, email_at, json_call, usual_platform_verdict, CallError, Callback,
-    JobSubscriber, OutboundPlatform, PersonUpdate, PlatformCallbacks, ReferralData,
+    JobSubscriber, OutboundPlatform, PersonUpdate, PlatformCallbacks, ReferralData, DELETE,
 };
 use crate::{InboundRequest, ParseError, VerifyError};
 
@@ -59,9 +61,33 @@ impl OutboundPlatform for ReferralLoopApi {
         })
     }
 
-    /// Subscribe is `POST /waitlists/{id}/signups` with `email` and `name`.
+    /// `DELETE /waitlists/{id}/signups/{signup id}`, for a person whose signup id the bridge
+    /// has heard (their `signup.created` webhook).
+    fn deletes(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Subscribe is `POST /waitlists/{id}/signups` with `email` and `name`; a deletion
+    /// `DELETE /waitlists/{id}/signups/{signup id}`.
     fn request(&self, kind: &str, payload: &str) -> Result<OutboundRequest, CallError> {
         let s = JobSubscriber::read(payload)?;
+        if kind == DELETE {
+            let signup = s.platform_id.ok_or(CallError::NoPlatformId {
+                platform: "ReferralLoop",
+                what: "signup id",
+            })?;
+            let url = api_url(
+                &self.api_url,
+                "REFERRALLOOP_API_URL",
+                &["waitlists", &self.waitlist_id, "signups", &signup],
+            )?;
+            return Ok(json_call(
+                "DELETE",
+                url,
+                String::new(),
+                bearer(&self.api_key),
+            ));
+        }
         if kind != "subscribe" {
             return Err(CallError::NoCall {
                 platform: "ReferralLoop",
@@ -86,10 +112,11 @@ impl OutboundPlatform for ReferralLoopApi {
         ))
     }
 
-    /// A 409 to a signup is a signup that already exists: done.
+    /// A 409 to a signup is a signup that already exists: done; a 404 to a deletion, a
+    /// signup already gone: done.
     fn read_answer(&self, kind: &str, answer: &Answer<'_>) -> WriteVerdict {
         match (kind, answer.status) {
-            ("subscribe", 409) => WriteVerdict::Done,
+            ("subscribe", 409) | (DELETE, 404) => WriteVerdict::Done,
             _ => usual_platform_verdict(answer),
         }
     }
@@ -259,8 +286,44 @@ mod tests {
         assert!(parse_callback(br#"{"data": {}}"#).is_err());
     }
 
+    /// A deletion names the signup by the id the bridge heard, and waits (an error, tried
+    /// again) while it has heard none; a signup already gone is deleted.
     #[test]
-    fn signups_only() {
+    fn a_deletion_goes_by_the_signup_id() {
+        let api = ReferralLoopApi {
+            api_url: "http://rl.test/api/v1".into(),
+            api_key: Some("k".to_string().into()),
+            waitlist_id: "w1".into(),
+        };
+        assert!(api.deletes().is_ok());
+        let known = crate::platform::deletion_payload("a@b.co", Some("789e/0"));
+        let call = api.request(DELETE, &known).unwrap();
+        assert_eq!(call.method, "DELETE");
+        assert_eq!(
+            call.url,
+            "http://rl.test/api/v1/waitlists/w1/signups/789e%2F0"
+        );
+        assert!(call.body.is_empty());
+        assert!(call
+            .headers
+            .contains(&("Authorization".to_string(), "Bearer k".to_string())));
+        let unknown = crate::platform::deletion_payload("a@b.co", None);
+        let why = api.request(DELETE, &unknown).unwrap_err().to_string();
+        assert_eq!(
+            why,
+            "ReferralLoop's call needs the subscriber's signup id, which the bridge has not heard from ReferralLoop yet"
+        );
+        let gone = Answer {
+            status: 404,
+            retry_after: None,
+            body: "",
+        };
+        assert_eq!(api.read_answer(DELETE, &gone), WriteVerdict::Done);
+        assert_eq!(api.read_answer("subscribe", &gone), WriteVerdict::Failed);
+    }
+
+    #[test]
+    fn signups_and_no_other_change() {
         let api = ReferralLoopApi {
             api_url: "http://rl.test/api/v1/".into(),
             api_key: Some("k".to_string().into()),

@@ -71,6 +71,17 @@ pub fn referral_state(
         .optional()?)
 }
 
+/// The platform's own id of subscriber `id`, if it has told the bridge one (none, too, for a
+/// subscriber who is gone).
+pub fn platform_id(conn: &mut DbConnection, id: i64) -> Result<Option<String>, StoreError> {
+    Ok(subscribers::table
+        .find(id)
+        .select(subscribers::platform_id)
+        .first::<Option<String>>(conn)
+        .optional()?
+        .flatten())
+}
+
 /// What a platform says of a person; `None` leaves a column as it is.
 #[derive(Clone, AsChangeset, Insertable)]
 #[diesel(table_name = subscribers)]

@@ -1,7 +1,7 @@
 //! Accepting an inbound delivery: deduplicate it, store it, update the subscriber and queue the
 //! outgoing job, all in one transaction, so that a 200 means all of it is on disk.
 
-use referral_bridge_adapters::platform::DELETE;
+use referral_bridge_adapters::platform::{deletion_payload, DELETE};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -217,17 +217,18 @@ fn record_deliveries(
             let Some(slot) = row.subscriber else {
                 return Vec::new();
             };
-            let mut queued: Vec<_> = referral_bridge_adapters::sparkloop::webhook_payload(row.event)
-                .filter(|(kind, _)| forwarding.forwards(kind))
-                .map(|(kind, payload)| (n, slot, kind, payload))
-                .into_iter()
-                .collect();
+            let mut queued: Vec<_> =
+                referral_bridge_adapters::sparkloop::webhook_payload(row.event)
+                    .filter(|(kind, _)| forwarding.forwards(kind))
+                    .map(|(kind, payload)| (n, slot, kind, payload))
+                    .into_iter()
+                    .collect();
             // BRIDGE_ERASE_ON_DELETE: the platform's deletion follows the departure in the
             // line, and the erasure here follows it.
             if let EspEvent::Deleted { email } = row.event {
                 if forwarding.forwards(DELETE) {
-                    let payload = serde_json::json!({"type": DELETE, "subscriber": {"email": email.as_str()}});
-                    queued.push((n, slot, DELETE, payload.to_string()));
+                    let payload = deletion_payload(email.as_str(), None);
+                    queued.push((n, slot, DELETE, payload));
                 }
             }
             queued

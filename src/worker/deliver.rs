@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use referral_bridge_adapters::outbound::{FieldUpdate, WriteVerdict};
-use referral_bridge_adapters::platform::CallError;
+use referral_bridge_adapters::platform::{deletion_payload, CallError, JobSubscriber, DELETE};
 
 use super::Worker;
 use crate::db::jobs::{ClaimedJob, Written};
@@ -323,11 +323,32 @@ impl Worker {
         if job.destination != self.platform.destination() {
             unreachable!("only deliverable destinations are claimed");
         }
-        let request = self.platform.request(&job.kind, &job.payload)?;
+        let request = if job.kind == DELETE {
+            self.platform
+                .request(&job.kind, &self.deletion_with_id(job).await?)?
+        } else {
+            self.platform.request(&job.kind, &job.payload)?
+        };
         Ok(Prepared::Call(
             http_request(&self.platform_client, request)?,
             None,
         ))
+    }
+
+    /// A deletion's body with the platform's id of the person as stored now (some platforms
+    /// delete by it), which may have arrived after the job was queued.
+    async fn deletion_with_id(&self, job: &ClaimedJob) -> Result<String, Unsent> {
+        let email = JobSubscriber::read(&job.payload)?.email;
+        let id = job.subscriber_id;
+        let platform_id = self
+            .db
+            .read_async(move |conn| referral::platform_id(conn, id))
+            .await
+            .map_err(|source| Unsent::Store {
+                what: "cannot read the subscriber's platform id",
+                source,
+            })?;
+        Ok(deletion_payload(&email, platform_id.as_deref()))
     }
 
     /// The platform's second call for a job whose first answer asks for one (SparkLoop's

@@ -397,6 +397,113 @@ async fn forgetting_at_the_platform_first_keeps_the_data_until_it_has_deleted() 
     app.stop().await;
 }
 
+/// ReferralLoop deletes a signup by its id, which the bridge hears in `signup.created`: until
+/// then an erasure with the platform is refused (saying why and what to do instead), after it
+/// the deletion goes by that id and the erasure follows.
+#[tokio::test]
+async fn forgetting_at_referralloop_goes_by_the_signup_id_it_heard() {
+    let signups = "/rl/api/v1/waitlists/w1/signups";
+    let signup_id = "789e0123-e89b-12d3-a456-426614174000";
+    let app = TestApp::spawn_with(
+        &[
+            ("BRIDGE_ADMIN_TOKEN", TOKEN),
+            ("BRIDGE_PLATFORM", "referralloop"),
+            ("REFERRALLOOP_API_URL", "{stand-in}/rl/api/v1"),
+            ("REFERRALLOOP_API_KEY", "pk_test_1"),
+            ("REFERRALLOOP_WAITLIST_ID", "w1"),
+            ("REFERRALLOOP_WEBHOOK_SECRET", crate::referralloop::SECRET),
+            ("REFERRALLOOP_RATE_LIMIT", "100/1s"),
+        ],
+        None,
+    )
+    .await;
+    for (verb, at, answer) in [
+        ("POST", signups.to_string(), json!({"id": signup_id})),
+        ("DELETE", format!("{signups}/{signup_id}"), json!({})),
+    ] {
+        app.sparkloop
+            .register(
+                Mock::given(method(verb))
+                    .and(path(at))
+                    .respond_with(ResponseTemplate::new(200).set_body_json(answer)),
+            )
+            .await;
+    }
+    let user = "user@example.com";
+    assert_eq!(app.post_esp(&subscribe(user)).await.status(), 200);
+    app.drain().await;
+    let forget_here_and_there = || {
+        app.client
+            .delete(format!("{}/admin/api/subscribers/{user}", app.address))
+            .bearer_auth(TOKEN)
+            .json(&json!({"platform": true}))
+            .send()
+    };
+    let refused = forget_here_and_there().await.unwrap();
+    assert_eq!(refused.status(), 409);
+    let why = refused.text().await.unwrap();
+    assert!(
+        why.contains("signup id") && why.contains("without --platform"),
+        "{why}"
+    );
+    assert!(!why.contains(user), "{why}");
+    assert_eq!(count(&app, "subscribers"), 1);
+    assert_eq!(count(&app, "jobs WHERE kind = 'delete'"), 0);
+
+    let created = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/referralloop/signup_created.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let heard = app
+        .client
+        .post(format!("{}/webhooks/referralloop", app.address))
+        .header(
+            "X-Webhook-Signature",
+            crate::referralloop::signature(&created),
+        )
+        .body(created)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(heard.status(), 200);
+    let queued = forget_here_and_there().await.unwrap();
+    assert_eq!(queued.status(), 202);
+    eventually("the subscriber erased", Duration::from_secs(20), || {
+        count(&app, "subscribers") == 0
+    })
+    .await;
+    let deletes: Vec<(String, String)> = app
+        .sparkloop
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "DELETE")
+        .map(|r| {
+            let auth = r.headers["authorization"].to_str().unwrap().to_string();
+            (r.url.path().to_string(), auth)
+        })
+        .collect();
+    assert_eq!(
+        deletes,
+        [(
+            format!("{signups}/{signup_id}"),
+            "Bearer pk_test_1".to_string()
+        )]
+    );
+    let after = app
+        .client
+        .get(format!("{}/admin/api/subscribers/{user}", app.address))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 404);
+    assert!(stored_anywhere(&app, user).is_empty());
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn brevos_contact_deleted_erases_with_the_platform_when_asked() {
     let app = TestApp::spawn_with(

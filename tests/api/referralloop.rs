@@ -7,7 +7,8 @@ use sha2::Sha256;
 
 use crate::helpers::TestApp;
 
-const SECRET: &str = "rl-secret";
+/// `REFERRALLOOP_WEBHOOK_SECRET` of these tests.
+pub(crate) const SECRET: &str = "rl-secret";
 
 /// A webhook of ReferralLoop's documentation (`tests/fixtures/referralloop`), as sent.
 fn fixture(name: &str) -> String {
@@ -18,7 +19,8 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(path).unwrap()
 }
 
-fn signature(body: &str) -> String {
+/// `X-Webhook-Signature` of `body` under [`SECRET`].
+pub(crate) fn signature(body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(body.as_bytes());
     let hex: String = mac

@@ -157,7 +157,7 @@ pub struct EraseResult {
         (status = 202, body = EraseResult, description = "the platform's deletion is queued; the erasure here follows once it is done"),
         (status = 400), (status = 401),
         (status = 404, description = "no subscriber has that address (or it is not an address), or the admin API is off"),
-        (status = 409, description = "the platform cannot delete (webhook mode, ReferralLoop): erase here only")),
+        (status = 409, description = "the platform cannot delete them (SparkLoop's webhook mode; ReferralLoop before its webhook told their signup id): erase here only")),
     security(("admin_token" = [])))]
 pub async fn erase_subscriber(
     _admin: AdminAuth,
