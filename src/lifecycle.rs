@@ -113,6 +113,9 @@ pub struct PruneReport {
     /// write time added up): the higher, the more the pass yielded to them. SQLite only (see
     /// [`Pacer`]); `None` on Postgres and in a dry run.
     pub others_busy_percent: Option<u64>,
+    /// Whether the pass vacuumed the tables itself: Postgres, when the server's autovacuum is
+    /// off ([`prune::vacuum_unless_autovacuum`]).
+    pub vacuumed: bool,
 }
 
 /// The time before which stored rows are old: `BRIDGE_RETENTION` ago, but never less than
@@ -174,6 +177,7 @@ pub fn prune_pass(
         db.write(|conn| prune::expired_sessions(conn, now, false))?
     };
     if !dry_run {
+        report.vacuumed = db.read(prune::vacuum_unless_autovacuum)?;
         loop {
             let (given_back, held) =
                 db.write_held(|conn| prune::incremental_vacuum(conn, VACUUM_PAGES))?;
@@ -246,7 +250,7 @@ pub async fn run(
                 let r = report.removed;
                 if r.bodies + r.jobs + r.attempts > 0 {
                     log::info!(
-                        "retention: pruned {} bodies, {} jobs, {} attempts in {} ms (slowest batch {} ms{}); {} bytes given back",
+                        "retention: pruned {} bodies, {} jobs, {} attempts in {} ms (slowest batch {} ms{}); {} bytes given back{}",
                         r.bodies,
                         r.jobs,
                         r.attempts,
@@ -255,7 +259,12 @@ pub async fn run(
                         report.others_busy_percent.map_or_else(String::new, |busy| format!(
                             ", other writers busy {busy}% of its pauses"
                         )),
-                        report.reclaimed_bytes
+                        report.reclaimed_bytes,
+                        if report.vacuumed {
+                            "; tables vacuumed (the server's autovacuum is off)"
+                        } else {
+                            ""
+                        }
                     );
                 }
             }
@@ -442,5 +451,40 @@ mod tests {
         // Busy for 267 of the 537 ms paused.
         assert_eq!(pacer.busy_percent(), Some(50));
         assert_eq!(Pacer::new(false).busy_percent(), None);
+    }
+
+    /// On a Postgres server whose autovacuum is off a pass vacuums the tables itself (else the
+    /// space of what it deleted is never reused); with autovacuum on, and on SQLite, it does not.
+    /// A dry run never does.
+    #[test]
+    fn a_pass_vacuums_where_the_server_does_not() {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            flag: bool,
+        }
+        let test = crate::db::test_db::TestDb::default();
+        let flag = |sql: &'static str| {
+            test.db
+                .read(|conn| {
+                    Ok(diesel::RunQueryDsl::get_result::<Row>(diesel::sql_query(sql), conn)?.flag)
+                })
+                .unwrap()
+        };
+        let dry = prune_pass(&test.db, now_ms(), true, |_| true).unwrap();
+        assert!(!dry.vacuumed);
+        let report = prune_pass(&test.db, now_ms(), false, |_| true).unwrap();
+        if test.db.is_sqlite() {
+            assert!(!report.vacuumed);
+            return;
+        }
+        let server_vacuums = flag(
+            "SELECT current_setting('autovacuum') = 'on' \
+                AND current_setting('track_counts') = 'on' AS flag",
+        );
+        assert_eq!(report.vacuumed, !server_vacuums);
+        let vacuumed_jobs =
+            flag("SELECT vacuum_count > 0 AS flag FROM pg_stat_user_tables WHERE relname = 'jobs'");
+        assert_eq!(vacuumed_jobs, !server_vacuums);
     }
 }

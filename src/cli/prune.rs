@@ -69,6 +69,9 @@ pub async fn run(settings: &Settings, dry_run: bool) -> anyhow::Result<ExitCode>
             "{} bytes given back to the file system",
             report.reclaimed_bytes
         );
+        if report.vacuumed {
+            println!("tables vacuumed: the Postgres server's autovacuum is off");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -194,6 +194,37 @@ pub fn incremental_vacuum(conn: &mut DbConnection, pages: i64) -> Result<i64, St
     Ok((before - database_size(conn)?).max(0))
 }
 
+/// Postgres: `VACUUM` of the tables the bridge deletes from and updates all the time, when the
+/// server does not vacuum by itself (`autovacuum` or `track_counts` off, as on some CI or
+/// tuned servers): until a table is vacuumed the space of its deleted and replaced rows is not
+/// reused, and the database grows with every row ever written, pruned or not. Answers whether
+/// it vacuumed; with autovacuum on it leaves the tables to it (migration 12 makes it visit them
+/// after 2% changed). Not in a transaction. SQLite: nothing (its freed pages are reused).
+pub fn vacuum_unless_autovacuum(conn: &mut DbConnection) -> Result<bool, StoreError> {
+    #[derive(QueryableByName)]
+    struct Server {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        vacuums: bool,
+    }
+    let DbConnection::Postgres(c) = conn else {
+        return Ok(false);
+    };
+    let server = diesel::sql_query(
+        "SELECT current_setting('autovacuum') = 'on' \
+            AND current_setting('track_counts') = 'on' AS vacuums",
+    )
+    .get_result::<Server>(c)?;
+    if server.vacuums {
+        return Ok(false);
+    }
+    // SKIP_LOCKED: a table another instance's pass is vacuuming is being done already.
+    diesel::connection::SimpleConnection::batch_execute(
+        c,
+        "VACUUM (SKIP_LOCKED) inbound_events, jobs, attempts, subscribers",
+    )?;
+    Ok(true)
+}
+
 /// When the oldest stored webhook body was received (unix ms), if any is stored.
 pub fn oldest_body(conn: &mut DbConnection) -> Result<Option<i64>, StoreError> {
     Ok(inbound_events::table
