@@ -71,8 +71,24 @@ health=$(wrk $wrk_args --latency "http://127.0.0.1:$port/healthz")
 # Each run's ingest starts just after a checkpoint, so that runs pay for the same share of
 # full-page images in the WAL (after a checkpoint every page's first change is logged whole).
 [ "$backend" = postgres ] && psql "$database_url" -q -c CHECKPOINT
+# The CPU time (clock ticks) the ingest writer threads have used, and the process as a whole:
+# per stored event, a figure that varies less between runs than the throughput ratio does.
+writer_ticks() {
+    local total=0 task
+    for task in /proc/"$bridge"/task/*; do
+        case "$(cat "$task/comm")" in ingest-writer-*)
+            total=$((total + $(awk '{print $14 + $15}' "$task/stat"))) ;;
+        esac
+    done
+    echo "$total"
+}
+process_ticks() { awk '{print $14 + $15}' "/proc/$bridge/stat"; }
+writer_before=$(writer_ticks)
+process_before=$(process_ticks)
 # shellcheck disable=SC2086
 ingest=$(wrk $wrk_args --latency -s "$dir/signup.lua" "http://127.0.0.1:$port")
+writer_used=$(($(writer_ticks) - writer_before))
+process_used=$(($(process_ticks) - process_before))
 h=$(echo "$health" | rate)
 i=$(echo "$ingest" | rate)
 errors=$(echo "$ingest" | awk '/Non-2xx/ {print $5}')
@@ -80,3 +96,5 @@ stored=$(curl -fs "http://127.0.0.1:$port/metrics" | awk -F' ' '/^bridge_inbound
 echo "$backend, wrk $wrk_args:"
 echo "  GET /healthz            $h req/s  p99 $(echo "$health" | p99)"
 echo "  POST /webhooks/esp      $i req/s  p99 $(echo "$ingest" | p99)  ($(awk -v i="$i" -v h="$h" 'BEGIN {printf "%.1f", 100 * i / h}')% of /healthz; stored ${stored:-0}, non-2xx ${errors:-0})"
+awk -v w="$writer_used" -v p="$process_used" -v n="${stored:-0}" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { if (n > 0) printf "  CPU per stored event    ingest writers %.1f us, the whole bridge %.1f us\n", 1e6 * w / hz / n, 1e6 * p / hz / n }'
