@@ -164,6 +164,15 @@ fn run(backend: &str, new_database: &mut dyn FnMut() -> String, standin: &StandI
         )
     };
     let fresh = |address: &str| subscribe_new(address, 10_000_000);
+    // Ingest flat out: 32 senders, each request someone new.
+    let flat_out = |bridge: &Bridge| {
+        load.block_on(support::closed_loop(
+            fresh(&bridge.address),
+            seconds,
+            32,
+            next.clone(),
+        ))
+    };
     // The paced phase first in each: after a flat-out one its latency would be the burst's
     // aftermath (the log it left being checkpointed), not the pass's.
     let bridge = ingest_alone("30d");
@@ -174,12 +183,7 @@ fn run(backend: &str, new_database: &mut dyn FnMut() -> String, standin: &StandI
         next.clone(),
     ));
     println!("{}", before_paced.line("1,000/s, no pass"));
-    let before = load.block_on(support::closed_loop(
-        fresh(&bridge.address),
-        seconds,
-        32,
-        next.clone(),
-    ));
+    let before = flat_out(&bridge);
     println!("{}", before.line("ingest, no pass"));
     bridge.stop();
     let bridge = ingest_alone("2s");
@@ -192,12 +196,7 @@ fn run(backend: &str, new_database: &mut dyn FnMut() -> String, standin: &StandI
         next.clone(),
     ));
     println!("{}", paced.line("1,000/s during a pass"));
-    let during = load.block_on(support::closed_loop(
-        fresh(&bridge.address),
-        seconds,
-        32,
-        next.clone(),
-    ));
+    let during = flat_out(&bridge);
     println!(
         "{}  ({:.0}% of ingest with no pass)",
         during.line("ingest during a pass"),
@@ -207,12 +206,7 @@ fn run(backend: &str, new_database: &mut dyn FnMut() -> String, standin: &StandI
     // The baseline again, after: each phase adds to the tables the next one writes into, so the
     // one before alone would flatter it against the pass.
     let bridge = ingest_alone("30d");
-    let after = load.block_on(support::closed_loop(
-        fresh(&bridge.address),
-        seconds,
-        32,
-        next.clone(),
-    ));
+    let after = flat_out(&bridge);
     println!(
         "{}  (during a pass: {:.0}% of the two with no pass, before and after)",
         after.line("ingest, no pass, after"),
