@@ -3,10 +3,12 @@
 use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
+use diesel::query_builder::AstPass;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
+use diesel::sqlite::Sqlite;
 
 use super::schema::inbound_events;
-use super::{column, DbConnection, StoreError, ROWS_PER_STATEMENT};
+use super::{cached, column, DbConnection, StoreError, ROWS_PER_STATEMENT};
 use crate::db::prepared::prepared;
 
 /// `inbound_events.outcome` of an event that was acted on.
@@ -52,60 +54,53 @@ pub fn latest_for_subjects(
     source: &str,
     subjects: &[&str],
 ) -> Result<HashMap<String, (String, i64)>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Latest {
+        #[diesel(sql_type = Text)]
+        subject: String,
+        #[diesel(sql_type = Text)]
+        body_sha256: String,
+        #[diesel(sql_type = BigInt)]
+        received_at: i64,
+    }
     let mut latest = HashMap::with_capacity(subjects.len());
-    if let DbConnection::Postgres(c) = conn {
-        // One step on Postgres: for each subject, the first row read backwards along
-        // `inbound_events_by_subject`, however long its history.
-        #[derive(QueryableByName)]
-        struct Latest {
-            #[diesel(sql_type = Text)]
-            subject: String,
-            #[diesel(sql_type = Text)]
-            body_sha256: String,
-            #[diesel(sql_type = BigInt)]
-            received_at: i64,
-        }
-        let rows: Vec<Latest> = prepared(
-            diesel::sql_query(
-                "SELECT s.subject, l.body_sha256, l.received_at \
-             FROM unnest($1::text[]) AS s(subject) CROSS JOIN LATERAL \
-             (SELECT body_sha256, received_at FROM inbound_events \
-              WHERE source = $2 AND subject = s.subject ORDER BY id DESC LIMIT 1) AS l",
+    let c = match conn {
+        DbConnection::Sqlite(c) => c,
+        DbConnection::Postgres(c) => {
+            // For each subject, the first row read backwards along `inbound_events_by_subject`,
+            // however long its history.
+            let rows: Vec<Latest> = prepared(
+                diesel::sql_query(
+                    "SELECT s.subject, l.body_sha256, l.received_at \
+                     FROM unnest($1::text[]) AS s(subject) CROSS JOIN LATERAL \
+                     (SELECT body_sha256, received_at FROM inbound_events \
+                      WHERE source = $2 AND subject = s.subject ORDER BY id DESC LIMIT 1) AS l",
+                )
+                .bind::<Array<Text>, _>(subjects)
+                .bind::<Text, _>(source),
             )
-            .bind::<Array<Text>, _>(subjects)
-            .bind::<Text, _>(source),
+            .load(c)?;
+            latest.extend(
+                rows.into_iter()
+                    .map(|row| (row.subject, (row.body_sha256, row.received_at))),
+            );
+            return Ok(latest);
+        }
+    };
+    // The ingest's other read of every batch: a cached statement (see `cached`); new addresses,
+    // the usual case, find no row in the sub-select.
+    for chunk in subjects.chunks(cached::ROWS) {
+        let rows: Vec<Latest> = cached::in_list(
+            "SELECT subject, body_sha256, received_at FROM inbound_events WHERE id IN \
+             (SELECT max(id) FROM inbound_events WHERE source = ? AND subject IN ",
+            Some(source),
+            chunk,
+            " GROUP BY subject)",
         )
         .load(c)?;
         latest.extend(
             rows.into_iter()
                 .map(|row| (row.subject, (row.body_sha256, row.received_at))),
-        );
-        return Ok(latest);
-    }
-    for chunk in subjects.chunks(ROWS_PER_STATEMENT) {
-        // On SQLite two steps rather than a sub-select, which diesel cannot write on one table;
-        // new addresses, the usual case, cost only the first.
-        let latest_ids: Vec<Option<i64>> = inbound_events::table
-            .filter(inbound_events::source.eq(source))
-            .filter(inbound_events::subject.eq_any(chunk))
-            .group_by(inbound_events::subject)
-            .select(diesel::dsl::max(inbound_events::id))
-            .load(conn)?;
-        let latest_ids: Vec<i64> = latest_ids.into_iter().flatten().collect();
-        if latest_ids.is_empty() {
-            continue;
-        }
-        let rows: Vec<(Option<String>, String, i64)> = inbound_events::table
-            .filter(inbound_events::id.eq_any(&latest_ids))
-            .select((
-                inbound_events::subject,
-                inbound_events::body_sha256,
-                inbound_events::received_at,
-            ))
-            .load(conn)?;
-        latest.extend(
-            rows.into_iter()
-                .filter_map(|(subject, hash, at)| Some((subject?, (hash, at)))),
         );
     }
     Ok(latest)
@@ -129,8 +124,8 @@ pub fn keys_seen(
     Ok(seen)
 }
 
-/// Stores inbound events (on Postgres in one statement, on SQLite a few hundred per statement)
-/// and returns their ids in the same order.
+/// Stores inbound events (on Postgres in one statement, on SQLite [`cached::ROWS`] per cached
+/// statement) and returns their ids in the same order.
 pub fn insert_all(
     conn: &mut DbConnection,
     events: &[NewInboundEvent<'_>],
@@ -172,15 +167,46 @@ pub fn insert_all(
         ids.sort_unstable();
         return Ok(ids);
     }
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        let insert = diesel::insert_into(inbound_events::table)
-            .values(chunk)
-            .returning(inbound_events::id);
-        let mut chunk_ids: Vec<i64> = on_backend!(conn, |c| insert.get_results(c))?;
+    let DbConnection::Sqlite(c) = conn else {
+        unreachable!("Postgres is answered above")
+    };
+    #[derive(QueryableByName)]
+    struct Returned {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    for chunk in events.chunks(cached::ROWS) {
+        let returned: Vec<Returned> = cached::insert_returning(chunk, " RETURNING id").load(c)?;
+        let mut chunk_ids: Vec<i64> = returned.into_iter().map(|row| row.id).collect();
         // RETURNING promises no order; ids are drawn row by row in VALUES order (one statement
         // draws from the sequence, or SQLite's rowid, in turn), so ascending is that order.
         chunk_ids.sort_unstable();
         ids.extend(chunk_ids);
     }
     Ok(ids)
+}
+
+impl cached::Row for NewInboundEvent<'_> {
+    const INSERT: &'static str = "INSERT INTO inbound_events (source, event_type, subject, \
+        body_sha256, body, outcome, subscriber_id, received_at, idempotency_key) VALUES ";
+
+    fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_bind_param::<Text, _>(&self.source)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.event_type)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.subject)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.body_sha256)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.body)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.outcome)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<BigInt>, _>(&self.subscriber_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.received_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.idempotency_key)
+    }
 }

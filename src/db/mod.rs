@@ -14,6 +14,7 @@ macro_rules! on_backend {
 
 pub mod admin;
 pub mod batch;
+pub mod cached;
 mod connection;
 pub mod erase;
 pub mod inbox;

@@ -4,11 +4,13 @@
 use std::collections::HashMap;
 
 use diesel::prelude::*;
+use diesel::query_builder::AstPass;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
+use diesel::sqlite::Sqlite;
 use referral_bridge_adapters::{Email, Person};
 
 use super::schema::subscribers;
-use super::{column, DbConnection, StoreError, ROWS_PER_STATEMENT};
+use super::{cached, column, DbConnection, StoreError, ROWS_PER_STATEMENT};
 use crate::db::prepared::{prepared, Count};
 
 /// `subscribers.status` of someone on the list.
@@ -17,7 +19,7 @@ pub const SUBSCRIBED: &str = "subscribed";
 pub const UNSUBSCRIBED: &str = "unsubscribed";
 
 /// A subscriber as stored.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = subscribers)]
 pub struct Subscriber {
     /// The bridge's own id, stable across email changes.
@@ -79,6 +81,22 @@ pub fn find_by_emails(
     emails: &[&str],
 ) -> Result<Vec<Subscriber>, StoreError> {
     let mut found = Vec::with_capacity(emails.len());
+    if let DbConnection::Sqlite(c) = conn {
+        // The ingest's read of every batch: a cached statement (see `cached`).
+        for chunk in emails.chunks(cached::ROWS) {
+            found.extend(
+                cached::in_list(
+                    "SELECT id, email, esp_id, first_name, name, status, created_at, updated_at \
+                     FROM subscribers WHERE email IN ",
+                    None,
+                    chunk,
+                    "",
+                )
+                .load::<Subscriber>(c)?,
+            );
+        }
+        return Ok(found);
+    }
     for chunk in emails.chunks(ROWS_PER_STATEMENT) {
         found.extend(
             subscribers::table
@@ -120,8 +138,8 @@ pub fn lock_by_emails(
     Ok(found)
 }
 
-/// Inserts subscribers (one statement on Postgres, a few hundred per statement on SQLite) and
-/// returns their ids by email.
+/// Inserts subscribers (one statement on Postgres, [`cached::ROWS`] per cached statement on
+/// SQLite) and returns their ids by email.
 pub(super) fn insert_all(
     conn: &mut DbConnection,
     new: &[NewSubscriber<'_>],
@@ -157,14 +175,43 @@ pub(super) fn insert_all(
         ids.extend(rows.into_iter().map(|row| (row.email, row.id)));
         return Ok(ids);
     }
-    for chunk in new.chunks(ROWS_PER_STATEMENT) {
-        let insert = diesel::insert_into(subscribers::table)
-            .values(chunk)
-            .returning((subscribers::email, subscribers::id));
-        let rows: Vec<(String, i64)> = on_backend!(conn, |c| insert.get_results(c))?;
-        ids.extend(rows);
+    let DbConnection::Sqlite(c) = conn else {
+        unreachable!("Postgres is answered above")
+    };
+    #[derive(QueryableByName)]
+    struct Returned {
+        #[diesel(sql_type = Text)]
+        email: String,
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    for chunk in new.chunks(cached::ROWS) {
+        let rows: Vec<Returned> =
+            cached::insert_returning(chunk, " RETURNING email, id").load(c)?;
+        ids.extend(rows.into_iter().map(|row| (row.email, row.id)));
     }
     Ok(ids)
+}
+
+impl cached::Row for NewSubscriber<'_> {
+    const INSERT: &'static str = "INSERT INTO subscribers (email, esp_id, first_name, name, \
+        status, created_at, updated_at) VALUES ";
+
+    fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_bind_param::<Text, _>(&self.email)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.esp_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.first_name)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.name)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.status)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.created_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.updated_at)
+    }
 }
 
 /// Writes back every column an event can change of stored subscribers: on Postgres in one

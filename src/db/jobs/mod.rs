@@ -28,10 +28,12 @@ pub const DESTINATIONS: [&str; 4] = [
 use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
+use diesel::query_builder::AstPass;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
+use diesel::sqlite::Sqlite;
 
 use super::schema::jobs;
-use super::{column, DbConnection, StoreError};
+use super::{cached, column, DbConnection, StoreError};
 use crate::db::prepared::{prepared, Count};
 
 /// The state of a job.
@@ -124,18 +126,15 @@ pub fn place_in_line(open_lines: &mut HashSet<i64>, subscriber_id: i64) -> JobSt
     }
 }
 
-/// A job with the status it starts in.
-#[derive(Insertable)]
-#[diesel(table_name = jobs)]
+/// A job with the status it starts in, as SQLite's insert carries it.
 struct QueuedJob<'a> {
-    #[diesel(embed)]
     job: NewJob<'a>,
     status: &'a str,
 }
 
-/// Inserts jobs (one statement on Postgres, a few hundred per statement on SQLite), each with
-/// its status: `Pending` for the head of an empty line, `Waiting` behind an open job (see
-/// [`open_lines`]). On Postgres the caller must hold the subscribers' row locks
+/// Inserts jobs (one statement on Postgres, [`cached::ROWS`] per cached statement on SQLite),
+/// each with its status: `Pending` for the head of an empty line, `Waiting` behind an open job
+/// (see [`open_lines`]). On Postgres the caller must hold the subscribers' row locks
 /// ([`super::subscribers::lock_by_emails`] or any update of the row takes one; a row inserted in
 /// the same transaction is invisible to others), so that a line's head finishing at the same
 /// moment sees the new job.
@@ -169,7 +168,10 @@ pub fn insert_all(
         .get_result::<Count>(c)?;
         return Ok(());
     }
-    for chunk in new.chunks(super::ROWS_PER_STATEMENT) {
+    let DbConnection::Sqlite(c) = conn else {
+        unreachable!("Postgres is answered above")
+    };
+    for chunk in new.chunks(cached::ROWS) {
         let rows: Vec<QueuedJob<'_>> = chunk
             .iter()
             .map(|(job, status)| QueuedJob {
@@ -177,10 +179,35 @@ pub fn insert_all(
                 status: status.as_str(),
             })
             .collect();
-        let insert = diesel::insert_into(jobs::table).values(&rows);
-        on_backend!(conn, |c| insert.execute(c))?;
+        cached::insert(&rows).execute(c)?;
     }
     Ok(())
+}
+
+impl cached::Row for QueuedJob<'_> {
+    const INSERT: &'static str = "INSERT INTO jobs (subscriber_id, destination, kind, payload, \
+        created_at, retry_from, run_at, inbound_event_id, status) VALUES ";
+
+    fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        let job = &self.job;
+        out.push_bind_param::<BigInt, _>(&job.subscriber_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&job.destination)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&job.kind)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&job.payload)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&job.created_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&job.retry_from)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&job.run_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<BigInt>, _>(&job.inbound_event_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.status)
+    }
 }
 
 /// Queues a coalesced job for `destination`, due at `run_at`: one that sends the subscriber's
