@@ -407,10 +407,15 @@ pub fn erase_after_deletion(
 
 /// Checkpoints SQLite's log (no erased page stays in it), counts and logs the erasure.
 fn finish_erasure(db: &Db, metrics: &Metrics, erased: &Erased, after: &str) {
-    if let Err(e) = db.read(erase::checkpoint) {
-        log::warn!(
+    match db.read(erase::checkpoint) {
+        Ok(true) => {}
+        Ok(false) => log::warn!(
+            "erasure: another checkpoint held the WAL for a second; the log is emptied at the \
+             next automatic one"
+        ),
+        Err(e) => log::warn!(
             "erasure: the WAL checkpoint failed ({e}); it happens at the next automatic one"
-        );
+        ),
     }
     metrics.erasures.inc();
     log::info!(

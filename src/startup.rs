@@ -333,6 +333,7 @@ impl Application {
                 shutdown.clone(),
             ))
         });
+        let checkpoints = tokio::spawn(crate::db::wal::run(db.clone(), shutdown.clone()));
         let pruning = tokio::spawn(crate::lifecycle::run(
             db,
             settings,
@@ -359,6 +360,7 @@ impl Application {
         };
         worker.await.context("the worker panicked")?;
         pruning.await.context("the retention pass panicked")?;
+        checkpoints.await.context("the WAL checkpoints panicked")?;
         if let Some(reconciling) = reconciling {
             reconciling.await.context("the reconciliation panicked")?;
         }

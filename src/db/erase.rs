@@ -4,6 +4,7 @@
 use diesel::prelude::*;
 
 use super::schema::{attempts, inbound_events, jobs, redemptions, subscribers};
+use super::wal::Checkpointed;
 use super::{DbConnection, StoreError};
 
 diesel::define_sql_function! {
@@ -117,9 +118,21 @@ fn erase(conn: &mut DbConnection, id: i64, email: &str) -> Result<Erased, StoreE
 
 /// SQLite: writes the WAL back into the file and empties it, so that no copy of an erased page
 /// stays in the log. Postgres: nothing (no table holds the rows any more).
-pub fn checkpoint(conn: &mut DbConnection) -> Result<(), StoreError> {
-    if let DbConnection::Sqlite(_) = conn {
-        diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)").execute(conn)?;
+///
+/// A checkpoint already running (`wal::run`'s, every few milliseconds) makes this one answer
+/// "busy" without waiting: it is tried again for up to a second. Returns whether the log was
+/// emptied.
+pub fn checkpoint(conn: &mut DbConnection) -> Result<bool, StoreError> {
+    let DbConnection::Sqlite(c) = conn else {
+        return Ok(true);
+    };
+    for _ in 0..100 {
+        let done: Checkpointed =
+            diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)").get_result(c)?;
+        if done.busy == 0 {
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Ok(())
+    Ok(false)
 }

@@ -31,6 +31,7 @@ pub mod sessions;
 pub mod subscribers;
 #[cfg(test)]
 pub mod test_db;
+pub mod wal;
 pub mod working;
 
 use std::sync::{Arc, Mutex};
