@@ -24,6 +24,19 @@ pub trait Row {
     fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Sqlite>) -> QueryResult<()>;
 }
 
+/// The body of a [`Row::push`]: binds each value as its SQL type, separated by commas.
+macro_rules! bind_values {
+    ($out:expr; $first_type:ty => $first:expr $(, $ty:ty => $value:expr)* $(,)?) => {{
+        $out.push_bind_param::<$first_type, _>($first)?;
+        $(
+            $out.push_sql(", ");
+            $out.push_bind_param::<$ty, _>($value)?;
+        )*
+        Ok(())
+    }};
+}
+pub(crate) use bind_values;
+
 /// `INSERT ... VALUES (...), (...) <returning>` of up to [`ROWS`] rows, cached by its text.
 pub struct Insert<'a, R> {
     rows: &'a [R],
@@ -154,9 +167,7 @@ mod tests {
     impl Row for Pair<'_> {
         const INSERT: &'static str = "INSERT INTO t (name, n) VALUES ";
         fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-            out.push_bind_param::<Text, _>(&self.0)?;
-            out.push_sql(", ");
-            out.push_bind_param::<BigInt, _>(&self.1)
+            bind_values!(out; Text => &self.0, BigInt => &self.1)
         }
     }
 

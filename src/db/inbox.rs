@@ -130,6 +130,11 @@ pub fn insert_all(
     conn: &mut DbConnection,
     events: &[NewInboundEvent<'_>],
 ) -> Result<Vec<i64>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Returned {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -139,11 +144,6 @@ pub fn insert_all(
         // parses a few lines and plans one function scan, where a multi-row VALUES list is
         // parsed, analysed and planned row by row (and must be split under the limit on
         // bound parameters).
-        #[derive(QueryableByName)]
-        struct Returned {
-            #[diesel(sql_type = BigInt)]
-            id: i64,
-        }
         let returned: Vec<Returned> = prepared(
             diesel::sql_query(
                 "INSERT INTO inbound_events (source, event_type, subject, body_sha256, body, \
@@ -170,11 +170,6 @@ pub fn insert_all(
     let DbConnection::Sqlite(c) = conn else {
         unreachable!("Postgres is answered above")
     };
-    #[derive(QueryableByName)]
-    struct Returned {
-        #[diesel(sql_type = BigInt)]
-        id: i64,
-    }
     for chunk in events.chunks(cached::ROWS) {
         let returned: Vec<Returned> = cached::insert_returning(chunk, " RETURNING id").load(c)?;
         let mut chunk_ids: Vec<i64> = returned.into_iter().map(|row| row.id).collect();
@@ -191,22 +186,16 @@ impl cached::Row for NewInboundEvent<'_> {
         body_sha256, body, outcome, subscriber_id, received_at, idempotency_key) VALUES ";
 
     fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        out.push_bind_param::<Text, _>(&self.source)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.event_type)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.subject)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.body_sha256)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.body)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.outcome)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<BigInt>, _>(&self.subscriber_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.received_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.idempotency_key)
+        cached::bind_values!(out;
+            Text => &self.source,
+            Text => &self.event_type,
+            Nullable<Text> => &self.subject,
+            Text => &self.body_sha256,
+            Text => &self.body,
+            Text => &self.outcome,
+            Nullable<BigInt> => &self.subscriber_id,
+            BigInt => &self.received_at,
+            Nullable<Text> => &self.idempotency_key,
+        )
     }
 }

@@ -144,19 +144,19 @@ pub(super) fn insert_all(
     conn: &mut DbConnection,
     new: &[NewSubscriber<'_>],
 ) -> Result<HashMap<String, i64>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Returned {
+        #[diesel(sql_type = Text)]
+        email: String,
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
     let mut ids = HashMap::with_capacity(new.len());
     if new.is_empty() {
         return Ok(ids);
     }
     if let DbConnection::Postgres(c) = conn {
         // One array per column, as in `inbox::insert_all`.
-        #[derive(QueryableByName)]
-        struct Returned {
-            #[diesel(sql_type = Text)]
-            email: String,
-            #[diesel(sql_type = BigInt)]
-            id: i64,
-        }
         let rows: Vec<Returned> = prepared(
             diesel::sql_query(
                 "INSERT INTO subscribers (email, esp_id, first_name, name, status, created_at, \
@@ -178,13 +178,6 @@ pub(super) fn insert_all(
     let DbConnection::Sqlite(c) = conn else {
         unreachable!("Postgres is answered above")
     };
-    #[derive(QueryableByName)]
-    struct Returned {
-        #[diesel(sql_type = Text)]
-        email: String,
-        #[diesel(sql_type = BigInt)]
-        id: i64,
-    }
     for chunk in new.chunks(cached::ROWS) {
         let rows: Vec<Returned> =
             cached::insert_returning(chunk, " RETURNING email, id").load(c)?;
@@ -198,19 +191,15 @@ impl cached::Row for NewSubscriber<'_> {
         status, created_at, updated_at) VALUES ";
 
     fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        out.push_bind_param::<Text, _>(&self.email)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.esp_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.first_name)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.name)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.status)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.created_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.updated_at)
+        cached::bind_values!(out;
+            Text => &self.email,
+            Nullable<Text> => &self.esp_id,
+            Nullable<Text> => &self.first_name,
+            Nullable<Text> => &self.name,
+            Text => &self.status,
+            BigInt => &self.created_at,
+            BigInt => &self.updated_at,
+        )
     }
 }
 

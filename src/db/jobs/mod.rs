@@ -190,23 +190,17 @@ impl cached::Row for QueuedJob<'_> {
 
     fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         let job = &self.job;
-        out.push_bind_param::<BigInt, _>(&job.subscriber_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&job.destination)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&job.kind)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&job.payload)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&job.created_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&job.retry_from)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&job.run_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<BigInt>, _>(&job.inbound_event_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.status)
+        cached::bind_values!(out;
+            BigInt => &job.subscriber_id,
+            Text => &job.destination,
+            Text => &job.kind,
+            Text => &job.payload,
+            BigInt => &job.created_at,
+            BigInt => &job.retry_from,
+            BigInt => &job.run_at,
+            Nullable<BigInt> => &job.inbound_event_id,
+            Text => &self.status,
+        )
     }
 }
 
