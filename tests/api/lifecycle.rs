@@ -514,6 +514,110 @@ async fn forgetting_at_referralloop_goes_by_the_signup_id_it_heard() {
     app.stop().await;
 }
 
+/// An ESP's deletion queued for ReferralLoop (`BRIDGE_ERASE_ON_DELETE`) before the bridge heard
+/// the person's signup id is not sent, and nothing is erased here: it is tried again, and once
+/// `signup.created` brings the id, the retry deletes by it and the erasure follows.
+#[tokio::test]
+async fn a_referralloop_deletion_waits_for_the_signup_id() {
+    let signups = "/rl/api/v1/waitlists/w1/signups";
+    let signup_id = "789e0123-e89b-12d3-a456-426614174000";
+    let user = "user@example.com";
+    let app = TestApp::spawn_with(
+        &[
+            ("ESP_ADAPTER", "brevo"),
+            ("ESP_API_URL", "{stand-in}/brevo/v3"),
+            ("ESP_API_KEY", "brevo-key"),
+            ("BRIDGE_ERASE_ON_DELETE", "true"),
+            ("BRIDGE_PLATFORM", "referralloop"),
+            ("REFERRALLOOP_API_URL", "{stand-in}/rl/api/v1"),
+            ("REFERRALLOOP_API_KEY", "pk_test_1"),
+            ("REFERRALLOOP_WAITLIST_ID", "w1"),
+            ("REFERRALLOOP_WEBHOOK_SECRET", crate::referralloop::SECRET),
+            ("REFERRALLOOP_RATE_LIMIT", "100/1s"),
+        ],
+        None,
+    )
+    .await;
+    for (verb, at, answer) in [
+        ("POST", signups.to_string(), json!({"id": signup_id})),
+        ("DELETE", format!("{signups}/{signup_id}"), json!({})),
+    ] {
+        app.sparkloop
+            .register(
+                Mock::given(method(verb))
+                    .and(path(at))
+                    .respond_with(ResponseTemplate::new(200).set_body_json(answer)),
+            )
+            .await;
+    }
+    let post = |body: Value| {
+        let app = &app;
+        async move {
+            app.client
+                .post(format!("{}/webhooks/esp", app.address))
+                .bearer_auth(ESP_SECRET)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let added = json!({"id": 1, "email": user, "event": "list_addition",
+        "key": "k", "list_id": [35], "date": "2020-10-09 00:00:00", "ts": 1604937111});
+    assert_eq!(post(added).await, 200);
+    app.drain().await;
+    let deleted = json!({"id": 1, "email": user, "event": "contact_deleted",
+        "key": "k", "list_id": [35], "ts": 1604937112});
+    assert_eq!(post(deleted).await, 200);
+    let deletes = || async {
+        app.sparkloop
+            .received_requests()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.method.as_str() == "DELETE")
+            .map(|r| r.url.path().to_string())
+            .collect::<Vec<_>>()
+    };
+    // Tried (at 100 ms, then doubling) and put back, never sent without the id.
+    eventually("the deletion tried", Duration::from_secs(10), || {
+        count(
+            &app,
+            "jobs WHERE kind = 'delete' AND status = 'pending' AND attempts >= 2 \
+             AND last_error LIKE '%signup id%'",
+        ) == 1
+    })
+    .await;
+    assert_eq!(deletes().await, Vec::<String>::new());
+    assert_eq!(count(&app, "subscribers"), 1);
+
+    let created = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/referralloop/signup_created.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let heard = app
+        .client
+        .post(format!("{}/webhooks/referralloop", app.address))
+        .header(
+            "X-Webhook-Signature",
+            crate::referralloop::signature(&created),
+        )
+        .body(created)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(heard.status(), 200);
+    eventually("the subscriber erased", Duration::from_secs(20), || {
+        count(&app, "subscribers") == 0
+    })
+    .await;
+    assert_eq!(deletes().await, [format!("{signups}/{signup_id}")]);
+    assert!(stored_anywhere(&app, user).is_empty());
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn brevos_contact_deleted_erases_with_the_platform_when_asked() {
     let app = TestApp::spawn_with(
