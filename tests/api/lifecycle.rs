@@ -34,6 +34,84 @@ fn count(app: &TestApp, sql: &str) -> i64 {
     app.db.count(&format!("SELECT COUNT(*) AS n FROM {sql}"))
 }
 
+/// ReferralLoop's signups, at the stand-in.
+const SIGNUPS: &str = "/rl/api/v1/waitlists/w1/signups";
+/// The signup id ReferralLoop gives `user@example.com` (its `signup.created` fixture).
+const SIGNUP_ID: &str = "789e0123-e89b-12d3-a456-426614174000";
+
+/// A bridge sending to ReferralLoop, with `extra` variables; the stand-in answers a signup with
+/// [`SIGNUP_ID`] and its deletion with 200.
+async fn with_referralloop(extra: &[(&str, &str)]) -> TestApp {
+    let mut vars = vec![
+        ("BRIDGE_PLATFORM", "referralloop"),
+        ("REFERRALLOOP_API_URL", "{stand-in}/rl/api/v1"),
+        ("REFERRALLOOP_API_KEY", "pk_test_1"),
+        ("REFERRALLOOP_WAITLIST_ID", "w1"),
+        ("REFERRALLOOP_WEBHOOK_SECRET", crate::referralloop::SECRET),
+        ("REFERRALLOOP_RATE_LIMIT", "100/1s"),
+    ];
+    vars.extend_from_slice(extra);
+    let app = TestApp::spawn_with(&vars, None).await;
+    for (verb, at, answer) in [
+        ("POST", SIGNUPS.to_string(), json!({"id": SIGNUP_ID})),
+        ("DELETE", format!("{SIGNUPS}/{SIGNUP_ID}"), json!({})),
+    ] {
+        app.sparkloop
+            .register(
+                Mock::given(method(verb))
+                    .and(path(at))
+                    .respond_with(ResponseTemplate::new(200).set_body_json(answer)),
+            )
+            .await;
+    }
+    app
+}
+
+/// ReferralLoop's `signup.created` for `user@example.com`, signed, accepted by the bridge.
+async fn hear_signup_created(app: &TestApp) {
+    let created = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/referralloop/signup_created.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let heard = app
+        .client
+        .post(format!("{}/webhooks/referralloop", app.address))
+        .header(
+            "X-Webhook-Signature",
+            crate::referralloop::signature(&created),
+        )
+        .body(created)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(heard.status(), 200);
+}
+
+/// The paths of the `DELETE`s the stand-in received.
+async fn deletes_at_stand_in(app: &TestApp) -> Vec<String> {
+    app.sparkloop
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "DELETE")
+        .map(|r| r.url.path().to_string())
+        .collect()
+}
+
+/// Brevo's webhook `body`, posted with the ESP's secret; the answer's status.
+async fn post_brevo(app: &TestApp, body: Value) -> reqwest::StatusCode {
+    app.client
+        .post(format!("{}/webhooks/esp", app.address))
+        .bearer_auth(ESP_SECRET)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// Rows pointing at rows that are gone: none, though Postgres checks three of these references
 /// only through the way the bridge deletes (migration 9).
 fn assert_no_orphans(app: &TestApp) {
@@ -359,18 +437,9 @@ async fn forgetting_at_the_platform_first_keeps_the_data_until_it_has_deleted() 
     let (ok, out, err) = run_command(&["forget", "ann@example.com", "--platform"], &vars);
     assert!(ok, "{out}{err}");
     assert!(out.contains("queued"), "{out}");
-    let deletes = || async {
-        app.sparkloop
-            .received_requests()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|r| r.method.as_str() == "DELETE")
-            .count()
-    };
     // While SparkLoop refuses, everything stays here.
     let start = std::time::Instant::now();
-    while deletes().await < 1 {
+    while deletes_at_stand_in(&app).await.is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(15),
             "no DELETE reached SparkLoop"
@@ -386,7 +455,7 @@ async fn forgetting_at_the_platform_first_keeps_the_data_until_it_has_deleted() 
         count(&app, "subscribers WHERE email = 'ann@example.com'") == 0
     })
     .await;
-    assert_eq!(deletes().await, 3);
+    assert_eq!(deletes_at_stand_in(&app).await.len(), 3);
     assert_eq!(count(&app, "jobs"), 0);
     app.stop().await;
 
@@ -412,33 +481,7 @@ async fn forgetting_at_the_platform_first_keeps_the_data_until_it_has_deleted() 
 /// the deletion goes by that id and the erasure follows.
 #[tokio::test]
 async fn forgetting_at_referralloop_goes_by_the_signup_id_it_heard() {
-    let signups = "/rl/api/v1/waitlists/w1/signups";
-    let signup_id = "789e0123-e89b-12d3-a456-426614174000";
-    let app = TestApp::spawn_with(
-        &[
-            ("BRIDGE_ADMIN_TOKEN", TOKEN),
-            ("BRIDGE_PLATFORM", "referralloop"),
-            ("REFERRALLOOP_API_URL", "{stand-in}/rl/api/v1"),
-            ("REFERRALLOOP_API_KEY", "pk_test_1"),
-            ("REFERRALLOOP_WAITLIST_ID", "w1"),
-            ("REFERRALLOOP_WEBHOOK_SECRET", crate::referralloop::SECRET),
-            ("REFERRALLOOP_RATE_LIMIT", "100/1s"),
-        ],
-        None,
-    )
-    .await;
-    for (verb, at, answer) in [
-        ("POST", signups.to_string(), json!({"id": signup_id})),
-        ("DELETE", format!("{signups}/{signup_id}"), json!({})),
-    ] {
-        app.sparkloop
-            .register(
-                Mock::given(method(verb))
-                    .and(path(at))
-                    .respond_with(ResponseTemplate::new(200).set_body_json(answer)),
-            )
-            .await;
-    }
+    let app = with_referralloop(&[("BRIDGE_ADMIN_TOKEN", TOKEN)]).await;
     let user = "user@example.com";
     assert_eq!(app.post_esp(&subscribe(user)).await.status(), 200);
     app.drain().await;
@@ -460,23 +503,7 @@ async fn forgetting_at_referralloop_goes_by_the_signup_id_it_heard() {
     assert_eq!(count(&app, "subscribers"), 1);
     assert_eq!(count(&app, "jobs WHERE kind = 'delete'"), 0);
 
-    let created = std::fs::read_to_string(format!(
-        "{}/tests/fixtures/referralloop/signup_created.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    let heard = app
-        .client
-        .post(format!("{}/webhooks/referralloop", app.address))
-        .header(
-            "X-Webhook-Signature",
-            crate::referralloop::signature(&created),
-        )
-        .body(created)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(heard.status(), 200);
+    hear_signup_created(&app).await;
     let queued = forget_here_and_there().await.unwrap();
     assert_eq!(queued.status(), 202);
     eventually("the subscriber erased", Duration::from_secs(20), || {
@@ -498,7 +525,7 @@ async fn forgetting_at_referralloop_goes_by_the_signup_id_it_heard() {
     assert_eq!(
         deletes,
         [(
-            format!("{signups}/{signup_id}"),
+            format!("{SIGNUPS}/{SIGNUP_ID}"),
             "Bearer pk_test_1".to_string()
         )]
     );
@@ -519,67 +546,21 @@ async fn forgetting_at_referralloop_goes_by_the_signup_id_it_heard() {
 /// `signup.created` brings the id, the retry deletes by it and the erasure follows.
 #[tokio::test]
 async fn a_referralloop_deletion_waits_for_the_signup_id() {
-    let signups = "/rl/api/v1/waitlists/w1/signups";
-    let signup_id = "789e0123-e89b-12d3-a456-426614174000";
     let user = "user@example.com";
-    let app = TestApp::spawn_with(
-        &[
-            ("ESP_ADAPTER", "brevo"),
-            ("ESP_API_URL", "{stand-in}/brevo/v3"),
-            ("ESP_API_KEY", "brevo-key"),
-            ("BRIDGE_ERASE_ON_DELETE", "true"),
-            ("BRIDGE_PLATFORM", "referralloop"),
-            ("REFERRALLOOP_API_URL", "{stand-in}/rl/api/v1"),
-            ("REFERRALLOOP_API_KEY", "pk_test_1"),
-            ("REFERRALLOOP_WAITLIST_ID", "w1"),
-            ("REFERRALLOOP_WEBHOOK_SECRET", crate::referralloop::SECRET),
-            ("REFERRALLOOP_RATE_LIMIT", "100/1s"),
-        ],
-        None,
-    )
+    let app = with_referralloop(&[
+        ("ESP_ADAPTER", "brevo"),
+        ("ESP_API_URL", "{stand-in}/brevo/v3"),
+        ("ESP_API_KEY", "brevo-key"),
+        ("BRIDGE_ERASE_ON_DELETE", "true"),
+    ])
     .await;
-    for (verb, at, answer) in [
-        ("POST", signups.to_string(), json!({"id": signup_id})),
-        ("DELETE", format!("{signups}/{signup_id}"), json!({})),
-    ] {
-        app.sparkloop
-            .register(
-                Mock::given(method(verb))
-                    .and(path(at))
-                    .respond_with(ResponseTemplate::new(200).set_body_json(answer)),
-            )
-            .await;
-    }
-    let post = |body: Value| {
-        let app = &app;
-        async move {
-            app.client
-                .post(format!("{}/webhooks/esp", app.address))
-                .bearer_auth(ESP_SECRET)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    };
     let added = json!({"id": 1, "email": user, "event": "list_addition",
         "key": "k", "list_id": [35], "date": "2020-10-09 00:00:00", "ts": 1604937111});
-    assert_eq!(post(added).await, 200);
+    assert_eq!(post_brevo(&app, added).await, 200);
     app.drain().await;
     let deleted = json!({"id": 1, "email": user, "event": "contact_deleted",
         "key": "k", "list_id": [35], "ts": 1604937112});
-    assert_eq!(post(deleted).await, 200);
-    let deletes = || async {
-        app.sparkloop
-            .received_requests()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|r| r.method.as_str() == "DELETE")
-            .map(|r| r.url.path().to_string())
-            .collect::<Vec<_>>()
-    };
+    assert_eq!(post_brevo(&app, deleted).await, 200);
     // Tried (at 100 ms, then doubling) and put back, never sent without the id.
     eventually("the deletion tried", Duration::from_secs(10), || {
         count(
@@ -589,31 +570,18 @@ async fn a_referralloop_deletion_waits_for_the_signup_id() {
         ) == 1
     })
     .await;
-    assert_eq!(deletes().await, Vec::<String>::new());
+    assert_eq!(deletes_at_stand_in(&app).await, Vec::<String>::new());
     assert_eq!(count(&app, "subscribers"), 1);
 
-    let created = std::fs::read_to_string(format!(
-        "{}/tests/fixtures/referralloop/signup_created.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    let heard = app
-        .client
-        .post(format!("{}/webhooks/referralloop", app.address))
-        .header(
-            "X-Webhook-Signature",
-            crate::referralloop::signature(&created),
-        )
-        .body(created)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(heard.status(), 200);
+    hear_signup_created(&app).await;
     eventually("the subscriber erased", Duration::from_secs(20), || {
         count(&app, "subscribers") == 0
     })
     .await;
-    assert_eq!(deletes().await, [format!("{signups}/{signup_id}")]);
+    assert_eq!(
+        deletes_at_stand_in(&app).await,
+        [format!("{SIGNUPS}/{SIGNUP_ID}")]
+    );
     assert!(stored_anywhere(&app, user).is_empty());
     app.stop().await;
 }
@@ -641,25 +609,12 @@ async fn brevos_contact_deleted_erases_with_the_platform_when_asked() {
                 .with_priority(9),
         )
         .await;
-    let post = |body: Value| {
-        let app = &app;
-        async move {
-            app.client
-                .post(format!("{}/webhooks/esp", app.address))
-                .bearer_auth(ESP_SECRET)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    };
     let added = json!({"id": 1, "email": "bea@example.com", "event": "list_addition",
         "key": "k", "list_id": [35], "date": "2020-10-09 00:00:00", "ts": 1604937111});
-    assert_eq!(post(added).await, 200);
+    assert_eq!(post_brevo(&app, added).await, 200);
     let deleted = json!({"id": 1, "email": "bea@example.com", "event": "contact_deleted",
         "key": "k", "list_id": [35], "ts": 1604937112});
-    assert_eq!(post(deleted).await, 200);
+    assert_eq!(post_brevo(&app, deleted).await, 200);
     eventually("bea erased", Duration::from_secs(20), || {
         count(&app, "subscribers WHERE email = 'bea@example.com'") == 0
     })
